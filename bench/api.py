@@ -1,0 +1,205 @@
+"""The two contracts of the suite: agents (Equinox, explicit state) and tasks (host environments).
+
+Agents follow the Equinox abstract/final pattern and the "solver + explicit state" split:
+
+* The agent object holds only hashable configuration and its observation/action spaces; it is static
+  under `jax.jit` (pass it through `eqx.filter_jit` or close over it).
+* Every array lives in an explicit state pytree returned by `init` and threaded through `update`.
+* The recurrent policy state (`carry`) is a separate pytree threaded through `act`.
+
+Batches handed to `update` and `report` are dicts of arrays shaped (B, T, ...): every observation key, the
+action keys, and whatever `act` returned as `extras` at that step (e.g. stored latents for replay context).
+`T = context + length` of the agent's stream (see `StreamSpec`).
+
+Tasks are host environments: `reset(seed=...)` and `step(action)` return an observation dict carrying
+`reward`, `is_first`, `is_last`, `is_terminal` besides the sensors (`image` uint8 HxWx3, `vector` float32).
+Truncation is `is_last` without `is_terminal`. An episode is fully determined by its seed and its actions,
+which is what lets a killed run resume exactly (the runner replays the unfinished episode's actions).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import numpy as np
+
+from bench.spaces import Space
+
+Obs = dict[str, Any]
+Action = dict[str, Any]
+Metrics = dict[str, Any]
+
+MODES = ("train", "eval")
+
+
+# ----------------------------------------------------------------------------------------------- agents
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+    """What batches an agent trains on: `batch` sequences of `context + length` consecutive steps.
+
+    The first `context` steps of each sequence only initialise the carry (e.g. DreamerV3's
+    `replay_context: 1` reads the latents stored at that step); losses use the last `length` steps.
+    """
+
+    batch: int
+    length: int
+    context: int = 0
+
+    @property
+    def total_length(self) -> int:
+        return self.context + self.length
+
+
+class AbstractAgent(eqx.Module):
+    """The uniform agent API. Final classes implement every abstract method; nothing overrides concrete ones."""
+
+    config: eqx.AbstractVar[Any]
+    obs_space: eqx.AbstractVar[Mapping[str, Space]]
+    act_space: eqx.AbstractVar[Mapping[str, Space]]
+
+    @abc.abstractmethod
+    def init(self, *, key) -> Any:
+        """Create the full agent state pytree (networks, optimizer state, slow critics, counters)."""
+
+    @abc.abstractmethod
+    def initial_carry(self, batch_size: int) -> Any:
+        """The policy carry for `batch_size` parallel environments at episode start."""
+
+    @abc.abstractmethod
+    def act(self, state, carry, obs: Obs, *, key, mode: str) -> tuple[Any, Action, dict]:
+        """One policy step for a batch of environments.
+
+        `obs` holds (B, ...) arrays; the carry is reset where `obs["is_first"]`. Returns the new carry, the
+        action dict (B, ...) and `extras` (B, ...) that the runner stores in replay next to this step.
+        `mode` is "train" or "eval" (static).
+        """
+
+    @abc.abstractmethod
+    def update(self, state, batch: dict, *, key) -> tuple[Any, Metrics, dict]:
+        """One gradient update. Returns (new state, scalar metrics, replay updates).
+
+        Replay updates are arrays aligned with the batch's (B, T) axes (e.g. refreshed latents) that the
+        runner writes back into replay at the sampled positions; return {} for none.
+        """
+
+    @abc.abstractmethod
+    def report(self, state, batch: dict, *, key) -> Metrics:
+        """Diagnostics: scalar metrics plus images (H, W, 3) or videos (T, H, W, 3) as uint8 arrays."""
+
+    @abc.abstractmethod
+    def streams(self) -> Mapping[str, StreamSpec]:
+        """The batches the agent trains on, by name ({"train": ...}); empty for agents that do not learn."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    """How the registry builds an agent.
+
+    `config_cls` is a frozen dataclass with defaults. `presets` names YAML files (package resource paths
+    "package:relative/path.yaml" or absolute paths) of named presets; a preset named after the suite is
+    applied automatically before `--configs`.
+    """
+
+    name: str
+    config_cls: type
+    make: Callable[..., AbstractAgent]  # make(config, obs_space, act_space) -> agent
+    presets: tuple[str, ...] = ()
+    description: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+class Env(abc.ABC):
+    """A host environment. Owns its randomness; every episode is seeded explicitly by `reset(seed=...)`."""
+
+    @property
+    @abc.abstractmethod
+    def obs_space(self) -> dict[str, Space]:
+        """Sensors plus the step keys (see `bench.spaces.step_spaces`)."""
+
+    @property
+    @abc.abstractmethod
+    def act_space(self) -> dict[str, Space]:
+        """Action dict spaces, usually {"action": ...}."""
+
+    @abc.abstractmethod
+    def reset(self, *, seed: int) -> Obs:
+        """Start an episode determined by `seed`; the observation has `is_first=True`."""
+
+    @abc.abstractmethod
+    def step(self, action: Action) -> Obs:
+        """Advance one agent step. Must not be called after `is_last` without a reset."""
+
+    def episode_stats(self) -> dict[str, float]:
+        """Extra score fields of the episode that just ended (e.g. achievements, success)."""
+        return {}
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame of the full scene for videos, or None."""
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def check_action(act_space: Mapping[str, Space], action: Mapping[str, Any]) -> Action:
+    """Validate an (unbatched) action dict, raising a ValueError that names the key and the problem."""
+    missing = set(act_space) - set(action)
+    unknown = set(action) - set(act_space)
+    if missing or unknown:
+        raise ValueError(f"action keys {sorted(action)} do not match the action space {sorted(act_space)}")
+    return {key: space.check(f"action[{key!r}]", action[key]) for key, space in act_space.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSpec:
+    """A benchmark suite: its tasks, budget, protocol and scoring.
+
+    * `protocol_cls`: frozen dataclass of every protocol choice with the published defaults (action repeat,
+      image size, sticky actions, ...). It is the `env` section of the run config, written to the manifest.
+    * `make_env(task, protocol, worker_index) -> Env`: must be importable in a fresh subprocess, so
+      give a module-level function.
+    * `budget`: agent steps per run. `frames_per_step(protocol)` converts agent steps to env frames.
+    * `score_fields`: extra per-episode fields from `Env.episode_stats` that the scores file records.
+    * `eval_protocol`: how a run reduces to one final score: "final_eval" (mean return of the evaluation
+      episodes after training), "train_window" (training episodes ending in the last `window` agent steps),
+      "success_rate" / "crafter_score" (over all training episodes), see `leaderboard`.
+    * `normaliser`: name of the normalisation used on leaderboards (e.g. "human", "div1000", "identity").
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    protocol_cls: type
+    make_env: Callable[..., Env]
+    budget: int
+    eval_protocol: str = "final_eval"
+    eval_episodes: int = 10
+    eval_window: int = 0
+    score_fields: tuple[str, ...] = ()
+    normaliser: str = "identity"
+    description: str = ""
+    task_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def frames_per_step(self, protocol) -> int:
+        return int(getattr(protocol, "action_repeat", 1))
+
+    def resolve_task(self, task: str) -> str:
+        """Canonical task name; unknown names list the suite's tasks."""
+        if task in self.tasks:
+            return task
+        lowered = {t.lower(): t for t in self.tasks}
+        alias = self.task_aliases.get(task) or lowered.get(task.lower())
+        if alias:
+            return alias
+        import difflib
+
+        close = difflib.get_close_matches(task, self.tasks, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown task {task!r} for suite {self.name!r}.{hint} Tasks: {', '.join(self.tasks)}")

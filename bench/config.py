@@ -1,0 +1,313 @@
+"""Configuration: frozen dataclasses, YAML presets and dotted overrides coerced to the field type.
+
+A run's configuration has five sections:
+
+* `run`, `replay`, `logger`: the framework's own (below),
+* `env`: the suite's protocol dataclass (action repeat, image size, ...),
+* `agent`: the agent's config dataclass.
+
+Dotted keys address them as `run.steps`, `replay.capacity`, `env.noops`; keys that start with anything
+else address the agent (`loss_scales.sparse` means `agent.loss_scales.sparse`), which keeps the agent's
+hyperparameters short on the command line. Resolution order: defaults < suite preset < `--configs`
+presets in order < dotted flags. Unknown keys fail with a close-match suggestion; wrong types name the
+field and the type expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+SECTIONS = ("run", "replay", "logger", "env", "agent")
+# Sections left out of the config hash: they change how a run is watched, not what it computes.
+UNHASHED_SECTIONS = ("logger",)
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    steps: int = 0  # agent steps (policy steps); 0 = the suite's budget
+    train_ratio: float = 32.0  # replayed steps per policy step (DreamerV3 semantics), see bench.runner
+    envs: int = 1  # parallel environment workers
+    train_fill: int = 1024  # policy steps collected before the first update
+    eval_every: int = 0  # agent steps between periodic evaluation rounds; 0 = only the final evaluation
+    eval_episodes: int = 0  # episodes per periodic evaluation; 0 = the suite's protocol default
+    final_eval: bool = True  # run the suite's final evaluation protocol after training
+    save_every: int = 10000  # agent steps between checkpoints
+    save_every_secs: float = 900.0  # also checkpoint at least this often (wall clock)
+    log_every: int = 1000  # agent steps between metric records
+    report_every: int = 0  # agent steps between agent reports (videos); 0 = at the end only
+    max_worker_restarts: int = 10  # a worker that crashes more often than this ends the run
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int = 1_000_000  # steps held across all streams; oldest chunks are evicted
+    chunk: int = 1024  # steps per stored chunk (unit of eviction and of saving)
+    online: bool = True  # train once on every fresh sequence first (DreamerV3's online queue)
+    recency: float = 0.0  # fraction of sampled sequences drawn with recency priority
+    recency_decay: float = 1e-4  # recency weight exp(-decay * age in steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerConfig:
+    outputs: tuple[str, ...] = ("jsonl", "terminal")  # also "tensorboard", "wandb"
+    wandb_project: str = "bench"
+    wandb_mode: str = "offline"  # "offline" works without a network; "online" to sync
+    progress: bool = True
+
+
+FRAMEWORK_SECTIONS = {"run": RunConfig, "replay": ReplayConfig, "logger": LoggerConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    run: RunConfig
+    replay: ReplayConfig
+    logger: LoggerConfig
+    env: Any
+    agent: Any
+
+    def to_dict(self) -> dict:
+        return {name: to_plain(getattr(self, name)) for name in SECTIONS}
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+# ----------------------------------------------------------------------------------------- conversion
+
+
+def to_plain(value):
+    """Dataclass -> nested plain dict/list/scalars (YAML and JSON friendly)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+def canonical_json(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def config_hash(config: Config) -> str:
+    """Stable 10-hex-digit hash of the resolved config (logger settings excluded)."""
+    data = {k: v for k, v in config.to_dict().items() if k not in UNHASHED_SECTIONS}
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:10]
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value, tp, key: str):
+    """Coerce a YAML value or a command-line string to the annotated type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"{key}: cannot read {value!r} as {_type_name(tp)}")
+    if tp is Any:
+        return value
+    if origin is tuple or tp is tuple:
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("()[]").split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return tuple(coerce(v, inner, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected a bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an int, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an int, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an int, got {value!r}")
+        return int(number)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a float, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a float, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(tp):
+        raise ConfigError(f"{key}: is a section; set its fields as {key}.<field>")
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.extend(all_keys(tp, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def replace_path(obj, path: list[str], value, full_key: str, valid_keys: list[str]):
+    """Return a copy of dataclass `obj` with the field at `path` set to `value` (coerced)."""
+    types_ = _field_types(type(obj))
+    head = path[0]
+    if head not in types_:
+        close = difflib.get_close_matches(full_key, valid_keys, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {full_key!r}.{hint}")
+    tp = types_[head]
+    if len(path) == 1:
+        if dataclasses.is_dataclass(tp):
+            raise ConfigError(f"{full_key}: is a section; set its fields as {full_key}.<field>")
+        return dataclasses.replace(obj, **{head: coerce(value, tp, full_key)})
+    if not dataclasses.is_dataclass(tp):
+        close = difflib.get_close_matches(full_key, valid_keys, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {full_key!r} ({'.'.join(path[:1])} is not a section).{hint}")
+    inner = replace_path(getattr(obj, head), path[1:], value, full_key, valid_keys)
+    return dataclasses.replace(obj, **{head: inner})
+
+
+def route_key(key: str) -> tuple[str, list[str]]:
+    """'run.steps' -> ('run', ['steps']); 'loss_scales.sparse' -> ('agent', ['loss_scales', 'sparse'])."""
+    parts = key.split(".")
+    if parts[0] in SECTIONS and len(parts) > 1:
+        return parts[0], parts[1:]
+    return "agent", parts
+
+
+def valid_user_keys(config: Config) -> list[str]:
+    keys = []
+    for section in SECTIONS:
+        for key in all_keys(type(getattr(config, section))):
+            keys.append(key if section == "agent" else f"{section}.{key}")
+    return keys
+
+
+def apply(config: Config, updates: Mapping[str, Any], source: str = "") -> Config:
+    """Apply nested or dotted updates to a Config. `source` (a preset or "command line") prefixes errors."""
+    valid = valid_user_keys(config)
+    for key, value in _flatten(updates).items():
+        section, path = route_key(key)
+        try:
+            new_section = replace_path(getattr(config, section), path, value, key, valid)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}" if source else str(error)) from None
+        config = dataclasses.replace(config, **{section: new_section})
+    return config
+
+
+def from_dict(cls, data: Mapping, prefix: str = ""):
+    """Build dataclass `cls` strictly from a plain dict (e.g. a saved config.yaml)."""
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+# -------------------------------------------------------------------------------------------- presets
+
+
+def load_yaml(path) -> dict:
+    with open(path) as file:
+        data = yaml.safe_load(file) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of preset names to settings")
+    return data
+
+
+def parse_overrides(argv: list[str]) -> dict[str, str]:
+    """['--run.steps', '1e5', '--loss_scales.sparse=10'] -> {'run.steps': '1e5', 'loss_scales.sparse': '10'}."""
+    overrides: dict[str, str] = {}
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument {token!r} (config overrides look like --key.sub VALUE)")
+        key = token[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            index += 1
+        else:
+            if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+                raise ConfigError(f"--{key}: missing a value")
+            value = argv[index + 1]
+            index += 2
+        overrides[key] = value
+    return overrides
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def diff(a: Mapping, b: Mapping) -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, "<missing>") != fb.get(k, "<missing>"))

@@ -1,0 +1,231 @@
+"""Run folders and their files. Everything is plain JSON/JSONL/YAML; writes are atomic.
+
+A run folder is `ROOT/<suite>/<task>/<agent>/<config-hash>/seed<N>/` and holds:
+
+* `config.yaml`    the resolved config (sections run, replay, logger, env, agent)
+* `manifest.json`  see `new_manifest`: status ("running" | "finished"), code version and dirty flag, package
+                   versions, hardware, seed, config hash, protocol, budget, wall time, agent steps, env frames
+* `metrics.jsonl`  one record per log interval: {"step": agent steps, "frames": env frames, <name>: float}
+* `scores.jsonl`   one record per finished episode (schema `SCORE_FIELDS` below, plus the suite's extra score
+                   fields such as `success` or `achievement_collect_wood`)
+* `ckpt/`          the latest checkpoint (see bench.checkpoint); `media/` agent reports
+
+Score record fields:
+    step     int    agent steps taken by the run when the episode ended (all workers together)
+    frames   int    env frames at that point (step * action repeat)
+    mode     str    "train" (training episode) or "eval" (evaluation episode)
+    eval_round int  index of the evaluation round ("eval" only; the final evaluation is the last round)
+    final    bool   true for episodes of the final evaluation protocol
+    worker   int    env worker index
+    episode  int    episode index of that worker and mode
+    return   float  undiscounted episode return
+    length   int    agent steps in the episode
+    broken   bool   true if the env worker crashed during the episode (return is partial: exclude it)
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+SCORE_FIELDS = {
+    "step": int,
+    "frames": int,
+    "mode": str,
+    "worker": int,
+    "episode": int,
+    "return": float,
+    "length": int,
+    "broken": bool,
+}
+MANIFEST_FORMAT = 1
+PACKAGES = (
+    "jax", "jaxlib", "equinox", "optax", "numpy", "gymnasium", "ale-py", "crafter", "minihack", "nle",
+    "dm-control", "mujoco", "pymunk", "pandas", "arch", "rliable", "wandb", "ray",
+)  # fmt: skip
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("BENCH_ROOT", "runs"))
+
+
+def run_dir(root, suite: str, task: str, agent: str, config_hash: str, seed: int) -> Path:
+    safe_agent = agent.replace(":", "_").replace("/", "_")
+    return Path(root) / suite / task / safe_agent / config_hash / f"seed{seed}"
+
+
+# ---------------------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+class JsonlWriter:
+    """Append-only JSON lines. `position()` is the byte offset a checkpoint records; on resume the file is
+    truncated back to it, so records written after the checkpoint are rewritten exactly once."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+
+    def truncate(self, position: int) -> None:
+        size = self.path.stat().st_size
+        if position > size:
+            raise ValueError(f"{self.path}: checkpoint expects {position} bytes but the file has only {size}")
+        with open(self.path, "r+b") as file:
+            file.truncate(position)
+
+    def position(self) -> int:
+        return self.path.stat().st_size
+
+    def write(self, records: Iterable[Mapping]) -> None:
+        lines = "".join(json.dumps(dict(r), sort_keys=True, allow_nan=True) + "\n" for r in records)
+        if not lines:
+            return
+        with open(self.path, "a") as file:
+            file.write(lines)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def read_jsonl(path) -> list[dict]:
+    """Read a JSONL file; a final line cut off by a crash is ignored, any other bad line is an error."""
+    records = []
+    lines = Path(path).read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+# -------------------------------------------------------------------------------------------- manifest
+
+
+def code_version() -> dict:
+    """Commit of the code checkout and whether it had uncommitted changes."""
+    here = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    import importlib.metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware() -> dict:
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+    try:
+        import jax
+
+        info["jax_backend"] = jax.default_backend()
+        info["jax_devices"] = [str(d) for d in jax.devices()]
+    except Exception as error:  # noqa: BLE001 - reporting hardware must never fail a run
+        info["jax_backend"] = f"unavailable: {error}"
+    return info
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_manifest(*, suite, task, agent, seed, config_hash, protocol, budget, command) -> dict:
+    return {
+        "format": MANIFEST_FORMAT,
+        "status": "running",
+        "suite": suite,
+        "task": task,
+        "agent": agent,
+        "seed": seed,
+        "config_hash": config_hash,
+        "protocol": protocol,
+        "budget": budget,
+        "command": command,
+        "code": code_version(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "created": now(),
+        "updated": now(),
+        "wall_time": 0.0,
+        "agent_steps": 0,
+        "env_frames": 0,
+        "segments": [],
+    }
+
+
+def read_manifest(folder) -> dict:
+    path = Path(folder) / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: not a bench manifest of format {MANIFEST_FORMAT}")
+    return data
+
+
+def is_finished(folder) -> bool:
+    path = Path(folder) / "manifest.json"
+    return path.exists() and read_manifest(folder).get("status") == "finished"

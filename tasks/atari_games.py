@@ -1,0 +1,31 @@
+"""The 26 Atari 100k games: our task name (the ALE ROM id) -> the name used in published score files."""
+
+GAMES = {
+    "alien": "Alien",
+    "amidar": "Amidar",
+    "assault": "Assault",
+    "asterix": "Asterix",
+    "bank_heist": "BankHeist",
+    "battle_zone": "BattleZone",
+    "boxing": "Boxing",
+    "breakout": "Breakout",
+    "chopper_command": "ChopperCommand",
+    "crazy_climber": "CrazyClimber",
+    "demon_attack": "DemonAttack",
+    "freeway": "Freeway",
+    "frostbite": "Frostbite",
+    "gopher": "Gopher",
+    "hero": "Hero",
+    "jamesbond": "Jamesbond",
+    "kangaroo": "Kangaroo",
+    "krull": "Krull",
+    "kung_fu_master": "KungFuMaster",
+    "ms_pacman": "MsPacman",
+    "pong": "Pong",
+    "private_eye": "PrivateEye",
+    "qbert": "Qbert",
+    "road_runner": "RoadRunner",
+    "seaquest": "Seaquest",
+    "up_n_down": "UpNDown",
+}
+PUBLISHED_TO_TASK = {published: task for task, published in GAMES.items()}
