@@ -101,6 +101,15 @@ class AbstractDynamics(eqx.Module):
         """Flat features of a latent with any leading shape (..., F) for heads, actor and critic."""
 
     @abc.abstractmethod
+    def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
+        """The two inputs of the image decoder: (wide, narrow) with any leading shape.
+
+        The DreamerV3 image decoder projects the wide part (RSSM: `deter`) block-wise into a 4x4 feature map
+        and the narrow part (RSSM: flattened `stoch`) through an MLP, then sums them. A dynamics without a
+        deterministic path (SVSG) returns its state as the wide part and a (..., 0) array as the narrow part.
+        """
+
+    @abc.abstractmethod
     def losses(
         self, posteriors: Latent, priors: Latent, data: WorldModelData, *, key: PRNGKeyArray
     ) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:
