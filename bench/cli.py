@@ -1,0 +1,244 @@
+"""The `bench` command line: run, list, leaderboard, publish, perf."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import textwrap
+
+RUN_EXAMPLES = """\
+examples:
+  bench run --agent dreamerv3 --suite toy --task reach --configs debug --steps 5000
+  bench run --agent thick --suite atari100k --task pong --seed 1
+  bench run --agent thick --suite atari100k --seeds 0:5 --parallel 2      (every task, seeds 0-4)
+  bench run --agent dreamerv3 --suite dmc_proprio --task cartpole_swingup --loss_scales.rep 0.2 --run.envs 4
+
+Any config key can be set with a dotted flag: agent keys directly (--loss_scales.sparse 10), framework
+sections with their prefix (--run.train_ratio 64, --replay.capacity 1e5, --env.noops 0,
+--logger.outputs jsonl,terminal,tensorboard). Running the same command again resumes an unfinished run
+and skips a finished one. Runs go to --logdir (default $BENCH_ROOT or ./runs), one folder per
+suite/task/agent/config-hash/seed.
+"""
+
+
+def _add_run(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="train and evaluate an agent on a task (or every task of a suite)",
+        description="Train and evaluate an agent; resume unfinished runs; skip finished ones.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--agent", required=True, help="registered agent name, or package.module:SPEC")
+    parser.add_argument("--suite", required=True, help="registered suite name, or package.module:SUITE")
+    parser.add_argument("--task", help="task of the suite; without it every task of the suite is run")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="one seed (default 0)")
+    seeds.add_argument("--seeds", help="several seeds: A:B (B excluded) or a comma list")
+    parser.add_argument("--configs", nargs="+", default=[], metavar="PRESET", help="agent presets, applied in order")
+    parser.add_argument("--logdir", help="results root (default $BENCH_ROOT or ./runs)")
+    parser.add_argument("--steps", type=float, help="agent steps (overrides the suite budget; same as --run.steps)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time in a sweep (local executor)")
+    parser.add_argument("--executor", default="local", choices=["local"], help="sweep executor")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def _cmd_run(args, extra: list[str]) -> int:
+    from bench import config as config_lib
+    from bench import registry, runner
+    from bench.sweep import EXECUTORS, Job, parse_seeds
+
+    overrides = config_lib.parse_overrides(extra)
+    if args.steps is not None:
+        if not float(args.steps).is_integer() or args.steps <= 0:
+            raise config_lib.ConfigError(f"--steps: expected a positive whole number, got {args.steps}")
+        overrides["run.steps"] = str(int(args.steps))
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed or 0]
+    suite = registry.get_suite(args.suite)
+    tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
+    # validate the config once, up front, so a typo fails before any run starts
+    runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
+    command = shlex.join(["bench", *sys.argv[1:]])
+    if len(tasks) == 1 and len(seeds) == 1:
+        folder = runner.run(args.agent, args.suite, tasks[0], seed=seeds[0], configs=args.configs,
+                            overrides=overrides, root=args.logdir, quiet=args.quiet, command=command)  # fmt: skip
+        if not args.quiet:
+            print(folder)
+        return 0
+    jobs = [
+        Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), args.logdir)
+        for task in tasks
+        for seed in seeds
+    ]
+    print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
+          file=sys.stderr)  # fmt: skip
+    codes = EXECUTORS[args.executor](args.parallel).run_all(jobs)
+    failed = [job.name for job, code in codes.items() if code != 0]
+    if failed:
+        print(f"bench: error: {len(failed)} of {len(jobs)} runs failed: {', '.join(sorted(failed)[:5])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_list(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "list",
+        help="list agents, suites, tasks and presets",
+        description="List what the registry holds.",
+        epilog="examples:\n  bench list\n  bench list tasks\n  bench list presets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "agents", "suites", "tasks", "presets"])
+
+
+def _cmd_list(args, extra) -> int:
+    from bench import registry
+
+    def load(getter, name):
+        try:
+            return getter(name), None
+        except Exception as error:  # noqa: BLE001 - listing must show every entry, broken ones too
+            return None, str(error).splitlines()[0]
+
+    out = []
+    if args.what in ("all", "agents", "presets"):
+        out.append("agents:")
+        for name in registry.agent_names():
+            spec, error = load(registry.get_agent, name)
+            if error:
+                out.append(f"  {name:14s} (failed to load: {error})")
+                continue
+            out.append(f"  {name:14s} {registry.describe_spec(spec)}")
+            if args.what in ("all", "presets"):
+                try:
+                    presets = sorted(registry.agent_presets(spec))
+                except Exception as error:  # noqa: BLE001
+                    presets = [f"(failed to load presets: {error})"]
+                if presets:
+                    out.extend(textwrap.wrap(" ".join(presets), 100, initial_indent=" " * 17 + "presets: ",
+                                             subsequent_indent=" " * 26))  # fmt: skip
+    if args.what in ("all", "suites", "tasks"):
+        out.append("suites:")
+        for name in registry.suite_names():
+            spec, error = load(registry.get_suite, name)
+            if error:
+                out.append(f"  {name:14s} (failed to load: {error})")
+                continue
+            out.append(f"  {name:14s} {len(spec.tasks)} tasks, budget {spec.budget} agent steps, "
+                       f"score {spec.eval_protocol}. {registry.describe_spec(spec)}")  # fmt: skip
+            if args.what in ("all", "tasks"):
+                out.extend(textwrap.wrap(" ".join(spec.tasks), 100, initial_indent=" " * 17 + "tasks: ",
+                                         subsequent_indent=" " * 24))  # fmt: skip
+    print("\n".join(out))
+    return 0
+
+
+def _add_leaderboard(subparsers) -> None:
+    try:
+        from leaderboard import cli as leaderboard_cli
+    except ImportError as error:
+        leaderboard_cli = None
+        missing = str(error)
+    lb = subparsers.add_parser(
+        "leaderboard",
+        help="build a suite's leaderboard from result files and published reference rows",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Normalised scores, rliable aggregates with bootstrap CIs, Markdown/CSV/JSON/HTML and plots.",
+        epilog="examples:\n  bench leaderboard --suite atari100k\n"
+        "  bench leaderboard --suite toy --runs runs --out leaderboard_out/toy --reps 2000",
+    )
+    pub = subparsers.add_parser(
+        "publish",
+        help="copy a finished run's result files into the repository's results/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy config, manifest, scores and metrics (no checkpoints, no replay) into results/.",
+    )
+    if leaderboard_cli is None:
+        for parser in (lb, pub):
+            parser.set_defaults(unavailable=missing)
+        return
+    leaderboard_cli.add_leaderboard_arguments(lb)
+    leaderboard_cli.add_publish_arguments(pub)
+
+
+def _cmd_leaderboard(args, extra) -> int:
+    from leaderboard import cli as leaderboard_cli
+
+    return leaderboard_cli.run_leaderboard(args)
+
+
+def _cmd_publish(args, extra) -> int:
+    from leaderboard import cli as leaderboard_cli
+
+    return leaderboard_cli.run_publish(args)
+
+
+def _add_perf(subparsers) -> None:
+    from bench import perf
+
+    parser = subparsers.add_parser(
+        "perf",
+        help="throughput benchmarks: runner, envs, agent",
+        description="Throughput benchmarks that print figures and ratios.",
+        epilog="examples:\n  bench perf runner --suite toy --task reach --envs 4\n  bench perf envs --suite atari100k"
+        "\n  bench perf agent --agent dreamerv3 --configs size12m",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    perf.add_arguments(parser)
+
+
+def _cmd_perf(args, extra) -> int:
+    from bench import perf
+
+    return perf.run(args)
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "leaderboard": _cmd_leaderboard,
+    "publish": _cmd_publish,
+    "perf": _cmd_perf,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Benchmark suite for hierarchical and flat world-model agents.",
+        epilog="Run `bench COMMAND --help` for each command's options and examples.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(subparsers)
+    _add_list(subparsers)
+    _add_leaderboard(subparsers)
+    _add_perf(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "unavailable", None):
+        print(f"bench: error: {args.command} is unavailable: {args.unavailable}", file=sys.stderr)
+        return 2
+    from bench.errors import USER_ERRORS
+
+    try:
+        return COMMANDS[args.command](args, extra)
+    except USER_ERRORS as error:
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"bench: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
