@@ -112,9 +112,11 @@ class Episode:
 
 
 class Trainer:
-    def __init__(self, agent_spec, suite_spec, task, config, seed, folder: Path, quiet: bool, command: str):
+    def __init__(self, agent_spec, suite_spec, task, config, seed, folder: Path, quiet: bool, command: str,
+                 suite_ref: str | None = None):  # fmt: skip
         self.agent_spec = agent_spec
         self.suite = suite_spec
+        self.suite_ref = suite_ref or suite_spec.name  # what env workers resolve (a name or module:NAME)
         self.task = task
         self.config = config
         self.seed = seed
@@ -131,7 +133,7 @@ class Trainer:
         folder = results.run_dir(
             root or results.default_root(), suite_spec.name, task, agent_spec.name, config.hash(), seed
         )
-        return cls(agent_spec, suite_spec, task, config, seed, folder, quiet, command)
+        return cls(agent_spec, suite_spec, task, config, seed, folder, quiet, command, suite_ref=suite)
 
     # ------------------------------------------------------------------------------------------- setup
 
@@ -229,7 +231,7 @@ class Trainer:
     def _run(self, header: dict | None) -> Path:
         cfg = self.config
         n = cfg.run.envs
-        envs = VecEnv(self.suite.name, self.task, cfg.env, n, max_restarts=cfg.run.max_worker_restarts)
+        envs = VecEnv(self.suite_ref, self.task, cfg.env, n, max_restarts=cfg.run.max_worker_restarts)
         self.envs = envs
         self.eval_envs = None
         try:
@@ -475,7 +477,7 @@ class Trainer:
         if self.eval_envs is None or self.eval_envs.num_envs != n:
             if self.eval_envs is not None:
                 self.eval_envs.close()
-            self.eval_envs = VecEnv(self.suite.name, self.task, cfg.env, n,
+            self.eval_envs = VecEnv(self.suite_ref, self.task, cfg.env, n,
                                     max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
         envs = self.eval_envs
         round_ = self.eval_round

@@ -55,21 +55,22 @@ class Space:
     def check(self, name: str, value) -> np.ndarray:
         """Validate one (unbatched) value against the space; raise a clear error naming the problem."""
         array = np.asarray(value)
+        shown = array.tolist()
         if array.shape != self.shape:
             raise ValueError(f"{name}: expected shape {self.shape}, got {array.shape}")
         if self.is_discrete:
             if not np.issubdtype(array.dtype, np.integer):
                 if not np.all(np.equal(np.mod(array, 1), 0)):
-                    raise ValueError(f"{name}: expected an integer in [0, {self.high}), got {value!r}")
+                    raise ValueError(f"{name}: expected an integer in [0, {self.high}), got {shown!r}")
             if np.any(array < 0) or np.any(array >= self.high):
-                raise ValueError(f"{name}: {value!r} is out of range [0, {self.high})")
+                raise ValueError(f"{name}: {shown!r} is out of range [0, {self.high})")
             return array.astype(self.dtype)
         if not np.all(np.isfinite(array)):
-            raise ValueError(f"{name}: non-finite value {value!r}")
+            raise ValueError(f"{name}: non-finite value {shown!r}")
         if self.low is not None and self.high is not None:
             tolerance = 1e-5 * max(1.0, float(np.max(np.abs([self.low, self.high]))))
             if np.any(array < self.low - tolerance) or np.any(array > self.high + tolerance):
-                raise ValueError(f"{name}: {value!r} is outside [{self.low}, {self.high}]")
+                raise ValueError(f"{name}: {shown!r} is outside [{self.low}, {self.high}]")
         return array.astype(self.dtype)
 
 

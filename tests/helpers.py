@@ -1,0 +1,151 @@
+"""Test doubles registered by path (`tests.helpers:NAME`): a tiny learning agent and a crashing suite.
+
+`TINY` is a small JAX agent that exercises everything a world-model agent uses from the framework:
+an explicit state with an optax optimizer, a recurrent carry, `extras` stored in replay and written back
+by `update` (like DreamerV3's replay context), and a policy that depends on the learned parameters.
+It learns a softmax policy by reward-weighted regression on replayed steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
+from tasks import toy
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig:
+    lr: float = 3e-2
+    batch: int = 4
+    length: int = 8
+    context: int = 1
+    hidden: int = 8
+
+
+class TinyState(eqx.Module):
+    weights: jax.Array
+    bias: jax.Array
+    opt_state: optax.OptState
+    updates: jax.Array
+
+
+class TinyAgent(AbstractAgent):
+    config: TinyConfig
+    obs_space: dict
+    act_space: dict
+
+    @property
+    def classes(self):
+        return self.act_space["action"].num_classes
+
+    def features(self, image):
+        return image.reshape(*image.shape[:-3], -1).astype(jnp.float32) / 255.0
+
+    def optimizer(self):
+        return optax.adam(self.config.lr)
+
+    def init(self, *, key):
+        size = int(np.prod(self.obs_space["image"].shape))
+        weights = 0.01 * jax.random.normal(key, (size, self.classes))
+        bias = jnp.zeros(self.classes)
+        opt_state = self.optimizer().init((weights, bias))
+        return TinyState(weights, bias, opt_state, jnp.zeros((), jnp.int32))
+
+    def initial_carry(self, batch_size):
+        return {"memory": jnp.zeros((batch_size, self.config.hidden))}
+
+    def act(self, state, carry, obs, *, key, mode):
+        memory = jnp.where(obs["is_first"][:, None], 0.0, carry["memory"])
+        x = self.features(obs["image"])
+        logits = x @ state.weights + state.bias
+        action = jax.random.categorical(key, logits) if mode == "train" else jnp.argmax(logits, -1)
+        memory = 0.9 * memory + 0.1 * jnp.tanh(x[:, : self.config.hidden])
+        return {"memory": memory}, {"action": action.astype(jnp.int32)}, {"memory": memory}
+
+    def update(self, state, batch, *, key):
+        ctx = self.config.context
+        x = self.features(batch["image"][:, ctx:-1])
+        actions = batch["action"][:, ctx:-1]
+        rewards = batch["reward"][:, ctx + 1 :]  # reward that followed each action
+        valid = 1.0 - batch["is_last"][:, ctx:-1].astype(jnp.float32)
+
+        def loss_fn(params):
+            weights, bias = params
+            logp = jax.nn.log_softmax(x @ weights + bias)
+            chosen = jnp.take_along_axis(logp, actions[..., None], -1)[..., 0]
+            advantage = rewards - rewards.mean()
+            return -(advantage * chosen * valid).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)((state.weights, state.bias))
+        updates, opt_state = self.optimizer().update(grads, state.opt_state)
+        weights, bias = optax.apply_updates((state.weights, state.bias), updates)
+        new_state = TinyState(weights, bias, opt_state, state.updates + 1)
+        refreshed = batch["memory"] * 0.5 + 0.5 * jnp.tanh(jnp.mean(x)) * jnp.ones_like(batch["memory"])
+        return new_state, {"loss": loss, "memory_norm": jnp.abs(batch["memory"][:, :ctx]).mean()}, {"memory": refreshed}
+
+    def report(self, state, batch, *, key):
+        return {"weight_norm": jnp.linalg.norm(state.weights), "frame": batch["image"][0, 0]}
+
+    def streams(self):
+        c = self.config
+        return {"train": StreamSpec(c.batch, c.length, c.context)}
+
+
+TINY = AgentSpec("tiny", TinyConfig, lambda config, obs, act: TinyAgent(config, dict(obs), dict(act)),
+                 description="test agent")  # fmt: skip
+
+
+# A suite whose env process dies (os._exit) in some episodes, deterministically by episode seed.
+class CrashingEnv(toy.GridEnv):
+    def reset(self, *, seed):
+        self.crash_at = 5 if seed % 4 == 1 else -1
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        if self.steps == self.crash_at:
+            os._exit(3)
+        return super().step(action)
+
+
+def make_crashing_env(task, protocol, worker_index=0):
+    return CrashingEnv("reach", protocol)
+
+
+CRASHING = SuiteSpec("crashing", ("reach",), toy.ToyProtocol, make_crashing_env, budget=400, eval_episodes=2)
+
+
+class BadActionAgent(AbstractAgent):
+    """Always answers action 7 in a 5-action space."""
+
+    config: TinyConfig
+    obs_space: dict
+    act_space: dict
+
+    def init(self, *, key):
+        return {}
+
+    def initial_carry(self, batch_size):
+        return {}
+
+    def act(self, state, carry, obs, *, key, mode):
+        return carry, {"action": jnp.full(obs["is_first"].shape, 7, jnp.int32)}, {}
+
+    def update(self, state, batch, *, key):
+        return state, {}, {}
+
+    def report(self, state, batch, *, key):
+        return {}
+
+    def streams(self):
+        return {}
+
+
+BAD_ACTION = AgentSpec("bad_action", TinyConfig, lambda c, o, a: BadActionAgent(c, dict(o), dict(a)))

@@ -1,0 +1,44 @@
+"""Helpers to run the `bench` CLI in a subprocess and inspect run folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args, root, check=True, timeout=600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, BENCH_ROOT=str(root), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bench {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def bench_popen(*args, root) -> subprocess.Popen:
+    env = dict(os.environ, BENCH_ROOT=str(root), PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def only_run_dir(root) -> Path:
+    folders = [p.parent for p in Path(root).rglob("manifest.json")]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def final_agent_bytes(folder: Path) -> bytes:
+    header = json.loads((folder / "ckpt" / (folder / "ckpt" / "LATEST").read_text().strip()).read_text())
+    name = next(n for n in header["files"] if n.startswith("agent-"))
+    return (folder / "ckpt" / name).read_bytes()
+
+
+def tree_digest(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}  # fmt: skip
