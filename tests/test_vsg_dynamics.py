@@ -12,6 +12,17 @@ from agents.vsg.dynamics import GatedCell, GatedRSSM, StochasticGatedSSM
 B, T, E, A = 3, 6, 7, 4
 
 
+# One compiled program per dynamics structure and shape, shared by the tests (eager scans are slow).
+@eqx.filter_jit
+def observe(dynamics, latent, tokens, actions, is_first, key):
+    return dynamics.observe(latent, tokens, actions, is_first, key=key)
+
+
+@eqx.filter_jit
+def imagine_step(dynamics, latent, action, key):
+    return dynamics.imagine_step(latent, action, key=key)
+
+
 def make_vsg(**kwargs):
     sizes = dict(deter=16, hidden=8, stoch=4, classes=4, blocks=2) | kwargs
     return GatedRSSM(E, A, **sizes, key=jax.random.key(0))
@@ -49,11 +60,11 @@ def test_vsg_all_gates_closed_carries_the_deterministic_state():
     dynamics = force_gates(make_vsg(), -200.0)  # sigmoid(-200) is 0 in float32: no gate can open
     start = random_latent(dynamics)
     tokens, actions, is_first = sequence()
-    last, post, _ = dynamics.observe(start, tokens, actions, is_first, key=jax.random.key(3))
+    last, post, _ = observe(dynamics, start, tokens, actions, is_first, jax.random.key(3))
     assert float(post["gate"].max()) == 0.0
     np.testing.assert_array_equal(post["deter"], jnp.broadcast_to(start["deter"][:, None], post["deter"].shape))
     np.testing.assert_array_equal(last["deter"], start["deter"])
-    following = dynamics.imagine_step(last, actions[:, 0], key=jax.random.key(4))
+    following = imagine_step(dynamics, last, actions[:, 0], jax.random.key(4))
     np.testing.assert_array_equal(following["deter"], start["deter"])
 
 
@@ -61,7 +72,7 @@ def test_vsg_all_gates_open_gives_the_gru_candidate():
     dynamics = force_gates(make_vsg(), 200.0)
     start = random_latent(dynamics)
     action = jnp.full((B, A), 0.5)
-    following = dynamics.imagine_step(start, action, key=jax.random.key(4))
+    following = imagine_step(dynamics, start, action, jax.random.key(4))
     # hand-written cell: x = act(norm(Linear([z; a]))); per block [h_block; x] -> (r, c, u)
     cell = dynamics.cell
     for b in range(B):
@@ -80,10 +91,10 @@ def test_svsg_all_gates_closed_carries_the_state_and_the_masked_kl_is_zero():
     dynamics = force_gates(make_svsg(), -200.0)
     start = random_latent(dynamics)
     tokens, actions, is_first = sequence()
-    last, post, prior = dynamics.observe(start, tokens, actions, is_first, key=jax.random.key(3))
+    last, post, prior = observe(dynamics, start, tokens, actions, is_first, jax.random.key(3))
     np.testing.assert_array_equal(post["stoch"], jnp.broadcast_to(start["stoch"][:, None], post["stoch"].shape))
     np.testing.assert_array_equal(last["stoch"], start["stoch"])
-    following = dynamics.imagine_step(last, actions[:, 0], key=jax.random.key(4))
+    following = imagine_step(dynamics, last, actions[:, 0], jax.random.key(4))
     np.testing.assert_array_equal(following["stoch"], start["stoch"])
     losses, metrics = dynamics.losses(post, prior, None, key=jax.random.key(5))
     assert float(metrics["dyn_kl"]) == 0.0 and float(metrics["rep_kl"]) == 0.0
@@ -93,7 +104,7 @@ def test_svsg_all_gates_closed_carries_the_state_and_the_masked_kl_is_zero():
 def test_svsg_masked_kl_counts_only_open_gates():
     dynamics = make_svsg()
     tokens, actions, is_first = sequence(True)
-    _, post, prior = dynamics.observe(dynamics.initial(B), tokens, actions, is_first, key=jax.random.key(3))
+    _, post, prior = observe(dynamics, dynamics.initial(B), tokens, actions, is_first, jax.random.key(3))
     gate = post["gate"]
     assert 0.0 < float(gate.mean()) < 1.0
     kl = gate_lib.gaussian_kl(post["mean"], post["std"], prior["mean"], prior["std"])
@@ -110,8 +121,8 @@ def test_svsg_prior_and_posterior_share_the_gate():
     start = random_latent(dynamics)
     tokens, actions, _ = sequence()
     key = jax.random.key(7)
-    _, post, _ = dynamics.observe(start, tokens[:, :1], actions[:, :1], jnp.zeros((B, 1), bool), key=key)
-    prior = dynamics.imagine_step(start, actions[:, 0], key=jax.random.split(key, 1)[0])
+    _, post, _ = observe(dynamics, start, tokens[:, :1], actions[:, :1], jnp.zeros((B, 1), bool), key)
+    prior = imagine_step(dynamics, start, actions[:, 0], jax.random.split(key, 1)[0])
     kept_by_posterior = post["stoch"][:, 0] == start["stoch"]
     kept_by_prior = prior["stoch"] == start["stoch"]
     np.testing.assert_array_equal(kept_by_posterior, post["gate"][:, 0] == 0.0)
@@ -123,8 +134,8 @@ def test_svsg_prior_and_posterior_share_the_gate():
 def test_is_first_resets_the_latent(make):
     dynamics = make()
     tokens, actions, is_first = sequence(True)
-    from_random = dynamics.observe(random_latent(dynamics), tokens, actions, is_first, key=jax.random.key(3))
-    from_zero = dynamics.observe(dynamics.initial(B), tokens, actions, is_first, key=jax.random.key(3))
+    from_random = observe(dynamics, random_latent(dynamics), tokens, actions, is_first, jax.random.key(3))
+    from_zero = observe(dynamics, dynamics.initial(B), tokens, actions, is_first, jax.random.key(3))
     for a, b in zip(jax.tree.leaves(from_random), jax.tree.leaves(from_zero)):
         np.testing.assert_array_equal(a, b)
 
@@ -135,7 +146,7 @@ def test_gradient_reaches_the_gate_through_the_straight_through_sample(make):
     tokens, actions, is_first = sequence(True)
 
     def objective(dyn):
-        _, post, _ = dyn.observe(dyn.initial(B), tokens, actions, is_first, key=jax.random.key(3))
+        _, post, _ = observe(dyn, dyn.initial(B), tokens, actions, is_first, jax.random.key(3))
         return dyn.features({k: post[k] for k in dyn.initial(1)}).sum()
 
     grads = eqx.filter_grad(objective)(dynamics)
@@ -148,7 +159,7 @@ def test_gradient_reaches_the_gate_through_the_straight_through_sample(make):
 def test_loss_terms_and_gate_metrics(make):
     dynamics = make(gate_prior=0.3, gate_free=0.05)
     tokens, actions, is_first = sequence(True)
-    _, post, prior = dynamics.observe(dynamics.initial(B), tokens, actions, is_first, key=jax.random.key(3))
+    _, post, prior = observe(dynamics, dynamics.initial(B), tokens, actions, is_first, jax.random.key(3))
     losses, metrics = dynamics.losses(post, prior, None, key=jax.random.key(5))
     assert set(losses) == {"dyn", "rep", "gate"}
     assert all(v.shape == (B, T) for v in losses.values())
@@ -177,7 +188,7 @@ def test_bad_shapes_and_settings_raise_clear_errors():
     dynamics = make_vsg()
     tokens, actions, is_first = sequence()
     with pytest.raises(ValueError, match="must share"):
-        dynamics.observe(dynamics.initial(B), tokens, actions[:, :-1], is_first, key=jax.random.key(0))
+        observe(dynamics, dynamics.initial(B), tokens, actions[:, :-1], is_first, jax.random.key(0))
     with pytest.raises(ValueError, match="gate_prior"):
         make_vsg(gate_prior=1.5)
     with pytest.raises(ValueError, match="not divisible"):

@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+from tests.runs import bench, only_run_dir
+
+
+def test_tensorboard_and_wandb_offline(tmp_path):
+    bench("run", "--agent", "random", "--suite", "toy", "--task", "reach", "--steps", "300", "--quiet",
+          "--run.log_every", "100", "--run.eval_episodes", "2", "--logger.outputs", "jsonl,tensorboard,wandb",
+          root=tmp_path)  # fmt: skip
+    folder = only_run_dir(tmp_path)
+    events = list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    offline = list((folder / "wandb").glob("offline-run-*"))
+    assert offline, "W&B should have written an offline run"
+    assert list(offline[0].glob("*.wandb"))
+    assert (folder / "metrics.jsonl").read_text().count("\n") >= 3
+
+
+def test_sweep_runs_every_task_and_seed_then_skips_finished(tmp_path):
+    args = ["run", "--agent", "random", "--suite", "toy", "--seeds", "0:2", "--steps", "60", "--parallel", "2",
+            "--run.final_eval", "false"]  # fmt: skip
+    first = bench(*args, root=tmp_path)
+    manifests = sorted(Path(tmp_path).rglob("manifest.json"))
+    assert len(manifests) == 6  # 3 tasks x 2 seeds
+    assert all(json.loads(m.read_text())["status"] == "finished" for m in manifests)
+    assert "sweep: 6 runs (3 tasks x 2 seeds)" in first.stderr
+    before = {m: m.read_text() for m in manifests}
+    bench(*args, root=tmp_path)
+    assert {m: m.read_text() for m in manifests} == before
+
+
+def test_manifest_records_provenance(tmp_path):
+    bench("run", "--agent", "random", "--suite", "toy", "--task", "point", "--steps", "60", "--quiet",
+          "--run.eval_episodes", "1", root=tmp_path)  # fmt: skip
+    folder = only_run_dir(tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["agent_steps"] == 60
+    assert manifest["protocol"]["eval_protocol"] == "final_eval" and manifest["protocol"]["size"] == 16
+    assert manifest["packages"]["jax"] and manifest["hardware"]["cpus"]
+    assert set(manifest["code"]) == {"commit", "dirty"}
+    assert manifest["config_hash"] == folder.parent.name
+    assert "run --agent random" in manifest["command"]
+
+
+def test_list_shows_agents_suites_tasks_presets(tmp_path):
+    out = bench("list", root=tmp_path).stdout
+    assert "random" in out and "toy" in out and "keydoor" in out
+    assert bench("list", "tasks", root=tmp_path).stdout.count("tasks:") >= 1
+
+
+def test_help_has_examples(tmp_path):
+    for command in (["run"], ["list"], ["perf"], ["leaderboard"]):
+        out = bench(*command, "--help", root=tmp_path).stdout
+        assert "examples:" in out
