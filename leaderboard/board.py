@@ -1,0 +1,227 @@
+"""Build a leaderboard in memory: load runs and references, normalise, choose tasks, bootstrap.
+
+A leaderboard is a pure function of the result files, the shipped references and the options (seed and
+reps included): `leaderboard.render` writes it out byte for byte the same every time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from leaderboard import aggregate, curves, load
+from leaderboard.normalize import Normaliser
+
+KIND_NAMES = {"runs": "our runs", "reference": "published runs", "table": "published table"}
+
+
+@dataclasses.dataclass
+class Row:
+    method: load.Method
+    normalised: dict[str, list[float]]  # task -> normalised final score per run
+    in_aggregate: bool = False
+    why_not: str = ""  # why a row is left out of the aggregate statistics
+    stats: aggregate.MethodStats | None = None
+    table_means: dict[str, tuple[float, float | None]] = dataclasses.field(default_factory=dict)
+    curve: curves.SampleEfficiency | None = None
+
+    @property
+    def label(self) -> str:
+        return self.method.label
+
+    def runs_range(self, tasks: Sequence[str]) -> tuple[int, int]:
+        counts = [len(self.normalised.get(task, ())) for task in tasks]
+        return (min(counts), max(counts)) if counts else (0, 0)
+
+    def table_aggregate(self, tasks: Sequence[str]) -> dict[str, float] | None:
+        """Mean and median of the published per-task means (table-only rows on all tasks)."""
+        if any(task not in self.table_means for task in tasks):
+            return None
+        means = np.array([self.table_means[task][0] for task in tasks])
+        return {"mean": float(means.mean()), "median": float(np.median(means))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Improvement:
+    x: str
+    y: str
+    probability: aggregate.Interval
+    tasks: int
+
+
+@dataclasses.dataclass
+class Leaderboard:
+    suite: load.SuiteInfo
+    normaliser: str
+    tasks: tuple[str, ...]  # the tasks the aggregates are computed over
+    task_selection: str
+    reps: int
+    seed: int
+    rows: list[Row]
+    improvements: list[Improvement]
+    taus: np.ndarray
+    curve_edges: np.ndarray | None
+    report: load.LoadReport
+    roots: tuple[str, ...]
+
+
+def _choose_tasks(selection: Sequence[str] | None, info: load.SuiteInfo, rows: list[Row]) -> tuple[tuple[str, ...], str]:
+    if not selection or list(selection) == ["all"]:
+        return info.tasks, f"all {len(info.tasks)} tasks of the suite"
+    if list(selection) == ["common"]:
+        covered = [set(row.normalised) for row in rows if row.method.kind != "table" and row.normalised]
+        if not covered:
+            raise ValueError("--tasks common: no method has per-run scores")
+        common = set.intersection(*covered)
+        tasks = tuple(task for task in info.tasks if task in common)
+        if not tasks:
+            raise ValueError("--tasks common: the methods share no task")
+        return tasks, f"the {len(tasks)} tasks every method with per-run scores has"
+    unknown = [task for task in selection if task not in info.tasks]
+    if unknown:
+        raise KeyError(f"unknown task(s) {', '.join(map(repr, unknown))} for suite {info.name!r}; "
+                       f"tasks: {', '.join(info.tasks)}")  # fmt: skip
+    return tuple(dict.fromkeys(selection)), f"{len(set(selection))} selected tasks"
+
+
+def _profile_taus(info: load.SuiteInfo, rows: list[Row]) -> np.ndarray:
+    upper = info.scoring.profile_max
+    if upper is None:
+        values = [v for row in rows if row.in_aggregate for vs in row.normalised.values() for v in vs]
+        upper = max(values) if values else 1.0
+        upper = upper if upper > 0 else 1.0
+    return np.linspace(0.0, float(upper), 101)
+
+
+def _default_pairs(rows: list[Row]) -> list[tuple[str, str]]:
+    ranked = [row.label for row in rows if row.in_aggregate]
+    ours = [row.label for row in rows if row.in_aggregate and row.method.kind == "runs"]
+    if ours:
+        return [(x, y) for x in ours for y in ranked if y != x]
+    return [(ranked[0], y) for y in ranked[1:]] if ranked else []
+
+
+def build(
+    suite: str,
+    *,
+    roots: Sequence[Path] | None = None,
+    protocol: str | None = None,
+    reps: int = 50_000,
+    seed: int = 0,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    references: bool = True,
+    compare: Sequence[tuple[str, str]] | None = None,
+    curve_points: int = 10,
+    any_budget: bool = False,
+    skip_invalid: bool = False,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> Leaderboard:
+    """`progress(description, total)` returns an `advance(n)` callback (or pass None)."""
+    if reps < 1:
+        raise ValueError(f"--reps must be >= 1, got {reps}")
+    info = load.suite_info(suite, protocol)
+    report = load.LoadReport(notes=list(info.notes))
+    roots = list(load.default_roots() if roots is None else roots)
+    loaded = load.load_runs(roots, info, report, any_budget=any_budget, skip_invalid=skip_invalid)
+    if references:
+        loaded += load.load_references(info, report)
+    if methods:
+        available = [m.label for m in loaded]
+        missing = [name for name in methods if name not in available]
+        if missing:
+            raise KeyError(f"no method {', '.join(map(repr, missing))} in suite {suite!r}; "
+                           f"available: {', '.join(available) or 'none'}")  # fmt: skip
+        loaded = [m for m in loaded if m.label in methods]
+    labels = [m.label for m in loaded]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"two rows share the label(s) {', '.join(duplicates)}")
+    normaliser = Normaliser(info.scoring)
+    rows = []
+    for method in loaded:
+        normalised = {task: [normaliser(task, v) for v in values] for task, values in method.raw.items()}
+        row = Row(method, normalised)
+        row.table_means = {
+            task: (normaliser(task, mean), None if std is None else _scale_std(normaliser, task, mean, std))
+            for task, (mean, std) in method.table.items()
+        }
+        rows.append(row)
+    chosen, selection_text = _choose_tasks(tasks, info, rows)
+    for row in rows:
+        if row.method.kind == "table":
+            row.why_not = "published means only (no per-run scores): shown, not bootstrapped"
+            continue
+        missing = [task for task in chosen if task not in row.normalised]
+        if missing:
+            row.why_not = f"no scores on {len(missing)} of {len(chosen)} tasks: {', '.join(missing)}"
+            continue
+        row.in_aggregate = True
+    taus = _profile_taus(info, rows)
+    end_frames = info.budget_frames or max(
+        (float(c.frames.max()) for row in rows for cs in row.method.curves.values() for c in cs if len(c.frames)),
+        default=0.0,
+    )
+    edges = curves.grid(end_frames, curve_points) if end_frames > 0 else None
+
+    aggregated = [row for row in rows if row.in_aggregate]
+    advance = progress("bootstrap: aggregate metrics", reps * len(aggregated)) if progress else None
+    for row in aggregated:
+        scores = aggregate.ScoreSet.from_mapping(chosen, row.normalised)
+        row.stats = aggregate.bootstrap(scores, reps=reps, seed=seed, label=row.label, taus=taus, advance=advance)
+    rows = _ordered(rows, chosen)
+
+    pairs = list(compare) if compare else _default_pairs(rows)
+    by_label = {row.label: row for row in rows}
+    for x, y in pairs:
+        for label in (x, y):
+            if label not in by_label:
+                raise KeyError(f"--compare: no method {label!r}; available: {', '.join(by_label)}")
+            if not by_label[label].in_aggregate:
+                raise ValueError(f"--compare: {label!r} is not in the aggregate ({by_label[label].why_not})")
+        if x == y:
+            raise ValueError(f"--compare: cannot compare {x!r} with itself")
+    advance = progress("bootstrap: probability of improvement", reps * len(pairs)) if progress else None
+    improvements = []
+    for x, y in pairs:
+        sx = aggregate.ScoreSet.from_mapping(chosen, by_label[x].normalised)
+        sy = aggregate.ScoreSet.from_mapping(chosen, by_label[y].normalised)
+        interval, common = aggregate.probability_of_improvement(
+            sx, sy, reps=reps, seed=seed, label_x=x, label_y=y, advance=advance
+        )
+        improvements.append(Improvement(x, y, interval, len(common)))
+
+    if edges is not None:
+        with_curves = [row for row in aggregated if any(row.method.curves.get(t) for t in chosen)]
+        advance = progress("bootstrap: sample-efficiency curves", reps * curve_points * len(with_curves)) if progress else None
+        for row in with_curves:
+            row.curve = curves.sample_efficiency(
+                row.method, chosen, edges, info.scoring, normaliser, reps=reps, seed=seed, advance=advance
+            )
+    return Leaderboard(
+        suite=info, normaliser=normaliser.describe(), tasks=chosen, task_selection=selection_text, reps=reps,
+        seed=seed, rows=rows, improvements=improvements, taus=taus, curve_edges=edges, report=report,
+        roots=tuple(load.display_path(root) for root in roots),
+    )  # fmt: skip
+
+
+def _scale_std(normaliser: Normaliser, task: str, mean: float, std: float) -> float:
+    """A standard deviation through an affine normaliser: its slope times the std."""
+    return abs(normaliser(task, mean + std) - normaliser(task, mean))
+
+
+def _ordered(rows: list[Row], tasks: Sequence[str]) -> list[Row]:
+    """Bootstrapped rows by IQM (best first), then rows left out of the aggregate, then table-only rows."""
+
+    def key(row: Row):
+        if row.in_aggregate:
+            return (0, -row.stats.metrics["iqm"].point, row.label)
+        if row.method.kind != "table":
+            return (1, 0.0, row.label)
+        summary = row.table_aggregate(tasks)
+        return (2, -(summary["mean"] if summary else -np.inf), row.label)
+
+    return sorted(rows, key=key)

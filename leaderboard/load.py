@@ -1,0 +1,655 @@
+"""Read our run folders and the published reference data into per-method score sets.
+
+Everything read is validated against a schema first; a malformed file raises a `ValueError` that names the
+file (and line) and the field. Nothing is executed or unpickled: JSON, JSON lines and YAML (`safe_load`)
+only. Run folders follow `bench.results`: `ROOT/<suite>/<task>/<agent>/<config-hash>/seed<N>/`.
+
+A run is reduced to one raw final score under an evaluation protocol:
+
+* `final_eval`    mean episode value of the final evaluation episodes (`mode == "eval"`, `final`),
+* `train_window`  mean episode value of the training episodes ending in the last `window` agent steps of the
+                  budget, i.e. with `budget - window < step <= budget`,
+* `crafter_score` the Crafter score over all training episodes within the budget,
+* `success_rate`  mean episode value (success) over all training episodes within the budget.
+
+Broken episodes (an env worker crashed) are excluded and counted. Unfinished runs, runs whose budget is
+not the suite's, runs without episodes under the protocol and incomplete folders are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from leaderboard import normalize
+from leaderboard.reference import Reference, references_for
+
+RUN_FILES = ("config.yaml", "manifest.json", "scores.jsonl", "metrics.jsonl")
+
+
+# ------------------------------------------------------------------------------------------ suites
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteInfo:
+    """What the leaderboard needs about a suite: its scoring table plus the registered spec's settings."""
+
+    scoring: normalize.SuiteScoring
+    tasks: tuple[str, ...]
+    protocol: str  # the protocol our runs are scored under
+    window: int  # agent steps of the train_window protocol
+    budget: int  # agent steps; 0 = unknown
+    frames_per_step: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.scoring.name
+
+    @property
+    def budget_frames(self) -> int:
+        return self.budget * self.frames_per_step
+
+
+def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
+    """Combine the leaderboard's scoring table with the registered suite spec (loaded lazily).
+
+    If the suite's module cannot be imported (suites are developed in parallel) the leaderboard's own table
+    is used and a note says so: published rows can always be rebuilt.
+    """
+    scoring = normalize.scoring(name)
+    notes = []
+    try:
+        from bench import registry
+
+        spec = registry.get_suite(name)
+    except (KeyError, ImportError) as error:  # RegistryError is a KeyError
+        notes.append(f"suite spec {name!r} could not be loaded ({error}); used the leaderboard's own defaults")
+        tasks, default, window, budget, fps = (
+            scoring.tasks, scoring.protocols[0], scoring.window, scoring.budget, scoring.frames_per_step,
+        )  # fmt: skip
+    else:
+        tasks, default, window, budget = spec.tasks, spec.eval_protocol, spec.eval_window, spec.budget
+        fps = spec.frames_per_step(spec.protocol_cls())
+        if default not in normalize.PROTOCOLS:
+            raise ValueError(f"suite {name!r} declares an unknown eval_protocol {default!r}")
+    protocol = protocol or default
+    if protocol not in normalize.PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(normalize.PROTOCOLS)}")
+    allowed = set(scoring.protocols) | {default}
+    if protocol not in allowed:
+        raise ValueError(f"suite {name!r} runs cannot be scored under {protocol!r}; use one of {sorted(allowed)}")
+    if protocol == "train_window" and window <= 0:
+        window = scoring.window
+        if window <= 0:
+            raise ValueError(f"suite {name!r} defines no window for the train_window protocol")
+    return SuiteInfo(scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes))
+
+
+# -------------------------------------------------------------------------------------- containers
+
+
+@dataclasses.dataclass
+class Run:
+    """One finished run reduced to its final score."""
+
+    folder: Path
+    suite: str
+    task: str
+    agent: str
+    config_hash: str
+    seed: int
+    raw: float  # final score in the suite's score unit
+    episodes: int  # episodes the score is computed from
+    broken: int  # broken episodes excluded (all modes)
+    commit: str | None
+    dirty: bool | None
+    train_frames: np.ndarray  # env frames at the end of each (non-broken) training episode
+    train_records: list[dict]  # those episodes' records, for sample-efficiency curves
+    scores_sha256: str
+
+    @property
+    def method(self) -> str:
+        return f"{self.agent}@{self.config_hash}"
+
+
+@dataclasses.dataclass
+class Curve:
+    """A learning curve: env frames of each point and the value there (episode values or binned means)."""
+
+    frames: np.ndarray
+    values: np.ndarray
+    records: list[dict] | None = None  # episode records when values must be reduced per bin (Crafter)
+
+
+@dataclasses.dataclass
+class Method:
+    """All final scores of one leaderboard row, raw (suite score unit), per task in run order."""
+
+    label: str
+    kind: str  # "runs" (ours), "reference" (published per-run scores), "table" (published means only)
+    protocol: str
+    protocol_detail: str
+    source: str
+    note: str = ""
+    raw: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    run_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # run folder or seed per score
+    curves: dict[str, list[Curve]] = dataclasses.field(default_factory=dict)
+    table: dict[str, tuple[float, float | None]] = dataclasses.field(default_factory=dict)  # mean, std
+    excluded: list[str] = dataclasses.field(default_factory=list)  # runs left out, with the reason
+    broken_episodes: int = 0
+    commits: list[str] = dataclasses.field(default_factory=list)
+
+    def runs_per_task(self) -> dict[str, int]:
+        return {task: len(values) for task, values in self.raw.items()}
+
+
+@dataclasses.dataclass
+class LoadReport:
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (folder, reason)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- schema
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _check(where: str, record: Mapping, field: str, kind: str, *, optional: bool = False):
+    """Check one field's JSON type; `kind` in int, number, bool, str, dict, int_or_none, str_or_none..."""
+    if field not in record:
+        if optional:
+            return None
+        raise ValueError(f"{where}: missing field {field!r}")
+    value = record[field]
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str) and value != "",
+        "dict": isinstance(value, dict),
+        "str_or_none": value is None or isinstance(value, str),
+        "bool_or_none": value is None or isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise ValueError(f"{where}: field {field!r} must be {kind.replace('_', ' ')}, got {_describe(value)}")
+    return value
+
+
+def _parse_json(path: Path, text: str, what: str = "JSON"):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid {what} ({error.msg} at line {error.lineno} column {error.colno})") from None
+
+
+def read_json_file(path) -> object:
+    """A JSON file, gzipped or not (detected by its magic bytes)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path}: corrupt gzip data ({error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    return _parse_json(path, text)
+
+
+def read_jsonl_strict(path) -> list[tuple[int, dict]]:
+    """(line number, record) of every line of a finished run's JSONL file. Unlike `bench.results.read_jsonl`
+    a cut-off last line is an error too: a finished run wrote every line completely."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg}); truncated or corrupt file") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append((number, record))
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path}:{len(text.splitlines())}: last line has no newline; truncated file")
+    return records
+
+
+def validate_manifest(path: Path) -> dict:
+    data = _parse_json(path, path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    from bench.results import MANIFEST_FORMAT
+
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: field 'format' must be {MANIFEST_FORMAT}, got {data.get('format')!r}")
+    status = _check(str(path), data, "status", "str")
+    if status not in ("running", "finished"):
+        raise ValueError(f"{path}: field 'status' must be 'running' or 'finished', got {status!r}")
+    for field in ("suite", "task", "agent", "config_hash"):
+        _check(str(path), data, field, "str")
+    for field in ("seed", "budget", "agent_steps", "env_frames"):
+        _check(str(path), data, field, "int")
+    for field in ("budget", "agent_steps", "env_frames"):
+        if data[field] < 0:
+            raise ValueError(f"{path}: field {field!r} must be >= 0, got {data[field]}")
+    _check(str(path), data, "protocol", "dict")
+    code = _check(str(path), data, "code", "dict")
+    _check(f"{path} (code)", code, "commit", "str_or_none")
+    _check(f"{path} (code)", code, "dirty", "bool_or_none")
+    return data
+
+
+def validate_config(path: Path, config_hash: str) -> dict:
+    """config.yaml must be a mapping of the run's sections and hash to the manifest's `config_hash`."""
+    from bench import config as config_lib
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    for section in ("run", "env", "agent"):
+        if not isinstance(data.get(section), dict):
+            raise ValueError(f"{path}: missing config section {section!r}")
+    hashed = {key: value for key, value in data.items() if key not in config_lib.UNHASHED_SECTIONS}
+    try:
+        digest = hashlib.sha256(config_lib.canonical_json(hashed).encode()).hexdigest()[:10]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: config values are not plain data ({error})") from None
+    if digest != config_hash:
+        raise ValueError(
+            f"{path}: hashes to {digest} but the manifest says config_hash {config_hash}: "
+            "the file was edited or belongs to another run"
+        )
+    return data
+
+
+def validate_score_record(where: str, record: dict) -> None:
+    for field in ("step", "frames", "worker", "episode", "length"):
+        value = _check(where, record, field, "int")
+        if value < 0:
+            raise ValueError(f"{where}: field {field!r} must be >= 0, got {value}")
+    mode = _check(where, record, "mode", "str")
+    if mode not in ("train", "eval"):
+        raise ValueError(f"{where}: field 'mode' must be 'train' or 'eval', got {mode!r}")
+    value = _check(where, record, "return", "number")
+    broken = _check(where, record, "broken", "bool")
+    if not broken and not math.isfinite(value):
+        raise ValueError(f"{where}: field 'return' must be finite, got {value!r}")
+    if mode == "eval":
+        _check(where, record, "final", "bool")
+        _check(where, record, "eval_round", "int")
+    else:
+        _check(where, record, "final", "bool", optional=True)
+
+
+def validate_metric_record(where: str, record: dict) -> None:
+    value = _check(where, record, "step", "int")
+    if value < 0:
+        raise ValueError(f"{where}: field 'step' must be >= 0, got {value}")
+    for key, value in record.items():
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}: metric {key!r} must be a scalar, got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------------- runs
+
+
+def default_roots() -> list[Path]:
+    """The repository's published `results/` and the local run root (`runs/` or $BENCH_ROOT), if present."""
+    from bench.results import default_root
+
+    roots = []
+    repository = Path(__file__).resolve().parent.parent
+    if (repository / "pyproject.toml").exists():
+        roots.append(repository / "results")
+    roots.append(default_root())
+    unique = []
+    for root in roots:
+        if root.is_dir() and root.resolve() not in [r.resolve() for r in unique]:
+            unique.append(root)
+    return unique
+
+
+def find_run_folders(root: Path, suite: str) -> list[Path]:
+    """Run folders of a suite under a results root: any folder holding a manifest or a scores file."""
+    base = Path(root) / suite
+    if not base.is_dir():
+        return []
+    folders = {p.parent for pattern in ("manifest.json", "scores.jsonl") for p in base.glob(f"*/*/*/*/{pattern}")}
+    return sorted(folders)
+
+
+def _layout_problem(folder: Path, manifest: dict) -> str | None:
+    from bench.results import run_dir
+
+    expected = run_dir(Path("."), manifest["suite"], manifest["task"], manifest["agent"],
+                       manifest["config_hash"], manifest["seed"])  # fmt: skip
+    actual = Path(*folder.parts[-5:])
+    if actual != expected:
+        return f"its manifest describes {expected}, not {actual}"
+    return None
+
+
+def _select_episodes(info: SuiteInfo, records: list[tuple[str, dict]], end: int):
+    """The (where, record) pairs the protocol scores, all non-broken."""
+    protocol = info.protocol
+    if protocol == "final_eval":
+        return [(w, r) for w, r in records if r["mode"] == "eval" and r["final"]]
+    train = [(w, r) for w, r in records if r["mode"] == "train"]
+    if protocol == "train_window":
+        return [(w, r) for w, r in train if end - info.window < r["step"] <= end]
+    return [(w, r) for w, r in train if r["step"] <= end]  # crafter_score, success_rate
+
+
+def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run | str:
+    """A finished run's final score, or the reason it is skipped. Malformed files raise ValueError."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        return "no manifest.json"
+    manifest = validate_manifest(manifest_path)
+    if manifest["suite"] != info.name:
+        raise ValueError(f"{manifest_path}: suite is {manifest['suite']!r} but the folder lies under {info.name!r}")
+    problem = _layout_problem(folder, manifest)
+    if problem:
+        raise ValueError(f"{folder}: folder layout does not match the manifest ({problem})")
+    if manifest["status"] != "finished":
+        return f"unfinished (status {manifest['status']!r}, {manifest['agent_steps']} agent steps)"
+    budget = manifest["budget"]
+    if info.budget and budget != info.budget and not any_budget:
+        return (
+            f"run budget {budget:,} agent steps differs from the suite budget {info.budget:,} "
+            "(--any-budget includes it)"
+        )
+    if manifest["agent_steps"] < budget:
+        return f"finished after {manifest['agent_steps']:,} of its {budget:,} agent steps"
+    for name in ("config.yaml", "scores.jsonl"):
+        if not (folder / name).exists():
+            return f"no {name}"
+    validate_config(folder / "config.yaml", manifest["config_hash"])
+    if (folder / "metrics.jsonl").exists():
+        for number, record in read_jsonl_strict(folder / "metrics.jsonl"):
+            validate_metric_record(f"{folder / 'metrics.jsonl'}:{number}", record)
+    scores_path = folder / "scores.jsonl"
+    records = []
+    for number, record in read_jsonl_strict(scores_path):
+        where = f"{scores_path}:{number}"
+        validate_score_record(where, record)
+        records.append((where, record))
+    if not records:
+        return "scores.jsonl has no episodes"
+    broken = sum(r["broken"] for _, r in records)
+    intact = [(w, r) for w, r in records if not r["broken"]]
+    chosen = _select_episodes(info, intact, budget)
+    if not chosen:
+        return f"no episodes under the {info.protocol} protocol ({len(records)} episodes, {broken} broken)"
+    raw = normalize.reduce_episodes(info.scoring, [r for _, r in chosen], str(scores_path))
+    if info.scoring.episode_value != "crafter":
+        for where, record in intact:  # validate every episode's value, not only the chosen ones
+            normalize.episode_value(info.scoring, record, where)
+    train = [r for _, r in intact if r["mode"] == "train"]
+    return Run(
+        folder=folder,
+        suite=manifest["suite"],
+        task=manifest["task"],
+        agent=manifest["agent"],
+        config_hash=manifest["config_hash"],
+        seed=manifest["seed"],
+        raw=float(raw),
+        episodes=len(chosen),
+        broken=int(broken),
+        commit=manifest["code"].get("commit"),
+        dirty=manifest["code"].get("dirty"),
+        train_frames=np.array([r["frames"] for r in train], dtype=np.float64),
+        train_records=train,
+        scores_sha256=hashlib.sha256(scores_path.read_bytes()).hexdigest(),
+    )
+
+
+def load_runs(
+    roots: Sequence[Path], info: SuiteInfo, report: LoadReport, *, any_budget: bool = False,
+    skip_invalid: bool = False,
+) -> list[Method]:  # fmt: skip
+    """Every finished run of the suite under the roots, grouped by agent and config hash."""
+    seen: dict[tuple, Run] = {}
+    runs: list[Run] = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"results root {root} is not a folder")
+        for folder in find_run_folders(root, info.name):
+            try:
+                result = read_run(folder, info, any_budget=any_budget)
+            except ValueError as error:
+                if not skip_invalid:
+                    raise
+                report.skipped.append((display_path(folder), f"invalid: {error}"))
+                continue
+            if isinstance(result, str):
+                report.skipped.append((display_path(folder), result))
+                continue
+            key = (result.task, result.agent, result.config_hash, result.seed)
+            if key in seen:
+                first = seen[key]
+                if first.scores_sha256 != result.scores_sha256:
+                    raise ValueError(
+                        f"run {result.method} {result.task} seed {result.seed} appears twice with different "
+                        f"scores: {first.folder} and {folder}; pass --runs to choose one root"
+                    )
+                report.skipped.append((display_path(folder), f"duplicate of {display_path(first.folder)}"))
+                continue
+            seen[key] = result
+            runs.append(result)
+    methods: dict[str, Method] = {}
+    for run in sorted(runs, key=lambda r: (r.method, r.task, r.seed)):
+        if run.task not in info.tasks:
+            report.skipped.append((display_path(run.folder), f"task {run.task!r} is not in suite {info.name!r}"))
+            continue
+        method = methods.get(run.method)
+        if method is None:
+            method = methods[run.method] = Method(
+                label=run.method, kind="runs", protocol=info.protocol,
+                protocol_detail=protocol_detail(info), source="our runs",
+            )  # fmt: skip
+        method.raw.setdefault(run.task, []).append(run.raw)
+        method.run_ids.setdefault(run.task, []).append(display_path(run.folder))
+        method.curves.setdefault(run.task, []).append(
+            Curve(run.train_frames, np.full(len(run.train_frames), np.nan), run.train_records)
+        )
+        method.broken_episodes += run.broken
+        commit = f"{run.commit or 'unknown'}{'+dirty' if run.dirty else ''}"
+        if commit not in method.commits:
+            method.commits.append(commit)
+    return list(methods.values())
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the working folder when inside it (outputs must not depend on where a checkout
+    lives), else absolute."""
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def protocol_detail(info: SuiteInfo) -> str:
+    if info.protocol == "final_eval":
+        return "mean of the final evaluation episodes"
+    if info.protocol == "train_window":
+        frames = info.window * info.frames_per_step
+        return f"mean of the training episodes ending in the last {info.window:,} agent steps ({frames:,} env frames)"
+    if info.protocol == "crafter_score":
+        return "Crafter score over all training episodes within the budget"
+    return "success rate over all training episodes within the budget"
+
+
+# ----------------------------------------------------------------------------------- references
+
+
+def read_final_scores(path) -> dict[str, list[float]]:
+    """`dict task -> [final score per run]`, every score a finite number."""
+    data = read_json_file(path)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a non-empty JSON object of task -> list of scores")
+    for task, values in data.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: task {task!r} must map to a non-empty list of scores")
+        for index, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{path}: task {task!r} run {index} must be a finite number, got {_describe(value)}")
+    return {task: [float(v) for v in values] for task, values in data.items()}
+
+
+def read_curves(path) -> list[dict]:
+    """DreamerV3-style curve records `{task, method, seed, xs, ys}` (gzipped or not), validated."""
+    data = read_json_file(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of curve records")
+    for index, record in enumerate(data):
+        where = f"{path} record {index}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object")
+        _check(where, record, "task", "str")
+        _check(where, record, "method", "str")
+        if "seed" not in record or isinstance(record["seed"], bool) or not isinstance(record["seed"], (int, str)):
+            raise ValueError(f"{where}: field 'seed' must be an int or str, got {_describe(record.get('seed'))}")
+        for field in ("xs", "ys"):
+            values = record.get(field)
+            if not isinstance(values, list):
+                raise ValueError(f"{where}: field {field!r} must be a list, got {_describe(values)}")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ValueError(f"{where}: field {field!r} must hold finite numbers only")
+        if len(record["xs"]) != len(record["ys"]):
+            raise ValueError(f"{where}: xs has {len(record['xs'])} points but ys has {len(record['ys'])}")
+    return data
+
+
+def read_table(path) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """`dict method -> task -> {mean, std}` of published means (std may be null)."""
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of method -> task -> {{mean, std}}")
+    table = {}
+    for method, tasks in data.items():
+        if not isinstance(tasks, dict):
+            raise ValueError(f"{path}: method {method!r} must map tasks to {{mean, std}}")
+        table[method] = {}
+        for task, cell in tasks.items():
+            where = f"{path} {method!r} task {task!r}"
+            if not isinstance(cell, dict):
+                raise ValueError(f"{where}: expected an object {{mean, std}}")
+            mean = _check(where, cell, "mean", "number")
+            std = cell.get("std")
+            if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float))):
+                raise ValueError(f"{where}: field 'std' must be a number or null, got {_describe(std)}")
+            table[method][task] = (float(mean), None if std is None else float(std))
+    return table
+
+
+def _reference_task(reference: Reference, name: str) -> str:
+    if reference.task_names == "atari":
+        from tasks.atari_games import PUBLISHED_TO_TASK
+
+        if name not in PUBLISHED_TO_TASK:
+            raise ValueError(f"{reference.file}: unknown Atari game {name!r}")
+        return PUBLISHED_TO_TASK[name]
+    if not name.startswith(reference.task_prefix):
+        raise ValueError(f"{reference.file}: task {name!r} lacks the prefix {reference.task_prefix!r}")
+    return name[len(reference.task_prefix):]
+
+
+def load_reference(reference: Reference, info: SuiteInfo, report: LoadReport) -> Method:
+    method = Method(
+        label=reference.method,
+        kind="table" if reference.format == "table" else "reference",
+        protocol=reference.protocol,
+        protocol_detail=reference.protocol_detail,
+        source=reference.source,
+        note=reference.note,
+    )
+    path = reference.path()
+    unknown = set()
+
+    def known(task: str) -> bool:
+        if task in info.tasks:
+            return True
+        unknown.add(task)
+        return False
+
+    if reference.format == "final_scores":
+        for name, values in read_final_scores(path).items():
+            task = _reference_task(reference, name)
+            if known(task):
+                method.raw[task] = [v * reference.scale for v in values]
+                method.run_ids[task] = [f"run {i}" for i in range(len(values))]
+    elif reference.format == "curves":
+        records = [r for r in read_curves(path) if r["method"] == reference.key]
+        if not records:
+            raise ValueError(f"{reference.file}: no curves of method {reference.key!r}")
+        lo, hi = reference.window_end - reference.window, reference.window_end
+        for record in sorted(records, key=lambda r: (r["task"], str(r["seed"]))):
+            task = _reference_task(reference, record["task"])
+            if not known(task):
+                continue
+            xs = np.asarray(record["xs"], dtype=np.float64)
+            ys = np.asarray(record["ys"], dtype=np.float64) * reference.scale
+            method.curves.setdefault(task, []).append(Curve(xs, ys))
+            inside = (xs > lo) & (xs <= hi)
+            if not inside.any():
+                last = f"{xs.max():,.0f}" if len(xs) else "none"
+                method.excluded.append(f"{task} seed {record['seed']}: no curve point in ({lo:,.0f}, {hi:,.0f}] "
+                                       f"frames (last point at {last})")  # fmt: skip
+                continue
+            method.raw.setdefault(task, []).append(float(ys[inside].mean()))
+            method.run_ids.setdefault(task, []).append(f"seed {record['seed']}")
+    elif reference.format == "table":
+        table = read_table(path)
+        if reference.key not in table:
+            raise ValueError(f"{reference.file}: no method {reference.key!r}")
+        for task, (mean, std) in table[reference.key].items():
+            if known(task):
+                method.table[task] = (mean * reference.scale, None if std is None else std * reference.scale)
+    else:
+        raise ValueError(f"reference {reference.method!r}: unknown format {reference.format!r}")
+    if unknown:
+        report.notes.append(
+            f"{reference.method}: tasks not in suite {info.name!r} ignored: {', '.join(sorted(unknown))}"
+        )
+    return method
+
+
+def load_references(info: SuiteInfo, report: LoadReport, names: Iterable[str] | None = None) -> list[Method]:
+    references = references_for(info.name)
+    if names is not None:
+        wanted = list(names)
+        available = {r.method for r in references}
+        missing = [n for n in wanted if n not in available]
+        if missing:
+            raise KeyError(
+                f"no reference {', '.join(map(repr, missing))} for suite {info.name!r}; "
+                f"available: {', '.join(sorted(available)) or 'none'}"
+            )
+        references = [r for r in references if r.method in wanted]
+    return [load_reference(reference, info, report) for reference in references]

@@ -1,0 +1,88 @@
+"""Publish finished runs into the repository's `results/` so leaderboards can be rebuilt from the repository.
+
+Only the result files travel (config.yaml, manifest.json, scores.jsonl, metrics.jsonl); checkpoints, replay
+and media stay behind. The run keeps its relative layout `<suite>/<task>/<agent>/<config-hash>/seed<N>/`.
+A run is validated exactly as the leaderboard reads it before anything is copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from leaderboard import load
+from leaderboard.load import RUN_FILES
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    source: Path
+    target: Path
+    files: dict  # name -> bytes to write
+    status: str  # "publish", "already published", "replace"
+
+
+def repository_results() -> Path:
+    repository = Path(__file__).resolve().parent.parent
+    if not (repository / "pyproject.toml").exists():
+        raise ValueError("cannot find the repository checkout of this package; pass --to RESULTS_DIR")
+    return repository / "results"
+
+
+def expand_run_folders(paths) -> list[Path]:
+    """Run folders named directly, or every run folder (holding a manifest.json) below a named folder."""
+    folders = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder")
+        if (path / "manifest.json").exists():
+            folders.append(path)
+            continue
+        found = sorted(p.parent for p in path.rglob("manifest.json"))
+        if not found:
+            raise ValueError(f"{path} holds no run folder (no manifest.json below it)")
+        folders += found
+    return folders
+
+
+def plan(folder: Path, results: Path, *, force: bool = False, allow_dirty: bool = False,
+         any_budget: bool = False) -> Publication:  # fmt: skip
+    """Validate a run and work out what publishing it writes; nothing is written yet."""
+    from bench.results import run_dir
+
+    folder = Path(folder)
+    if not (folder / "manifest.json").exists():
+        raise ValueError(f"{folder}: no manifest.json")
+    manifest = load.validate_manifest(folder / "manifest.json")
+    info = load.suite_info(manifest["suite"])
+    result = load.read_run(folder, info, any_budget=any_budget)
+    if isinstance(result, str):
+        raise ValueError(f"{folder}: not publishable: {result}")
+    if manifest["code"].get("dirty") and not allow_dirty:
+        raise ValueError(
+            f"{folder}: the run was made from a checkout with uncommitted changes (commit "
+            f"{manifest['code'].get('commit')}); its numbers cannot be traced to code. --allow-dirty publishes it"
+        )
+    target = run_dir(results, manifest["suite"], manifest["task"], manifest["agent"], manifest["config_hash"],
+                     manifest["seed"])  # fmt: skip
+    files = {name: (folder / name).read_bytes() for name in RUN_FILES if (folder / name).exists()}
+    if not target.exists():
+        return Publication(folder, target, files, "publish")
+    existing = {name: (target / name).read_bytes() for name in RUN_FILES if (target / name).exists()}
+    if existing == files:
+        return Publication(folder, target, files, "already published")
+    if not force:
+        raise ValueError(f"{target} already holds a different copy of this run; --force replaces it")
+    return Publication(folder, target, files, "replace")
+
+
+def write(publication: Publication) -> None:
+    from bench.results import atomic_write_bytes
+
+    if publication.status == "already published":
+        return
+    for name, data in publication.files.items():
+        atomic_write_bytes(publication.target / name, data)
+    for name in RUN_FILES:
+        if name not in publication.files and (publication.target / name).exists():
+            (publication.target / name).unlink()
