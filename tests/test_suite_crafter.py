@@ -1,0 +1,106 @@
+"""Crafter: the Crafter score on a hand-made log, achievement fields, episode ends, seeding, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tasks.crafter import (
+    ACHIEVEMENTS,
+    SCORE_FIELDS,
+    SUITE,
+    CrafterEnv,
+    CrafterProtocol,
+    achievement_success_rates,
+    crafter_score,
+)
+
+
+def episode(*unlocked):
+    return {f"achievement_{name}": float(name in unlocked) for name in ACHIEVEMENTS}
+
+
+def test_achievement_list_matches_the_package():
+    import crafter
+
+    assert ACHIEVEMENTS == tuple(crafter.constants.achievements) and len(ACHIEVEMENTS) == 22
+    assert SUITE.score_fields == SCORE_FIELDS
+    assert SUITE.eval_protocol == "crafter_score" and SUITE.normaliser == "crafter"
+
+
+def test_crafter_score_on_a_hand_made_log():
+    log = [
+        episode("collect_wood", "place_table", "wake_up"),
+        episode("collect_wood", "place_table"),
+        episode("collect_wood"),
+        episode("collect_wood"),
+    ]
+    rates = achievement_success_rates(log)
+    assert rates["collect_wood"] == 100.0 and rates["place_table"] == 50.0 and rates["wake_up"] == 25.0
+    assert sum(rates.values()) == 175.0
+    # exp((ln 101 + ln 51 + ln 26 + 19 ln 1) / 22) - 1, computed by hand
+    assert crafter_score(log) == pytest.approx(0.7101701174166728, rel=1e-12)
+    assert crafter_score([episode("collect_wood"), episode("collect_wood", "collect_drink")]) == pytest.approx(
+        0.4747633736126522, rel=1e-12
+    )
+    assert crafter_score([episode()]) == 0.0
+    assert crafter_score([episode(*ACHIEVEMENTS)]) == pytest.approx(100.0)
+    # Counts larger than one (the package's per-episode counters) still mean "unlocked".
+    counted = episode("collect_wood")
+    counted["achievement_collect_wood"] = 7.0
+    assert crafter_score([counted]) == crafter_score([episode("collect_wood")])
+    # The score is a geometric mean: it is not the arithmetic mean of the rates.
+    assert crafter_score(log) < sum(rates.values()) / 22
+
+
+def test_crafter_score_rejects_bad_logs():
+    with pytest.raises(ValueError, match="at least one episode"):
+        crafter_score([])
+    incomplete = episode("collect_wood")
+    del incomplete["achievement_wake_up"]
+    with pytest.raises(ValueError, match="episode 0 lacks achievement fields: achievement_wake_up"):
+        crafter_score([incomplete])
+
+
+def test_episode_achievements_match_the_rewards():
+    env = CrafterEnv()
+    obs = env.reset(seed=1)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert env.act_space["action"].num_classes == 17
+    rng = np.random.default_rng(1)
+    unlock_steps = 0
+    for _ in range(400):
+        obs = env.step({"action": int(rng.integers(17))})
+        reward = float(obs["reward"])
+        # Published reward: +1 per first unlock, +-0.1 per health point; a step unlocks at most one here.
+        assert math.isclose(reward * 10, round(reward * 10), abs_tol=1e-4)
+        unlock_steps += reward > 0.5
+        if obs["is_last"]:
+            break
+    stats = env.episode_stats()
+    assert set(stats) == set(SCORE_FIELDS)
+    assert set(stats.values()) <= {0.0, 1.0}
+    assert sum(stats.values()) == unlock_steps >= 2  # this seed unlocks several (checked by hand)
+    assert obs["is_last"] and obs["is_terminal"]  # the random player dies: a true termination
+
+
+def test_step_limit_is_a_truncation():
+    env = CrafterEnv(CrafterProtocol(episode_length=5))
+    env.reset(seed=0)
+    flags = [(bool(o["is_last"]), bool(o["is_terminal"])) for o in (env.step({"action": 0}) for _ in range(5))]
+    assert flags == [(False, False)] * 4 + [(True, False)]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({"action": 0})
+
+
+def test_seeding_and_bad_input():
+    env = CrafterEnv()
+    first = env.reset(seed=3)["image"]
+    steps = [env.step({"action": a})["image"] for a in (1, 2, 3, 5)]
+    assert not (env.reset(seed=4)["image"] == first).all()
+    assert (env.reset(seed=3)["image"] == first).all()
+    assert all((env.step({"action": a})["image"] == s).all() for a, s in zip((1, 2, 3, 5), steps))
+    with pytest.raises(ValueError, match=r"out of range \[0, 17\)"):
+        env.step({"action": 17})
+    with pytest.raises(ValueError, match="expected shape"):
+        env.step({"action": [1]})
