@@ -175,6 +175,10 @@ class BringBackShapes(Env):
         x, y = self._camera()
         return render.full_arena(self._background, self.arena.drawables(), (x, y, self.protocol.view_size))
 
+    def close(self) -> None:
+        self.arena = None
+        self._done = True
+
     # ------------------------------------------------------------------------------------------ helpers
 
     def _camera(self) -> tuple[int, int]:

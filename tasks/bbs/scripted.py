@@ -1,11 +1,16 @@
 """A scripted BringBackShapes policy that reads `priv_state`: it shows the task is solvable and calibrates
 score normalisation. Registered as the agent `bbs_scripted`; it never trains (`streams()` is empty).
 
-For the nearest remaining shape it picks the push direction from the shape towards the goal slot and the
-"behind" point on the far side of the shape (clipped into the part of the arena the agent can reach, so a
-shape at a wall is pushed along it). The agent first walks around the shape to the behind point, sideways
-first when it stands beside or in front of it, and then pushes through the shape's centre. A velocity
-controller turns the wanted velocity into the action: heading and force of the push on the agent.
+Each step (stateless, so it is jitted and batched like any agent's `act`):
+
+1. Aim every remaining shape at the slot if it is level with it, else at a staging point in front of
+   the slot; the "behind" point lies on the far side of the shape from its aim, clipped to where the
+   agent fits. Shapes that the agent cannot get behind (pressed against a wall on the wrong side) are
+   left for last.
+2. Take the nearest remaining shape. Walk to its behind point, circling around the shape when the
+   straight way passes it (the shorter way round unless a wall blocks it); once behind it and on the
+   push line, push through its centre.
+3. A velocity controller turns the wanted velocity into the action: the heading and force on the agent.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class ScriptedConfig:
     goal_depth: float = 60.0  # px past the goal line that shapes are pushed towards
     slot_margin: float = 35.0  # px kept from the slot's top and bottom when aiming
     wall_margin: float = 3.0  # px kept between the agent and the walls
+    min_standoff_fraction: float = 0.6  # a shape whose reachable behind point is closer is left for last
+    staging_distance: float = 80.0  # px before the goal line where shapes not level with the slot go first
     velocity_gain: float = 8.0  # 1/s: force = mass * gain * (wanted velocity - velocity)
 
 
@@ -55,17 +62,27 @@ def plan(config: ScriptedConfig, num_objects: int, priv_state) -> dict:
     goal_x, goal_top, goal_bottom = priv_state[slices["goal"]]
     length = priv_state[slices["arena_size"]][1]
 
-    # the nearest remaining shape
-    distance = jnp.where(alive, jnp.linalg.norm(objects - agent, axis=-1), jnp.inf)
-    shape = objects[jnp.argmin(distance)]
-
-    # where it should go, and the reachable point behind it
+    # Where each shape should go: a shape level with the slot goes straight in; any other first to a
+    # staging point in front of the slot (pushing it straight at the slot slides it along a wall into the
+    # corner beside the slot, where no push can free it).
+    aim_y = jnp.clip(objects[:, 1], goal_top + config.slot_margin, goal_bottom - config.slot_margin)
+    level_with_slot = jnp.abs(objects[:, 1] - aim_y) < 1.0
+    aim_x = jnp.where(level_with_slot, goal_x + config.goal_depth, goal_x - config.staging_distance)
+    aims = jnp.stack([aim_x, aim_y], axis=-1)
+    # The reachable point behind each shape (clipped to where the agent fits, so a shape near a wall is
+    # pushed along it). If clipping brings it close to the shape, the agent cannot get behind: the shape
+    # sits against a wall, on the wrong side.
     inset = WALL + AGENT_RADIUS + config.wall_margin
     low = jnp.array([inset, inset])
     high = jnp.stack([goal_x - AGENT_RADIUS - config.wall_margin, length - inset])
-    aim_y = jnp.clip(shape[1], goal_top + config.slot_margin, goal_bottom - config.slot_margin)
-    aim = jnp.stack([goal_x + config.goal_depth, aim_y])
-    behind = jnp.clip(shape - _unit(aim - shape) * config.standoff, low, high)
+    directions = (aims - objects) / jnp.maximum(jnp.linalg.norm(aims - objects, axis=-1, keepdims=True), 1e-6)
+    behinds = jnp.clip(objects - directions * config.standoff, low, high)
+    pushable = jnp.linalg.norm(objects - behinds, axis=-1) > config.min_standoff_fraction * config.standoff
+
+    # The nearest remaining shape, leaving those that cannot be pushed towards their aim for last.
+    distance = jnp.linalg.norm(objects - agent, axis=-1) + jnp.where(pushable, 0.0, 1e4)
+    target = jnp.argmin(jnp.where(alive, distance, jnp.inf))
+    shape, behind = objects[target], behinds[target]
     push = _unit(shape - behind)
 
     # Walk to the behind point; if the straight way passes the shape, circle around it at `clearance`,
