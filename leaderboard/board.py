@@ -168,10 +168,14 @@ def build(
     edges = curves.grid(end_frames, curve_points) if end_frames > 0 else None
 
     aggregated = [row for row in rows if row.in_aggregate]
-    advance = progress("bootstrap: aggregate metrics", reps * len(aggregated)) if progress else None
+    gamma = info.scoring.gap_target
+    metrics = aggregate.METRICS if gamma is not None else tuple(m for m in aggregate.METRICS if m != "optimality_gap")
+    advance = _progress(progress, "bootstrap: aggregate metrics", reps * len(aggregated))
     for row in aggregated:
         scores = aggregate.ScoreSet.from_mapping(chosen, row.normalised)
-        row.stats = aggregate.bootstrap(scores, reps=reps, seed=seed, label=row.label, taus=taus, advance=advance)
+        row.stats = aggregate.bootstrap(scores, reps=reps, seed=seed, label=row.label, taus=taus,
+                                        gamma=gamma if gamma is not None else 1.0, metrics=metrics,
+                                        advance=advance)  # fmt: skip
     rows = _ordered(rows, chosen)
 
     pairs = list(compare) if compare else _default_pairs(rows)
@@ -184,7 +188,7 @@ def build(
                 raise ValueError(f"--compare: {label!r} is not in the aggregate ({by_label[label].why_not})")
         if x == y:
             raise ValueError(f"--compare: cannot compare {x!r} with itself")
-    advance = progress("bootstrap: probability of improvement", reps * len(pairs)) if progress else None
+    advance = _progress(progress, "bootstrap: probability of improvement", reps * len(pairs))
     improvements = []
     for x, y in pairs:
         sx = aggregate.ScoreSet.from_mapping(chosen, by_label[x].normalised)
@@ -196,7 +200,7 @@ def build(
 
     if edges is not None:
         with_curves = [row for row in aggregated if any(row.method.curves.get(t) for t in chosen)]
-        advance = progress("bootstrap: sample-efficiency curves", reps * curve_points * len(with_curves)) if progress else None
+        advance = _progress(progress, "bootstrap: sample-efficiency curves", reps * curve_points * len(with_curves))
         for row in with_curves:
             row.curve = curves.sample_efficiency(
                 row.method, chosen, edges, info.scoring, normaliser, reps=reps, seed=seed, advance=advance
@@ -206,6 +210,10 @@ def build(
         seed=seed, rows=rows, improvements=improvements, taus=taus, curve_edges=edges, report=report,
         roots=tuple(load.display_path(root) for root in roots),
     )  # fmt: skip
+
+
+def _progress(progress, description: str, total: int):
+    return progress(description, total) if progress and total > 0 else None
 
 
 def _scale_std(normaliser: Normaliser, task: str, mean: float, std: float) -> float:

@@ -49,6 +49,14 @@ class SuiteInfo:
     budget: int  # agent steps; 0 = unknown
     frames_per_step: int
     notes: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # other names of tasks -> ours
+
+    def canonical_task(self, name: str) -> str | None:
+        """Our name of a task named in a published file, or None if the suite has no such task."""
+        if name in self.tasks:
+            return name
+        alias = self.aliases.get(name)
+        return alias if alias in self.tasks else None
 
     @property
     def name(self) -> str:
@@ -76,8 +84,10 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
         tasks, default, window, budget, fps = (
             scoring.tasks, scoring.protocols[0], scoring.window, scoring.budget, scoring.frames_per_step,
         )  # fmt: skip
+        aliases = dict(scoring.aliases)
     else:
         tasks, default, window, budget = spec.tasks, spec.eval_protocol, spec.eval_window, spec.budget
+        aliases = dict(spec.task_aliases)
         fps = spec.frames_per_step(spec.protocol_cls())
         if default not in normalize.PROTOCOLS:
             raise ValueError(f"suite {name!r} declares an unknown eval_protocol {default!r}")
@@ -91,7 +101,7 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
         window = scoring.window
         if window <= 0:
             raise ValueError(f"suite {name!r} defines no window for the train_window protocol")
-    return SuiteInfo(scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes))
+    return SuiteInfo(scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes), aliases)
 
 
 # -------------------------------------------------------------------------------------- containers
@@ -592,16 +602,16 @@ def load_reference(reference: Reference, info: SuiteInfo, report: LoadReport) ->
     path = reference.path()
     unknown = set()
 
-    def known(task: str) -> bool:
-        if task in info.tasks:
-            return True
-        unknown.add(task)
-        return False
+    def canonical(name: str) -> str | None:
+        task = info.canonical_task(name)
+        if task is None:
+            unknown.add(name)
+        return task
 
     if reference.format == "final_scores":
         for name, values in read_final_scores(path).items():
-            task = _reference_task(reference, name)
-            if known(task):
+            task = canonical(_reference_task(reference, name))
+            if task is not None:
                 method.raw[task] = [v * reference.scale for v in values]
                 method.run_ids[task] = [f"run {i}" for i in range(len(values))]
     elif reference.format == "curves":
@@ -610,8 +620,8 @@ def load_reference(reference: Reference, info: SuiteInfo, report: LoadReport) ->
             raise ValueError(f"{reference.file}: no curves of method {reference.key!r}")
         lo, hi = reference.window_end - reference.window, reference.window_end
         for record in sorted(records, key=lambda r: (r["task"], str(r["seed"]))):
-            task = _reference_task(reference, record["task"])
-            if not known(task):
+            task = canonical(_reference_task(reference, record["task"]))
+            if task is None:
                 continue
             xs = np.asarray(record["xs"], dtype=np.float64)
             ys = np.asarray(record["ys"], dtype=np.float64) * reference.scale
@@ -628,8 +638,9 @@ def load_reference(reference: Reference, info: SuiteInfo, report: LoadReport) ->
         table = read_table(path)
         if reference.key not in table:
             raise ValueError(f"{reference.file}: no method {reference.key!r}")
-        for task, (mean, std) in table[reference.key].items():
-            if known(task):
+        for name, (mean, std) in table[reference.key].items():
+            task = canonical(name)
+            if task is not None:
                 method.table[task] = (mean * reference.scale, None if std is None else std * reference.scale)
     else:
         raise ValueError(f"reference {reference.method!r}: unknown format {reference.format!r}")

@@ -42,6 +42,7 @@ class SuiteScoring:
     `episode_value`: "return", "success" (the record's `success` field, else return >= 1, THICK's
     definition), "objects" (the record's `score` = objects returned / objects), or "crafter" (the run is
     scored as a whole by the Crafter score). `normaliser`: "human", "div1000" or "identity".
+    `gap_target`: the optimality gap's gamma (None on raw-return suites, where it has no meaning).
     `protocols`: the evaluation protocols a run of this suite can be scored under, the default first
     (used when the suite's spec cannot be loaded). `window`: agent steps of the `train_window` protocol
     when the suite's spec gives none. `frames_per_step`: env frames per agent step of the published
@@ -60,6 +61,8 @@ class SuiteScoring:
     frames_per_step: int = 1
     profile_max: float | None = None
     tasks: tuple[str, ...] = ()  # used when the suite's spec cannot be loaded
+    gap_target: float | None = 1.0  # optimality gap threshold gamma; None where raw scores have no target
+    aliases: tuple[tuple[str, str], ...] = ()  # other task names -> ours, when the spec cannot be loaded
 
 
 DMC_PROPRIO_TASKS = (
@@ -88,7 +91,8 @@ SUITES: dict[str, SuiteScoring] = {
     ),
     "crafter": SuiteScoring(
         "crafter", "crafter", "identity", "Crafter score (%)", "Crafter score (%)",
-        protocols=("crafter_score",), budget=1_000_000, frames_per_step=1, tasks=("reward",),
+        protocols=("crafter_score",), budget=1_000_000, frames_per_step=1, tasks=("crafter",), gap_target=None,
+        aliases=(("reward", "crafter"),),
     ),
     "dmc_vision": SuiteScoring(
         "dmc_vision", "return", "div1000", "return", "return / 1000",
@@ -107,7 +111,7 @@ SUITES: dict[str, SuiteScoring] = {
     "pinpad": SuiteScoring(
         # Raw return: the best achievable return per layout is not published, so no normaliser.
         "pinpad", "return", "identity", "return", "return",
-        protocols=("final_eval", "train_window"),
+        protocols=("final_eval", "train_window"), gap_target=None,
     ),
     "bbs": SuiteScoring(
         "bbs", "objects", "identity", "objects returned / objects", "objects returned / objects",
@@ -116,6 +120,7 @@ SUITES: dict[str, SuiteScoring] = {
     ),
     "toy": SuiteScoring(
         "toy", "return", "identity", "return", "return", protocols=("final_eval", "train_window"),
+        gap_target=None,
     ),
 }
 

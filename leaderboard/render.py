@@ -67,7 +67,7 @@ def aggregate_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     for row in board.rows:
         if row.in_aggregate:
             rank += 1
-            cells = [_fmt_interval(row.stats.metrics[m]) for m in METRICS]
+            cells = [_fmt_interval(row.stats.metrics.get(m)) for m in METRICS]
             position = str(rank)
         elif row.method.kind == "table":
             summary = row.table_aggregate(board.tasks)
@@ -197,7 +197,10 @@ def to_dict(board: Leaderboard) -> dict:
             "note": method.note,
             "in_aggregate": row.in_aggregate,
             "why_not": row.why_not,
-            "aggregates": {m: _interval_dict(row.stats.metrics[m]) for m in METRICS} if row.stats else None,
+            "aggregates": (
+                {m: _interval_dict(row.stats.metrics[m]) for m in METRICS if m in row.stats.metrics}
+                if row.stats else None
+            ),
             "table_aggregates": (
                 {k: _num(v) for k, v in row.table_aggregate(board.tasks).items()}
                 if method.kind == "table" and row.table_aggregate(board.tasks) else None
@@ -272,7 +275,7 @@ def csv_files(board: Leaderboard) -> dict[str, str]:
         low, high = row.runs_range(board.tasks)
         values = []
         for metric in METRICS:
-            interval = row.stats.metrics[metric] if row.stats else None
+            interval = row.stats.metrics.get(metric) if row.stats else None
             values += [_num(interval.point), _num(interval.low), _num(interval.high)] if interval else ["", "", ""]
         aggregates.append([row.label, row.method.kind, row.method.protocol, int(row.in_aggregate), low, high, *values])
     header = ["method", "kind", "protocol", "in_aggregate", "runs_min", "runs_max"]
@@ -329,9 +332,10 @@ def plot_aggregates(board: Leaderboard) -> Figure | None:
     if not rows:
         return None
     colours = _colours([row.label for row in board.rows])
-    figure = _figure(13, 1.2 + 0.35 * len(rows))
-    axes = figure.subplots(1, len(METRICS), sharey=True)
-    for axis, metric in zip(axes, METRICS):
+    metrics = [m for m in METRICS if m in rows[0].stats.metrics]
+    figure = _figure(3.25 * len(metrics), 1.2 + 0.35 * len(rows))
+    axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for axis, metric in zip(axes, metrics):
         for index, row in enumerate(rows):
             interval = row.stats.metrics[metric]
             axis.barh(index, interval.high - interval.low, left=interval.low, height=0.6,
