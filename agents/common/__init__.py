@@ -1,5 +1,35 @@
-"""Shared Equinox building blocks of the world-model agents (re-exported; code lives in the modules)."""
+"""Shared Equinox building blocks of the world-model agents (re-exported; code lives in the modules).
 
+nets (layers, CNN encoder/decoder, block GRU), distributions (symlog, unimix categoricals, twohot, Bernoulli,
+bounded normal), returns (lambda returns, percentile normaliser, EMA), optim (LaProp + AGC), behaviour
+(imagination actor-critic), observations (encoders/decoders over observation dicts), actions (action dicts
+<-> vectors), dynamics (the latent-dynamics contract).
+"""
+
+from agents.common import distributions as distributions
+from agents.common.actions import ActionLayout as ActionLayout
+from agents.common.behaviour import Actor as Actor
+from agents.common.behaviour import imagination_loss as imagination_loss
+from agents.common.behaviour import imagine as imagine
+from agents.common.behaviour import make_critic as make_critic
+from agents.common.behaviour import replay_value_loss as replay_value_loss
 from agents.common.dynamics import AbstractDynamics as AbstractDynamics
 from agents.common.dynamics import Latent as Latent
 from agents.common.dynamics import WorldModelData as WorldModelData
+from agents.common.nets import MLP as MLP
+from agents.common.nets import BlockGRU as BlockGRU
+from agents.common.nets import BlockLinear as BlockLinear
+from agents.common.nets import Conv2d as Conv2d
+from agents.common.nets import ConvDecoder as ConvDecoder
+from agents.common.nets import ConvEncoder as ConvEncoder
+from agents.common.nets import Linear as Linear
+from agents.common.nets import MLPHead as MLPHead
+from agents.common.nets import NormedLinear as NormedLinear
+from agents.common.nets import RMSNorm as RMSNorm
+from agents.common.nets import batched as batched
+from agents.common.observations import ObservationDecoder as ObservationDecoder
+from agents.common.observations import ObservationEncoder as ObservationEncoder
+from agents.common.optim import laprop_agc as laprop_agc
+from agents.common.returns import PercentileNormalizer as PercentileNormalizer
+from agents.common.returns import ema_update as ema_update
+from agents.common.returns import lambda_return as lambda_return

@@ -1,0 +1,64 @@
+"""The DreamerV3 (2024) optimizer: per-tensor adaptive gradient clipping, then LaProp, built from optax parts.
+
+    g   <- g / max(1, |g| / (clip * max(pmin, |w|)))         per tensor (AGC)
+    nu  <- beta2 nu + (1 - beta2) g^2;   u = g / (sqrt(nu / (1 - beta2^t)) + eps)   (RMS scaling first)
+    mu  <- beta1 mu + (1 - beta1) u;     m = mu / (1 - beta1^t)                      (then momentum)
+    w   <- w - lr_t m,   lr_t = lr * min(1, t / warmup)   (t counts from 0: the very first step is zero)
+
+Scaling before momentum is LaProp's order (Adam does momentum first). Both moments are bias-corrected and
+eps sits outside the square root, as upstream. No weight decay.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def clip_by_agc(clip: float = 0.3, pmin: float = 1e-3) -> optax.GradientTransformation:
+    """Adaptive gradient clipping per tensor: bound |g| by clip * max(pmin, |w|) (optax's AGC is per unit)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("clip_by_agc needs the parameters: call update(grads, state, params)")
+
+        def clip_one(update, param):
+            update_norm = jnp.linalg.norm(update.reshape(-1))
+            param_norm = jnp.linalg.norm(param.reshape(-1))
+            upper = clip * jnp.maximum(pmin, param_norm)
+            return update / jnp.maximum(1.0, update_norm / upper)
+
+        return jax.tree.map(clip_one, updates, params), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def warmup_schedule(lr: float, warmup: int) -> optax.Schedule:
+    """Linear ramp from 0 over `warmup` steps, then constant (upstream's `const` schedule with warmup)."""
+    if warmup <= 0:
+        return optax.constant_schedule(lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+
+
+def laprop_agc(
+    lr: float = 4e-5,
+    agc: float = 0.3,
+    pmin: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-20,
+    warmup: int = 1000,
+) -> optax.GradientTransformation:
+    """The full chain; use with `opt.update(grads, state, params)` (AGC reads the parameters)."""
+    chain = []
+    if agc:
+        chain.append(clip_by_agc(agc, pmin))
+    chain.append(optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False, bias_correction=True))
+    chain.append(optax.ema(decay=beta1, debias=True))
+    chain.append(optax.scale_by_learning_rate(warmup_schedule(lr, warmup)))
+    return optax.chain(*chain)

@@ -1,0 +1,158 @@
+"""DreamerV3 hyperparameters (2024 version, upstream `configs.yaml`; defaults = the size200m model).
+
+Nested frozen dataclasses; presets in presets.yaml override fields by dotted keys (`rssm.deter 2048`).
+Run-level knobs (train_ratio, steps, replay capacity) live in the framework's `run`/`replay` sections.
+Variants (THICK, VSG) extend these classes with their own fields (dataclass inheritance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RSSMConfig:
+    deter: int = 8192  # deterministic state size
+    hidden: int = 1024  # width of the input projections and prior/posterior layers
+    stoch: int = 32  # categorical latent variables ...
+    classes: int = 64  # ... of this many classes each
+    blocks: int = 8  # block-diagonal GRU blocks
+    dyn_layers: int = 1  # block-linear hidden layers of the GRU core
+    img_layers: int = 2  # prior MLP layers on deter
+    obs_layers: int = 1  # posterior MLP layers on [deter, tokens]
+    unimix: float = 0.01  # uniform mixture of the latent categoricals
+    free_nats: float = 1.0  # dyn and rep KL are each clipped below at this value
+    absolute: bool = False  # posterior from tokens only (no deter)
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    depth: int = 64  # CNN channels = depth * mults[i]
+    mults: tuple[int, ...] = (2, 3, 4, 4)
+    kernel: int = 5
+    minres: int = 4  # stages = log2(image size / minres): 4 for 64x64 images
+    layers: int = 3  # vector MLP layers
+    units: int = 1024
+    symlog: bool = True  # symlog vector inputs
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    depth: int = 64
+    mults: tuple[int, ...] = (2, 3, 4, 4)
+    kernel: int = 5
+    minres: int = 4
+    layers: int = 3  # vector MLP layers
+    units: int = 1024
+    blocks: int = 8  # block-linear spatial projection of the wide latent part (upstream `bspace`)
+    outscale: float = 1.0
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardHeadConfig:
+    layers: int = 1
+    units: int = 1024
+    bins: int = 255  # twohot bins at symexp(linspace(-20, 20))
+    outscale: float = 0.0  # zero output layer: the prediction is exactly 0 at init
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinueHeadConfig:
+    layers: int = 1
+    units: int = 1024
+    outscale: float = 1.0
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorConfig:
+    layers: int = 3
+    units: int = 1024
+    outscale: float = 0.01
+    unimix: float = 0.01  # applied to categorical actions (upstream configures but ignores it; see Actor)
+    min_std: float = 0.1
+    max_std: float = 1.0
+    entropy: float = 3e-4  # entropy bonus scale
+    eval_greedy: bool = False  # evaluation episodes take the mode instead of a sample (upstream samples)
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+    layers: int = 3
+    units: int = 1024
+    bins: int = 255
+    outscale: float = 0.0
+    slow_rate: float = 0.02  # slow critic EMA rate per update
+    slow_reg: float = 1.0  # regulariser towards the slow critic's prediction
+    slow_target: bool = False  # bootstrap returns from the slow critic (upstream: False)
+    act: str = "silu"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImaginationConfig:
+    horizon: int = 15  # imagined steps from every posterior state
+    lam: float = 0.95
+    discount_horizon: float = 333.0  # gamma = 1 - 1/333, folded into the continue targets
+
+
+@dataclasses.dataclass(frozen=True)
+class ReturnNormConfig:
+    rate: float = 0.01
+    limit: float = 1.0  # scale = max(limit, p95 - p5)
+    percentile_low: float = 5.0
+    percentile_high: float = 95.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float = 4e-5
+    agc: float = 0.3
+    pmin: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-20
+    warmup: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class LossScales:
+    rec: float = 1.0  # decoder (all observation keys)
+    rew: float = 1.0
+    con: float = 1.0
+    dyn: float = 1.0
+    rep: float = 0.1
+    policy: float = 1.0
+    value: float = 1.0
+    repval: float = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamerV3Config:
+    batch_size: int = 16
+    batch_length: int = 64
+    replay_context: int = 1  # leading steps whose stored latents initialise the carry (0 or 1)
+    report_context: int = 8  # open-loop report: observed steps before imagining the rest
+    reward_grad: bool = True  # reward and repval losses train the representation too
+    repval: bool = True  # critic loss on replayed sequences
+    rssm: RSSMConfig = RSSMConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    reward_head: RewardHeadConfig = RewardHeadConfig()
+    cont_head: ContinueHeadConfig = ContinueHeadConfig()
+    actor: ActorConfig = ActorConfig()
+    critic: CriticConfig = CriticConfig()
+    imagination: ImaginationConfig = ImaginationConfig()
+    retnorm: ReturnNormConfig = ReturnNormConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    loss_scales: LossScales = LossScales()
+
+    def __post_init__(self):
+        if self.replay_context not in (0, 1):
+            raise ValueError(f"replay_context must be 0 or 1, got {self.replay_context}")
+        if self.batch_size < 1 or self.batch_length < 2:
+            raise ValueError(f"batch {self.batch_size} x {self.batch_length}: need batch >= 1 and length >= 2")

@@ -1,0 +1,146 @@
+"""The DreamerV3 (2024) RSSM: block-diagonal GRU core, categorical latents with unimix, KL with free nats.
+
+Latent: `deter` (B, D) and `stoch` (B, S, K) one-hot. Features = [deter, flat stoch].
+
+    deter_t  = BlockGRU(deter_{t-1}, stoch_{t-1}, a_{t-1})              (zeros at episode start)
+    prior    = p(stoch_t | deter_t):          MLP(img_layers) -> S x K logits
+    post     = q(stoch_t | deter_t, tokens_t): MLP(obs_layers) on [deter, tokens] -> S x K logits
+    dyn      = max(free, KL(sg(post) || prior)),   rep = max(free, KL(post || sg(prior)))   (summed over S)
+
+Both categoricals mix in 1% uniform; samples pass straight-through gradients.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from agents.common import distributions as dists
+from agents.common.dynamics import AbstractDynamics, Latent, WorldModelData
+from agents.common.nets import MLP, BlockGRU, Linear, batched
+
+sg = jax.lax.stop_gradient
+
+
+class RSSM(AbstractDynamics):
+    core: BlockGRU
+    prior_mlp: MLP
+    prior_out: Linear
+    post_mlp: MLP
+    post_out: Linear
+    deter: int = eqx.field(static=True)
+    stoch: int = eqx.field(static=True)
+    classes: int = eqx.field(static=True)
+    unimix: float = eqx.field(static=True)
+    free_nats: float = eqx.field(static=True)
+    absolute: bool = eqx.field(static=True)
+    feature_size: int = eqx.field(static=True)
+
+    def __init__(self, token_size: int, action_size: int, *, deter: int, hidden: int, stoch: int, classes: int,
+                 blocks: int = 8, dyn_layers: int = 1, img_layers: int = 2, obs_layers: int = 1,
+                 unimix: float = 0.01, free_nats: float = 1.0, absolute: bool = False, act: str = "silu",
+                 key: PRNGKeyArray):  # fmt: skip
+        keys = jax.random.split(key, 5)
+        self.core = BlockGRU(deter, stoch * classes, action_size, hidden, blocks, dyn_layers, act, key=keys[0])
+        self.prior_mlp = MLP(deter, hidden, img_layers, act, key=keys[1])
+        self.prior_out = Linear(self.prior_mlp.out_size, stoch * classes, key=keys[2])
+        post_in = token_size if absolute else deter + token_size
+        self.post_mlp = MLP(post_in, hidden, obs_layers, act, key=keys[3])
+        self.post_out = Linear(self.post_mlp.out_size, stoch * classes, key=keys[4])
+        self.deter, self.stoch, self.classes = deter, stoch, classes
+        self.unimix, self.free_nats, self.absolute = unimix, free_nats, absolute
+        self.feature_size = deter + stoch * classes
+
+    # ----------------------------------------------------------------------------------- distributions
+
+    def _prior_one(self, deter: Float[Array, " D"]) -> Float[Array, "S K"]:
+        logits = self.prior_out(self.prior_mlp(deter)).reshape(self.stoch, self.classes)
+        return dists.unimix_logits(logits, self.unimix)
+
+    def _post_one(self, deter: Float[Array, " D"], token: Float[Array, " E"]) -> Float[Array, "S K"]:
+        x = token if self.absolute else jnp.concatenate([deter, token])
+        logits = self.post_out(self.post_mlp(x)).reshape(self.stoch, self.classes)
+        return dists.unimix_logits(logits, self.unimix)
+
+    # ------------------------------------------------------------------------------------------ contract
+
+    def initial(self, batch_size: int) -> Latent:
+        return {
+            "deter": jnp.zeros((batch_size, self.deter), jnp.float32),
+            "stoch": jnp.zeros((batch_size, self.stoch, self.classes), jnp.float32),
+        }
+
+    def observe(self, latent: Latent, tokens: Float[Array, "B T E"], prev_actions: Float[Array, "B T A"],
+                is_first: Bool[Array, "B T"], *, key: PRNGKeyArray) -> tuple[Latent, Latent, Latent]:  # fmt: skip
+        batch, steps = tokens.shape[:2]
+        if prev_actions.shape[:2] != (batch, steps) or is_first.shape != (batch, steps):
+            raise ValueError(
+                f"RSSM.observe: tokens {tokens.shape}, prev_actions {prev_actions.shape} and is_first "
+                f"{is_first.shape} must share (B, T)"
+            )
+
+        def step(carry, inputs):
+            token, action, first, step_key = inputs
+            keep = (~first).astype(jnp.float32)
+            deter = carry["deter"] * keep[:, None]
+            stoch = carry["stoch"] * keep[:, None, None]
+            action = action * keep[:, None]
+            deter = jax.vmap(self.core)(deter, stoch.reshape(batch, -1), action)
+            post = jax.vmap(self._post_one)(deter, token)
+            stoch = dists.sample_onehot(step_key, post)
+            return {"deter": deter, "stoch": stoch}, (deter, stoch, post)
+
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)
+        inputs = (time_major(tokens), time_major(prev_actions), time_major(is_first), jax.random.split(key, steps))
+        last, (deters, stochs, posts) = jax.lax.scan(step, latent, inputs)
+        deters, stochs, posts = time_major(deters), time_major(stochs), time_major(posts)
+        # The prior does not feed the recurrence, so it runs once over all (B, T) steps after the scan.
+        priors = batched(self._prior_one, deters)
+        posteriors = {"deter": deters, "stoch": stochs, "logits": posts}
+        return last, posteriors, {"logits": priors}
+
+    def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
+        batch = action.shape[0]
+        deter = jax.vmap(self.core)(latent["deter"], latent["stoch"].reshape(batch, -1), action)
+        prior = jax.vmap(self._prior_one)(deter)
+        return {"deter": deter, "stoch": dists.sample_onehot(key, prior)}
+
+    def features(self, latent: Latent) -> Float[Array, "... F"]:
+        stoch = latent["stoch"]
+        flat = stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
+        return jnp.concatenate([latent["deter"], flat], -1)
+
+    def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
+        stoch = latent["stoch"]
+        return latent["deter"], stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
+
+    def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
+               key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
+        del data, key
+        post, prior = posteriors["logits"], priors["logits"]
+        dyn = dists.categorical_kl(sg(post), prior).sum(-1)
+        rep = dists.categorical_kl(post, sg(prior)).sum(-1)
+        metrics = {
+            "dyn_kl": dyn.mean(),
+            "rep_kl": rep.mean(),
+            "prior_ent": dists.categorical_entropy(prior).sum(-1).mean(),
+            "post_ent": dists.categorical_entropy(post).sum(-1).mean(),
+        }
+        return {"dyn": jnp.maximum(dyn, self.free_nats), "rep": jnp.maximum(rep, self.free_nats)}, metrics
+
+    def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
+                       cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
+        del trajectory, reward, cont, key
+        return returns, {}, {}
+
+
+def make_rssm(config, token_size: int, action_size: int, *, key: PRNGKeyArray) -> RSSM:
+    """The `make_dynamics` of plain DreamerV3: an RSSM sized by `config.rssm`."""
+    r = config.rssm
+    return RSSM(
+        token_size, action_size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
+        blocks=r.blocks, dyn_layers=r.dyn_layers, img_layers=r.img_layers, obs_layers=r.obs_layers,
+        unimix=r.unimix, free_nats=r.free_nats, absolute=r.absolute, act=r.act, key=key,
+    )  # fmt: skip

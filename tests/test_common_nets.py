@@ -1,0 +1,74 @@
+"""Layers of agents/common/nets.py: shapes, the fast upsampling convolution, block-linear, block GRU."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.common.nets import (
+    BlockGRU,
+    BlockLinear,
+    Conv2d,
+    ConvDecoder,
+    ConvEncoder,
+    Linear,
+    RMSNorm,
+    upsample_nearest,
+)
+
+
+def test_trunc_normal_init_scale_and_zero_outscale():
+    layer = Linear(400, 300, key=jax.random.key(0))
+    np.testing.assert_allclose(np.std(layer.weight), math.sqrt(1 / 400), rtol=0.05)
+    assert np.all(np.asarray(layer.bias) == 0)
+    assert np.all(np.asarray(Linear(4, 3, outscale=0.0, key=jax.random.key(0)).weight) == 0)
+
+
+def test_rmsnorm():
+    x = jnp.array([3.0, 4.0])
+    np.testing.assert_allclose(RMSNorm(2, eps=0.0)(x), x / math.sqrt(12.5), rtol=1e-6)
+
+
+def test_block_linear_equals_block_diagonal_matrix():
+    layer = BlockLinear(6, 4, 2, key=jax.random.key(0))
+    layer = jax.tree.map(lambda b: b + 0.5, layer)  # non-zero bias too
+    x = jax.random.normal(jax.random.key(1), (6,))
+    dense = np.zeros((6, 4))
+    dense[:3, :2] = layer.weight[0]
+    dense[3:, 2:] = layer.weight[1]
+    np.testing.assert_allclose(layer(x), x @ dense + layer.bias, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_upsampled_conv_equals_upsample_then_conv(kernel):
+    conv = Conv2d(3, 4, kernel, key=jax.random.key(0))
+    conv = jax.tree.map(lambda b: b + 0.1, conv)
+    x = jax.random.normal(jax.random.key(1), (4, 5, 3))
+    np.testing.assert_allclose(conv.upsampled(x), conv(upsample_nearest(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_decoder_shapes():
+    encoder = ConvEncoder((64, 64, 3), 4, (2, 3, 4, 4), 5, key=jax.random.key(0))
+    image = jnp.zeros((64, 64, 3), jnp.uint8)
+    assert encoder(image).shape == (4 * 4 * 16,) == (encoder.out_size,)
+    decoder = ConvDecoder(64, 8, (64, 64, 3), 4, (2, 3, 4, 4), 5, units=16, blocks=8, key=jax.random.key(1))
+    out = decoder(jnp.ones(64), jnp.ones(8))
+    assert out.shape == (64, 64, 3)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_block_gru_keeps_state_when_update_gate_closed():
+    gru = BlockGRU(8, 6, 2, 4, blocks=2, key=jax.random.key(0))
+    deter = jax.random.uniform(jax.random.key(1), (8,), minval=-1, maxval=1)
+    out = gru(deter, jnp.ones(6), jnp.array([3.0, -0.5]))
+    assert out.shape == (8,)
+    # Drive the update gate shut through its bias: the state must be carried over unchanged.
+    bias = gru.gates.bias.reshape(2, 3, -1).at[:, 2].set(-1e4).reshape(-1)
+    closed = eqx.tree_at(lambda g: g.gates.bias, gru, bias)
+    np.testing.assert_allclose(closed(deter, jnp.ones(6), jnp.zeros(2)), deter, atol=1e-6)
+
