@@ -64,9 +64,14 @@ class AbstractDynamics(eqx.Module):
     * A *latent* is the recurrent state as a dict of arrays (e.g. RSSM: `deter` (B, D), `stoch` (B, S, K)).
       The same keys come out of `initial`, `observe` (the last state) and `imagine_step`; the agent stores
       them in replay (`replay_context`) and in the policy carry.
-    * `observe` also returns per-step *posteriors* and *priors*: the latent keys plus whatever statistics
-      `losses` needs (e.g. `logits`), all shaped (B, T, ...).
-    * `features` maps a latent (any leading shape) to the flat vector the heads, actor and critic read.
+    * `observe` also returns per-step *posteriors* (the latent keys plus whatever statistics `losses` needs,
+      e.g. `logits`) and *priors* (whatever `losses` needs), all shaped (B, T, ...).
+    * `features` maps a latent (any leading shape; extra keys such as posterior `logits` are ignored) to
+      the flat vector the heads, actor and critic read.
+    * `initial` may only use static fields: the agent calls it on a shapes-only copy of the module
+      (`eqx.filter_eval_shape`) to build the policy carry without the state.
+    * Stored latents travel through replay as float16 (halving memory; upstream stores bfloat16) and come
+      back as float32.
     """
 
     feature_size: eqx.AbstractVar[int]
