@@ -97,7 +97,10 @@ def validate_protocol(protocol: BBSProtocol) -> None:
 
 
 class BringBackShapes(Env):
-    def __init__(self, protocol: BBSProtocol):
+    """`exact_pixels=True` draws the whole crop before shrinking it (the slow reference path of
+    tasks.bbs.render; same images), for speed comparisons."""
+
+    def __init__(self, protocol: BBSProtocol, *, exact_pixels: bool = False):
         validate_protocol(protocol)
         self.protocol = protocol
         size = protocol.image_size
@@ -108,7 +111,7 @@ class BringBackShapes(Env):
         }
         self._act_space = {"action": spaces.box((2,), -1.0, 1.0)}
         self._layout_slices = priv_state_layout(protocol.num_objects)
-        self.view = render.ViewRenderer(protocol.view_size, size)
+        self.view = render.ViewRenderer(protocol.view_size, size, exact_pixels=exact_pixels)
         self._static_layers: dict[Layout, np.ndarray] = {}  # one per goal position seen
         self.arena: Arena | None = None
         self._done = True
