@@ -23,12 +23,13 @@ def bare_loop(suite_name: str, task: str, protocol, num_envs: int, steps: int, s
         done = 0
         start = time.perf_counter()
         while done < steps:
+            actions = {k: s.sample(rng, (num_envs,)) for k, s in envs.act_space.items()}
             for w in range(num_envs):
                 if last[w]:
                     envs.request(w, "reset", episode)
                     episode += 1
                 else:
-                    envs.request(w, "step", {k: s.sample(rng) for k, s in envs.act_space.items()})
+                    envs.request(w, "step", {k: v[w] for k, v in actions.items()})
                     done += 1
             results = envs.collect()
             last = [results[w].obs["is_last"] for w in range(num_envs)]

@@ -89,7 +89,8 @@ def atomic_write_json(path, data) -> None:
 
 class JsonlWriter:
     """Append-only JSON lines. `position()` is the byte offset a checkpoint records; on resume the file is
-    truncated back to it, so records written after the checkpoint are rewritten exactly once."""
+    truncated back to it, so records written after the checkpoint are rewritten exactly once. Records are
+    flushed on every write and fsynced by `sync()` (checkpoints call it), not per record."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -112,7 +113,9 @@ class JsonlWriter:
             return
         with open(self.path, "a") as file:
             file.write(lines)
-            file.flush()
+
+    def sync(self) -> None:
+        with open(self.path, "a") as file:
             os.fsync(file.fileno())
 
 

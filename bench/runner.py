@@ -124,7 +124,7 @@ class Trainer:
         self.quiet = quiet
         self.command = command
         self.frames_per_step = suite_spec.frames_per_step(config.env)
-        self.base_key = jax.random.PRNGKey(seed)
+        self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
         self._interrupted = False
 
     @classmethod
@@ -206,25 +206,28 @@ class Trainer:
         if extra:
             raise RunError(f"agent {self.agent_spec.name!r} declares streams {sorted(extra)}; the runner trains on 'train'")
 
-        def act(state, carry, obs, key, mode):
-            return agent.act(state, carry, obs, key=key, mode=mode)
+        base_key = self.base_key
 
-        def update(state, batch, key):
-            return agent.update(state, batch, key=key)
+        def fold(purpose, counters):
+            key = jax.random.fold_in(base_key, purpose)
+            for counter in counters:
+                key = jax.random.fold_in(key, counter)
+            return key
 
-        def report(state, batch, key):
-            return agent.report(state, batch, key=key)
+        def act(state, carry, obs, counters, purpose, mode):
+            return agent.act(state, carry, obs, key=fold(purpose, counters), mode=mode)
 
-        self._act = eqx.filter_jit(act, donate="all-except-first")
+        def update(state, batch, counter):
+            return agent.update(state, batch, key=fold(KEY_UPDATE, (counter,)))
+
+        def report(state, batch, counter):
+            return agent.report(state, batch, key=fold(KEY_REPORT, (counter,)))
+
+        # Keys are folded inside the compiled functions from integer counters: no eager JAX op per step.
+        self._act_jit = eqx.filter_jit(act, donate="all-except-first")
         self._update = eqx.filter_jit(update, donate="all")
         self._report = eqx.filter_jit(report)
         return agent
-
-    def _key(self, purpose: int, *counters: int):
-        key = jax.random.fold_in(self.base_key, purpose)
-        for counter in counters:
-            key = jax.random.fold_in(key, counter)
-        return key
 
     # -------------------------------------------------------------------------------------- main loop
 
@@ -236,7 +239,7 @@ class Trainer:
         self.eval_envs = None
         try:
             agent = self._build(envs.obs_space, envs.act_space)
-            self.state = agent.init(key=self._key(KEY_INIT))
+            self.state = agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT))
             self.carry = agent.initial_carry(n)
             self.replay = Replay(
                 num_streams=n,
@@ -362,8 +365,8 @@ class Trainer:
 
     def _policy_step(self) -> None:
         n = self.envs.num_envs
-        key = self._key(KEY_ACT, self.step)
-        self.carry, action, extras = self._act(self.state, self.carry, self.obs, key, "train")
+        counters = (np.int32(self.step),)
+        self.carry, action, extras = self._act_jit(self.state, self.carry, self.obs, counters, KEY_ACT, "train")
         action, extras = jax.device_get((action, extras))
         stored = {k: v for k, v in self.obs.items() if not k.startswith(PRIVATE_PREFIX)}
         self.replay.add_batch({**stored, **action, **extras})
@@ -417,8 +420,7 @@ class Trainer:
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
             batch, positions = self.replay.sample(spec.batch, spec.total_length)
-            key = self._key(KEY_UPDATE, self.updates)
-            self.state, metrics, replay_updates = self._update(self.state, batch, key)
+            self.state, metrics, replay_updates = self._update(self.state, batch, np.int32(self.updates))
             metrics, replay_updates = jax.device_get((metrics, replay_updates))
             self.updates += 1
             bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
@@ -494,9 +496,9 @@ class Trainer:
         returns = []
         t = 0
         while finished < episodes:
-            key = self._key(KEY_EVAL, round_, t)
+            counters = (np.int32(round_), np.int32(t))
             t += 1
-            carry, action, _ = self._act(self.state, carry, obs, key, "eval")
+            carry, action, _ = self._act_jit(self.state, carry, obs, counters, KEY_EVAL, "eval")
             action = jax.device_get(action)
             for w, episode in running.items():
                 envs.request(w, "step", {k: v[w] for k, v in action.items()})
@@ -543,7 +545,7 @@ class Trainer:
             return
         rng = np.random.default_rng([self.seed, self.step, 11])
         batch, _ = self.replay.sample(spec.batch, spec.total_length, rng=rng, online=False)
-        report = jax.device_get(self._report(self.state, batch, self._key(KEY_REPORT, self.step)))
+        report = jax.device_get(self._report(self.state, batch, np.int32(self.step)))
         scalars = {}
         media = self.folder / "media"
         for name, value in report.items():
@@ -565,6 +567,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- saving
 
     def _save_checkpoint(self) -> None:
+        self.scores.sync()
+        self.logger.metrics.sync()
         header = {
             "counters": {
                 "step": self.step,
