@@ -1,5 +1,7 @@
 """VSG's gated RSSM and SVSG's gated Gaussian state: gating semantics, resets, shapes and loss terms."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -19,18 +21,27 @@ def observe(dynamics, latent, tokens, actions, is_first, key):
 
 
 @eqx.filter_jit
+def losses_of(dynamics, post, prior):
+    return dynamics.losses(post, prior, None, key=jax.random.key(5))
+
+
+@eqx.filter_jit
 def imagine_step(dynamics, latent, action, key):
     return dynamics.imagine_step(latent, action, key=key)
 
 
+# Built once per setting: eager initialisation dispatches many small ops.
+@functools.cache
+def _build(cls, settings):
+    return cls(E, A, **dict(settings), key=jax.random.key(0))
+
+
 def make_vsg(**kwargs):
-    sizes = dict(deter=16, hidden=8, stoch=4, classes=4, blocks=2) | kwargs
-    return GatedRSSM(E, A, **sizes, key=jax.random.key(0))
+    return _build(GatedRSSM, tuple(sorted((dict(deter=16, hidden=8, stoch=4, classes=4, blocks=2) | kwargs).items())))
 
 
 def make_svsg(**kwargs):
-    sizes = dict(stoch=16, hidden=8, blocks=2) | kwargs
-    return StochasticGatedSSM(E, A, **sizes, key=jax.random.key(0))
+    return _build(StochasticGatedSSM, tuple(sorted((dict(stoch=16, hidden=8, blocks=2) | kwargs).items())))
 
 
 def force_gates(dynamics, logit: float):
@@ -96,7 +107,7 @@ def test_svsg_all_gates_closed_carries_the_state_and_the_masked_kl_is_zero():
     np.testing.assert_array_equal(last["stoch"], start["stoch"])
     following = imagine_step(dynamics, last, actions[:, 0], jax.random.key(4))
     np.testing.assert_array_equal(following["stoch"], start["stoch"])
-    losses, metrics = dynamics.losses(post, prior, None, key=jax.random.key(5))
+    losses, metrics = losses_of(dynamics, post, prior)
     assert float(metrics["dyn_kl"]) == 0.0 and float(metrics["rep_kl"]) == 0.0
     assert float(metrics["gate/open_rate"]) == 0.0
 
@@ -108,7 +119,7 @@ def test_svsg_masked_kl_counts_only_open_gates():
     gate = post["gate"]
     assert 0.0 < float(gate.mean()) < 1.0
     kl = gate_lib.gaussian_kl(post["mean"], post["std"], prior["mean"], prior["std"])
-    _, metrics = dynamics.losses(post, prior, None, key=jax.random.key(5))
+    _, metrics = losses_of(dynamics, post, prior)
     expected = float(jnp.where(gate > 0.5, kl, 0.0).sum(-1).mean())
     assert float(metrics["dyn_kl"]) == pytest.approx(expected, rel=1e-5)
     assert float(metrics["dyn_kl"]) < float(kl.sum(-1).mean())
@@ -149,7 +160,7 @@ def test_gradient_reaches_the_gate_through_the_straight_through_sample(make):
         _, post, _ = observe(dyn, dyn.initial(B), tokens, actions, is_first, jax.random.key(3))
         return dyn.features({k: post[k] for k in dyn.initial(1)}).sum()
 
-    grads = eqx.filter_grad(objective)(dynamics)
+    grads = eqx.filter_jit(eqx.filter_grad(objective))(dynamics)
     parts = grads.cell.parts.weight
     update_grad = parts.reshape(2, -1, 3, parts.shape[-1] // 3)[:, :, 2]
     assert float(jnp.abs(update_grad).max()) > 0.0
@@ -160,7 +171,7 @@ def test_loss_terms_and_gate_metrics(make):
     dynamics = make(gate_prior=0.3, gate_free=0.05)
     tokens, actions, is_first = sequence(True)
     _, post, prior = observe(dynamics, dynamics.initial(B), tokens, actions, is_first, jax.random.key(3))
-    losses, metrics = dynamics.losses(post, prior, None, key=jax.random.key(5))
+    losses, metrics = losses_of(dynamics, post, prior)
     assert set(losses) == {"dyn", "rep", "gate"}
     assert all(v.shape == (B, T) for v in losses.values())
     assert float(losses["dyn"].min()) >= 1.0  # free nats
