@@ -28,6 +28,7 @@ class TinyConfig:
     length: int = 8
     context: int = 1
     hidden: int = 8
+    nan_after: int = -1  # make the loss NaN from this update on (tests the NaN guard); -1 = never
 
 
 class TinyState(eqx.Module):
@@ -82,7 +83,9 @@ class TinyAgent(AbstractAgent):
             logp = jax.nn.log_softmax(x @ weights + bias)
             chosen = jnp.take_along_axis(logp, actions[..., None], -1)[..., 0]
             advantage = rewards - rewards.mean()
-            return -(advantage * chosen * valid).mean()
+            loss = -(advantage * chosen * valid).mean()
+            poisoned = (self.config.nan_after >= 0) & (state.updates >= self.config.nan_after)
+            return jnp.where(poisoned, jnp.nan, loss)
 
         loss, grads = jax.value_and_grad(loss_fn)((state.weights, state.bias))
         updates, opt_state = self.optimizer().update(grads, state.opt_state)

@@ -96,3 +96,20 @@ def test_invalid_action_from_an_agent_is_a_clear_error(tmp_path):
                  "--quiet", root=tmp_path, check=False)  # fmt: skip
     assert proc.returncode != 0
     assert "rejected a step: action['action']: 7 is out of range [0, 5)" in proc.stderr, proc.stderr
+
+
+def test_nan_loss_stops_the_run_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    args = ["run", "--agent", "tests.helpers:TINY", "--suite", "toy", "--task", "reach", "--steps", "600", "--quiet",
+            "--run.train_fill", "50", "--run.train_ratio", "8", "--run.save_every", "100", "--nan_after", "40"]  # fmt: skip
+    proc = bench(*args, root=tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "non-finite loss at update 41" in lines[0], proc.stderr
+    folder = only_run_dir(tmp_path)
+    header = (folder / "ckpt" / "LATEST").read_text()
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "running"
+    # the kept checkpoint is a good one: it loads and verifies
+    from bench.checkpoint import Checkpointer
+
+    assert Checkpointer(folder / "ckpt").load_header()["counters"]["updates"] <= 40
+    assert header

@@ -1,0 +1,141 @@
+"""Outputs: byte-identical on repeat, escaped text, and an HTML page that renders in a real headless browser."""
+
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leaderboard import board, browser, render
+from tests.test_leaderboard_fakes import default_episodes, episode, write_run
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY_TASKS = ("reach", "keydoor", "point")
+
+
+def _toy_runs(root: Path, agents=("alpha", "beta")) -> Path:
+    for a, agent in enumerate(agents):
+        for t, task in enumerate(TOY_TASKS):
+            for seed in range(3):
+                finals = [1.0 + a + 0.1 * t + 0.2 * seed, 2.0 + a - 0.1 * seed]
+                train = [episode(step, 0.1 * step / 2000 + a + seed, index=i)
+                         for i, step in enumerate(range(1000, 20_001, 1000))]  # fmt: skip
+                evals = [episode(20_000, r, mode="eval", final=True, index=i) for i, r in enumerate(finals)]
+                write_run(root, task=task, agent=agent, seed=seed, episodes=train + evals)
+    return root
+
+
+def _leaderboard_command(runs: Path, out: Path) -> None:
+    command = [sys.executable, "-m", "leaderboard", "leaderboard", "--suite", "atari100k", "--runs", str(runs),
+               "--out", str(out), "--reps", "300", "--seed", "3"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_same_command_twice_gives_byte_identical_outputs(tmp_path):
+    runs = tmp_path / "runs"
+    from tasks.atari_games import GAMES
+
+    for t, task in enumerate(GAMES):
+        for seed in range(2):
+            finals = [100.0 * (t + 1) + 10 * seed, 50.0 * (t + 1)]
+            episodes = [episode(step, 10.0 * t + step / 10_000, frames_per_step=4, index=i)
+                        for i, step in enumerate(range(10_000, 100_001, 10_000))]  # fmt: skip
+            episodes += [episode(100_000, r, mode="eval", final=True, frames_per_step=4, index=i)
+                         for i, r in enumerate(finals)]  # fmt: skip
+            write_run(runs, suite="atari100k", task=task, agent="mine", seed=seed, budget=100_000, episodes=episodes)
+    first, second = tmp_path / "first", tmp_path / "second"
+    _leaderboard_command(runs, first)
+    _leaderboard_command(runs, second)
+    names = sorted(p.name for p in first.iterdir())
+    for required in ("leaderboard.md", "leaderboard.json", "aggregates.csv", "per_task.csv", "improvement.csv",
+                     "index.html", "aggregates.svg", "profiles.svg", "improvement.svg", "curves.svg"):  # fmt: skip
+        assert required in names
+    assert names == sorted(p.name for p in second.iterdir())
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name} differs between runs"
+    # our runs are ranked among the 14 references, each row with its run count and protocol
+    data = json.loads((first / "leaderboard.json").read_text())
+    rows = {row["method"]: row for row in data["rows"]}
+    assert len(rows) == 15
+    (ours,) = [row for row in data["rows"] if row["kind"] == "runs"]
+    assert ours["method"].startswith("mine@") and ours["protocol"] == "final_eval"
+    assert all(task["runs"] == 2 for task in ours["per_task"].values())
+    assert ours["curve"] and len(ours["curve"]["frames"]) == 10
+    assert {(p["x"], p["y"]) for p in data["probability_of_improvement"]} == {
+        (ours["method"], label) for label in rows if label != ours["method"]
+    }
+    markdown = (first / "leaderboard.md").read_text()
+    for label in rows:
+        assert f"| {label.replace('|', chr(92) + '|')} |" in markdown
+
+
+def test_text_from_result_files_is_escaped(tmp_path):
+    agent = "<img src=x onerror=alert(1)>|x"
+    runs = tmp_path / "runs"
+    write_run(runs, agent=agent, episodes=default_episodes())
+    built = board.build("toy", roots=[runs], reps=50, tasks=["reach"])
+    out = tmp_path / "out"
+    render.write(built, out, plots=False)
+    page = (out / "index.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x@" in page
+    markdown = (out / "leaderboard.md").read_text()
+    assert "<img src=x onerror=alert(1)>\\|x@" in markdown
+    assert json.loads((out / "leaderboard.json").read_text())["rows"][0]["method"].startswith(agent)
+
+
+_CHECKER = """
+<script>
+window.addEventListener('load', () => {
+  const images = Array.from(document.images).map(i => ({
+    id: i.id, complete: i.complete, natural: i.naturalWidth, shown: i.getBoundingClientRect().width}));
+  const tables = {};
+  document.querySelectorAll('table').forEach(t => {
+    tables[t.id] = {rows: t.querySelectorAll('tbody tr').length, shown: t.getBoundingClientRect().height}; });
+  const out = document.createElement('pre');
+  out.id = 'render-check';
+  out.textContent = JSON.stringify({images, tables, title: document.title});
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def _chromium_or_fail():
+    if browser.find_chromium() is None:
+        if os.environ.get("BENCH_NO_BROWSER") == "1":
+            pytest.skip("BENCH_NO_BROWSER=1: the browser check was switched off explicitly")
+        pytest.fail(f"Chromium is needed for this test: {browser.INSTALL_HINT} (or set BENCH_NO_BROWSER=1 to skip)")
+
+
+def test_html_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
+    _chromium_or_fail()
+    built = board.build("toy", roots=[_toy_runs(tmp_path / "runs")], reps=200)
+    out = tmp_path / "out"
+    render.write(built, out)
+    page = (out / "index.html").read_text()
+    checked = out / "checked.html"  # the same page plus a script that reports what the browser rendered
+    checked.write_text(page.replace("</body>", _CHECKER + "</body>"))
+    dom = browser.dump_dom(checked)
+    match = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.S)
+    assert match, f"the page did not finish loading in Chromium:\n{dom[:2000]}"
+    report = json.loads(html.unescape(match.group(1)))
+    assert report["title"] == "Leaderboard: toy"
+    images = {image["id"]: image for image in report["images"]}
+    assert set(images) == {"plot-aggregates", "plot-profiles", "plot-improvement", "plot-curves"}
+    for name, image in images.items():
+        assert image["complete"] and image["natural"] > 100 and image["shown"] > 100, (name, image)
+    tables = report["tables"]
+    assert tables["aggregate"]["rows"] == 2 and tables["per-task"]["rows"] == 3
+    assert tables["methods"]["rows"] == 2 and tables["improvement"]["rows"] == 1
+    assert all(table["shown"] > 0 for table in tables.values())
+    # the documented screenshot command: `bench leaderboard ... --screenshot` calls this
+    png = browser.screenshot(out / "index.html", out / "screenshot.png", width=1200, height=2500)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1200, 2500)
