@@ -99,8 +99,8 @@ def _profile_taus(info: load.SuiteInfo, rows: list[Row]) -> np.ndarray:
 def _default_pairs(rows: list[Row]) -> list[tuple[str, str]]:
     ranked = [row.label for row in rows if row.in_aggregate]
     ours = [row.label for row in rows if row.in_aggregate and row.method.kind == "runs"]
-    if ours:
-        return [(x, y) for x in ours for y in ranked if y != x]
+    if ours:  # each of ours against every other row; two of ours once, the better ranked as X
+        return [(x, y) for i, x in enumerate(ours) for y in ranked if y != x and y not in ours[:i]]
     return [(ranked[0], y) for y in ranked[1:]] if ranked else []
 
 
@@ -218,7 +218,8 @@ def _progress(progress, description: str, total: int):
 
 def _scale_std(normaliser: Normaliser, task: str, mean: float, std: float) -> float:
     """A standard deviation through an affine normaliser: its slope times the std."""
-    return abs(normaliser(task, mean + std) - normaliser(task, mean))
+    del mean  # affine: the slope is the same everywhere
+    return abs(normaliser(task, 1.0) - normaliser(task, 0.0)) * std
 
 
 def _ordered(rows: list[Row], tasks: Sequence[str]) -> list[Row]:

@@ -12,6 +12,7 @@ import csv
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -447,6 +448,11 @@ def _html_table(header: list[str], rows: list[list[str]], table_id: str) -> str:
     return f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def _inline_code(escaped: str) -> str:
+    """`name` -> <code>name</code> in already escaped text."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
 def html_page(board: Leaderboard, svgs: dict[str, bytes]) -> str:
     title = f"Leaderboard: {board.suite.name}"
     parts = [
@@ -454,7 +460,7 @@ def html_page(board: Leaderboard, svgs: dict[str, bytes]) -> str:
         f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>",
     ]  # fmt: skip
-    parts += [f"<p>{html.escape(line)}</p>" for line in summary_lines(board)]
+    parts += [f"<p>{_inline_code(html.escape(line))}</p>" for line in summary_lines(board)]
     parts += ["<h2>Aggregate metrics</h2>", _html_table(*aggregate_table(board), "aggregate")]
     captions = {
         "aggregates": "Aggregate metrics with 95% CIs",
