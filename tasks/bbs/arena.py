@@ -6,12 +6,16 @@ without flips. Sizes, masses and forces follow the published environment (arnavk
 say so at the place of the fix:
 
 * seeding: every random draw comes from the `numpy.random.Generator` handed to `Arena` (upstream mixed the
-  unseeded `random`, `numpy.random` and `secrets` modules);
-* the push force is applied at the agent's centre of gravity (upstream applied it at the world point
-  (x, x), which adds a large spurious torque);
+  unseeded `random`, `numpy.random` and `secrets` modules), and every episode gets a fresh pymunk space;
+* the push force acts at the body's centre of gravity along the chosen heading in world axes (upstream
+  applied it at the world point (x, x), which adds a large spurious torque);
 * `variable_goal_position` moves the goal's wall blocks with the goal (upstream moved only the green
   rectangle, so the opening stayed where it was);
-* shapes are centred on their centroid (see `OBJECT_SHAPES`) and spawn clear of the walls.
+* shapes are centred on their centroid (see `OBJECT_SHAPES`) and everything spawns clear of the walls and
+  left of the goal line.
+
+One deliberate deviation for speed: the objects' soft speed cap runs right after each physics step rather
+than inside it (see `Arena._after_step`).
 """
 
 from __future__ import annotations
@@ -312,17 +316,19 @@ class Arena:
         """
         candidates = [("circle", self.agent, None, AGENT_RADIUS, AGENT_COLOUR)]
         for distractor in self.distractors:
-            candidates.append(("polygon", distractor.body, CENTRED_DISTRACTOR, DISTRACTOR_EXTENT, DISTRACTOR_COLOUR))
+            kite = ("polygon", distractor.body, CENTRED_DISTRACTOR, DISTRACTOR_EXTENT, DISTRACTOR_COLOUR)
+            candidates.append(kite)
         for item in self.objects:
             if item.alive:
-                candidates.append(("polygon", item.body, CENTRED_OBJECT_SHAPES[item.kind], OBJECT_EXTENT, item.colour))
+                local = CENTRED_OBJECT_SHAPES[item.kind]
+                candidates.append(("polygon", item.body, local, OBJECT_EXTENT, item.colour))
         shapes = []
         for kind, body, local, extent, colour in candidates:
             x, y = body.position
-            if region is not None and not (
-                region[0] - extent <= x <= region[2] + extent and region[1] - extent <= y <= region[3] + extent
-            ):
-                continue
+            if region is not None:
+                x0, y0, x1, y1 = region
+                if not (x0 - extent <= x <= x1 + extent and y0 - extent <= y <= y1 + extent):
+                    continue
             if kind == "circle":
                 shapes.append((kind, np.array([x, y, extent]), colour))
             else:

@@ -74,8 +74,8 @@ def validate_protocol(protocol: BBSProtocol) -> None:
     """Raise a ValueError naming the first setting that cannot work."""
     if protocol.num_distractors is None or protocol.arena_scale is None:
         raise ValueError(
-            "BBSProtocol.num_distractors and arena_scale must be set (the suite sets them from the task name, "
-            "e.g. distract2_size1.4)"
+            "BBSProtocol.num_distractors and arena_scale must be set (the suite sets them from the task "
+            "name, e.g. distract2_size1.4)"
         )
     checks = [
         (protocol.num_objects >= 1, f"num_objects must be >= 1, got {protocol.num_objects}"),
@@ -97,7 +97,9 @@ def validate_protocol(protocol: BBSProtocol) -> None:
 
 
 class BringBackShapes(Env):
-    """`exact_pixels=True` draws the whole crop before shrinking it (the slow reference path of
+    """One BringBackShapes environment (see the module docstring). Every random draw of an episode comes
+    from `numpy.random.default_rng(seed)` of `reset(seed=...)`, so an episode is fixed by its seed and
+    actions. `exact_pixels=True` draws the whole crop before shrinking it (the slow reference path of
     tasks.bbs.render; same images), for speed comparisons."""
 
     def __init__(self, protocol: BBSProtocol, *, exact_pixels: bool = False):

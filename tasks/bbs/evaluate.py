@@ -72,7 +72,11 @@ def run_episodes(env, policy, seeds) -> tuple[list[dict], dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.bbs.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--policy", choices=("scripted", "random"), default="scripted")
     parser.add_argument("--task", default="distract0_size1.0", help=f"one of: {', '.join(SUITE.tasks)}")
     parser.add_argument("--episodes", type=int, default=20)
@@ -99,15 +103,17 @@ def main(argv=None) -> None:
     if args.verbose:
         for r in results:
             print(r)
-    print(f"task {args.task}, policy {args.policy}, {len(results)} episodes (seeds {seeds.start}..{seeds.stop - 1})")
+    print(f"task {args.task}, policy {args.policy}, {len(results)} episodes "
+          f"(seeds {seeds.start}..{seeds.stop - 1})")
     print(f"return: mean {returns.mean():.2f} +- {returns.std():.2f} (std), min {returns.min():.0f}, max "
           f"{returns.max():.0f}; episodes with return 0: {int((returns == 0).sum())}/{len(returns)}; "
           f"all returned: {sum(r['terminal'] for r in results)}/{len(results)}")
     print(f"score (objects returned / objects): mean {np.mean([r['score'] for r in results]):.3f}")
     frames = totals["frames"]
-    print(f"env speed over {frames} frames (policy excluded): wall {frames / totals['wall']:,.0f} frames/s "
-          f"({totals['wall'] / frames * 3000:.3f} s per 3000 frames), thread cpu {frames / totals['cpu']:,.0f} "
-          f"frames/s ({totals['cpu'] / frames * 3000:.3f} s per 3000 frames)")
+    wall, cpu = totals["wall"], totals["cpu"]
+    print(f"env speed over {frames} frames (policy excluded): wall {frames / wall:,.0f} frames/s "
+          f"({wall / frames * 3000:.3f} s per 3000 frames), thread cpu {frames / cpu:,.0f} frames/s "
+          f"({cpu / frames * 3000:.3f} s per 3000 frames)")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 

@@ -138,10 +138,11 @@ class ScriptedAgent(AbstractAgent):
 
     def __check_init__(self):
         if "priv_state" not in self.obs_space:
-            raise ValueError("bbs_scripted needs the observation key 'priv_state' (only the bbs suite has it)")
+            raise ValueError("bbs_scripted needs the observation key 'priv_state' (only bbs tasks have it)")
         size = self.obs_space["priv_state"].shape[0] - PRIV_STATE_FIXED
         if size <= 0 or size % 3:
-            raise ValueError(f"bbs_scripted: priv_state of shape {self.obs_space['priv_state'].shape} is not a bbs state")
+            shape = self.obs_space["priv_state"].shape
+            raise ValueError(f"bbs_scripted: priv_state of shape {shape} is not a bbs state")
 
     @property
     def num_objects(self) -> int:
@@ -175,5 +176,5 @@ SPEC = AgentSpec(
     name="bbs_scripted",
     config_cls=ScriptedConfig,
     make=make,
-    description="Scripted BringBackShapes policy from the privileged state: push the nearest shape to the goal.",
+    description="Scripted BringBackShapes policy from the privileged state: push the nearest shape home.",
 )

@@ -30,7 +30,7 @@ def task_settings(task: str) -> tuple[int, float]:
 
 
 def protocol_for_task(task: str, protocol: BBSProtocol) -> BBSProtocol:
-    """The protocol with the task's distractors and arena scale; a conflicting explicit setting is an error."""
+    """The protocol with the task's distractors and arena scale; a conflicting explicit value is an error."""
     distractors, scale = task_settings(task)
     for field, wanted in (("num_distractors", distractors), ("arena_scale", scale)):
         given = getattr(protocol, field)

@@ -43,7 +43,11 @@ def record(task: str, policy_name: str, seed: int, steps: int, height: int) -> l
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.bbs.video",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--policy", choices=("scripted", "random"), default="scripted")
     parser.add_argument("--task", default="distract0_size1.0", help=f"one of: {', '.join(SUITE.tasks)}")
     parser.add_argument("--seed", type=int, default=0, help="episode seed")
