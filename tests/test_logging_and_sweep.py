@@ -53,3 +53,15 @@ def test_help_has_examples(tmp_path):
     for command in (["run"], ["list"], ["perf"], ["leaderboard"]):
         out = bench(*command, "--help", root=tmp_path).stdout
         assert "examples:" in out
+
+
+def test_periodic_and_final_evaluation_rounds(tmp_path):
+    bench("run", "--agent", "random", "--suite", "toy", "--task", "keydoor", "--steps", "300", "--quiet",
+          "--run.eval_every", "100", "--run.eval_episodes", "3", "--run.envs", "2", root=tmp_path)  # fmt: skip
+    folder = only_run_dir(tmp_path)
+    scores = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    evals = [s for s in scores if s["mode"] == "eval"]
+    rounds = sorted({(s["eval_round"], s["final"]) for s in evals})
+    assert rounds == [(0, False), (1, False), (2, False), (3, True)]
+    assert all(sum(1 for s in evals if s["eval_round"] == r) == 3 for r, _ in rounds)
+    assert all("success" in s for s in scores)  # the suite's extra score field
