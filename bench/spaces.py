@@ -65,11 +65,11 @@ class Space:
             if np.any(array < 0) or np.any(array >= self.high):
                 raise ValueError(f"{name}: {shown!r} is out of range [0, {self.high})")
             return array.astype(self.dtype)
-        if not np.all(np.isfinite(array)):
+        if not np.isfinite(array).all():
             raise ValueError(f"{name}: non-finite value {shown!r}")
         if self.low is not None and self.high is not None:
-            tolerance = 1e-5 * max(1.0, float(np.max(np.abs([self.low, self.high]))))
-            if np.any(array < self.low - tolerance) or np.any(array > self.high + tolerance):
+            tolerance = 1e-5 * max(1.0, abs(float(self.low)), abs(float(self.high)))
+            if (array < self.low - tolerance).any() or (array > self.high + tolerance).any():
                 raise ValueError(f"{name}: {shown!r} is outside [{self.low}, {self.high}]")
         return array.astype(self.dtype)
 
