@@ -332,7 +332,7 @@ class Trainer:
         progress = Progress(total, f"{self.agent_spec.name} {self.suite.name}/{self.task} seed {self.seed}",
                             cfg.logger.progress and not self.quiet and sys.stderr.isatty())  # fmt: skip
         start_time = time.time() - self.wall_time
-        rate_time, rate_step = time.time(), self.step
+        rate_time, rate_step, rate = time.time(), self.step, 0.0
         last_save_time = time.time()
         try:
             while self.step < total and not self._interrupted:
@@ -357,7 +357,7 @@ class Trainer:
                     last_save_time = time.time()
                     while self.next["save"] <= self.step:
                         self.next["save"] += cfg.run.save_every
-            progress.update(self.step, 0.0, self.recent_scores[-1] if self.recent_scores else None)
+            progress.update(self.step, rate, self.recent_scores[-1] if self.recent_scores else None)
         finally:
             progress.close()
         if self._interrupted:
