@@ -17,8 +17,8 @@ was drawn); all metrics come from one cumulative sum over the runs sorted by sco
 * probability of improvement: per task, the resampled CDF of Y evaluated at each run of X.
 
 Replicates come in fixed chunks of `CHUNK`, each from its own generator seeded by (seed, method label,
-stream, chunk index): results do not depend on the order methods are processed, and the probability of
-improvement reuses exactly the replicates of the aggregate metrics.
+stream, chunk index): results do not depend on which other methods are on the board or in which order, and
+the probability of improvement uses exactly the replicates of the aggregate metrics (`bootstrap_all`).
 
 Ragged data (different run counts per task) is handled explicitly: each run of task t weighs 1 / n_t, so every
 task counts equally, and the IQM trims a quarter of that weight from each end. With equal counts this is
@@ -37,7 +37,7 @@ import numpy as np
 
 METRICS = ("iqm", "median", "mean", "optimality_gap")
 METRIC_NAMES = {"iqm": "IQM", "median": "Median", "mean": "Mean", "optimality_gap": "Optimality gap"}
-CHUNK = 1000  # bootstrap replicates per generator; fixed so methods share replicate boundaries
+CHUNK = 500  # bootstrap replicates per generator; fixed so methods share replicate boundaries
 CONFIDENCE = 0.95
 
 
@@ -88,76 +88,74 @@ class ScoreSet:
 
 
 class _Pooled:
-    """All runs of a score set sorted by score, with the bookkeeping every metric needs."""
+    """A score set laid out for resampling: runs padded to (tasks, max_runs), plus their order by score."""
 
     def __init__(self, scores: ScoreSet, gamma: float):
         counts = scores.counts
         self.counts = counts
         self.ragged = scores.ragged
-        self.num_tasks = len(counts)
-        self.max_runs = int(counts.max())
-        values = np.concatenate(scores.per_task)
-        task_of = np.repeat(np.arange(self.num_tasks), counts)
-        order = np.argsort(values, kind="stable")
-        self.size = size = len(values)
-        self.sorted_values = x = values[order]
+        self.num_tasks = tasks = len(counts)
+        self.max_runs = runs = int(counts.max())
+        self.slots = tasks * runs  # padded flat index t * max_runs + r
+        self.padding = np.arange(runs)[None, :] >= counts[:, None]  # (tasks, max_runs)
+        padded = np.zeros((tasks, runs))
+        for t, values in enumerate(scores.per_task):
+            padded[t, : len(values)] = values
+        flat = padded.ravel()
+        real = np.flatnonzero(~self.padding.ravel())
+        self.order = real[np.argsort(flat[real], kind="stable")]  # padded indices of the runs by score
+        self.size = size = len(real)
+        self.sorted_values = x = flat[self.order]
         self.steps = np.append(np.diff(x), 0.0)  # x_{i+1} - x_i, and 0 for the last run
-        sorted_task = task_of[order]
-        position = np.empty(size, dtype=np.int64)  # original flat index -> sorted position
-        position[order] = np.arange(size)
-        # (task, run index) -> sorted position, as a flat table with max_runs entries per task
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        runs = np.arange(self.max_runs)[None, :]
-        self.padding = runs >= counts[:, None]  # (tasks, max_runs): slots beyond a task's n_t runs
-        self.slot_position = np.where(self.padding, size, position[np.minimum(offsets[:, None] + runs, size - 1)])
-        self.slot_position = self.slot_position.ravel()
-        self.slot_offsets = (np.arange(self.num_tasks) * self.max_runs)[:, None]
+        # per-task means of x and of min(x, gamma) are counts . (x / n_t) within each task
+        self.task_values = np.stack([padded, np.minimum(padded, gamma)]) / counts[None, :, None]
+        self.task_values[:, self.padding] = 0.0
+        self.gamma = gamma
         # Weight of each run: max_runs / n_t (1 with equal counts): every task holds max_runs of weight.
-        self.weight = (self.max_runs / counts)[sorted_task]
-        self.total = float(self.num_tasks * self.max_runs)
+        self.weight = (runs / counts)[self.order // runs]
+        self.total = float(tasks * runs)
         if self.ragged:
             self.trim_low, self.trim_high = 0.25 * self.total, 0.75 * self.total
         else:  # scipy.stats.trim_mean(x, 0.25): floor(0.25 N) runs cut from each end
             cut = int(0.25 * size)
             self.trim_low, self.trim_high = float(cut), float(size - cut)
-        # counts @ task_weights -> per-task means and per-task means of min(x, gamma)
-        self.task_weights = np.zeros((size, 2 * self.num_tasks))
-        rows = np.arange(size)
-        self.task_weights[rows, sorted_task] = x / counts[sorted_task]
-        self.task_weights[rows, self.num_tasks + sorted_task] = np.minimum(x, gamma) / counts[sorted_task]
-        self.gamma = gamma
-        self.task_columns = [np.flatnonzero(sorted_task == t) for t in range(self.num_tasks)]
+        # each task's padded indices in ascending score order (for the probability of improvement)
+        self.task_columns = [t * runs + np.argsort(padded[t, : counts[t]], kind="stable") for t in range(tasks)]
+        self.task_sorted = [padded[t, : counts[t]][np.argsort(padded[t, : counts[t]], kind="stable")]
+                            for t in range(tasks)]  # fmt: skip
 
     def multiplicities(self, rng: np.random.Generator, reps: int) -> np.ndarray:
-        """(reps, N) int: how often each sorted run is drawn when resampling n_t runs within each task t."""
+        """(reps, tasks * max_runs) int: how often each (padded) run is drawn when n_t runs are resampled
+        with replacement within each task t. Padding slots stay 0."""
         shape = (reps, self.num_tasks, self.max_runs)
         if self.ragged:
             draws = rng.integers(0, self.counts[:, None], size=shape)
         else:
             draws = rng.integers(0, self.max_runs, size=shape, dtype=np.int32)
-        draws += self.slot_offsets.astype(draws.dtype)
-        bins = self.size + 1
-        targets = self.slot_position.take(draws)  # (reps, tasks, runs) sorted positions
+        bins = self.slots + 1
+        # one add: replicate b, task t, draw r -> bin b * bins + t * max_runs + r
+        base = (np.arange(reps, dtype=np.int64) * bins)[:, None, None] + (np.arange(self.num_tasks) * self.max_runs)[:, None]
+        targets = np.add(draws, base, dtype=np.int64)
         if self.ragged:  # a task with n_t < max_runs draws only n_t runs: the other slots go to a dummy bin
-            targets[:, self.padding] = self.size
-        targets += (np.arange(reps, dtype=np.int64) * bins)[:, None, None]
-        counts = np.bincount(targets.ravel(), minlength=reps * bins).reshape(reps, bins)
-        return counts[:, : self.size]
+            targets[:, self.padding] = (np.arange(reps) * bins + self.slots)[:, None]
+        return np.bincount(targets.ravel(), minlength=reps * bins).reshape(reps, bins)[:, : self.slots]
 
     def identity(self) -> np.ndarray:
-        return np.ones((1, self.size), dtype=np.int64)
+        return (~self.padding).astype(np.int64).reshape(1, -1)
 
     def metrics(self, counts: np.ndarray, taus: np.ndarray | None):
-        """Every metric for each row of multiplicities `counts` (reps, N)."""
-        per_task = counts.astype(np.float64) @ self.task_weights
-        task_means = per_task[:, : self.num_tasks]
+        """Every metric for each row of multiplicities `counts` (reps, tasks * max_runs)."""
+        # einsum, not BLAS: single-threaded C loops are faster here and do not spin threads
+        per_task = np.einsum("btr,ktr->kbt", counts.reshape(-1, self.num_tasks, self.max_runs).astype(np.float64),
+                             self.task_values)  # fmt: skip
         out = {
-            "mean": task_means.mean(axis=1),
-            "median": np.median(task_means, axis=1),
-            "optimality_gap": self.gamma - per_task[:, self.num_tasks :].mean(axis=1),
+            "mean": per_task[0].mean(axis=1),
+            "median": np.median(per_task[0], axis=1),
+            "optimality_gap": self.gamma - per_task[1].mean(axis=1),
         }
+        ranked = counts.take(self.order, axis=1)  # multiplicities in ascending score order
         # cumulative weight over the sorted runs (integers with equal counts: exact)
-        cumulative = np.cumsum(counts * self.weight if self.ragged else counts, axis=1)
+        cumulative = np.cumsum(ranked * self.weight if self.ragged else ranked, axis=1)
         if taus is not None:
             below = np.searchsorted(self.sorted_values, taus, side="right")  # runs <= tau
             at_or_below = np.where(below > 0, cumulative[:, np.maximum(below - 1, 0)], 0)
@@ -165,8 +163,8 @@ class _Pooled:
         # IQM: the sorted runs' weight inside [trim_low, trim_high]; summed by parts,
         # sum_i x_i (C_i - C_{i-1}) = hi x_N - lo x_1 - sum_{i<N} C_i (x_{i+1} - x_i), C = clipped cumulative
         low, high, x = self.trim_low, self.trim_high, self.sorted_values
-        clipped = np.clip(cumulative, low, high, out=np.empty(cumulative.shape))
-        out["iqm"] = (high * x[-1] - low * x[0] - clipped @ self.steps) / (high - low)
+        clipped = np.clip(cumulative, low, high, out=cumulative if self.ragged else None)
+        out["iqm"] = (high * x[-1] - low * x[0] - np.einsum("bn,n->b", clipped, self.steps)) / (high - low)
         return out
 
 
@@ -206,42 +204,86 @@ def point_estimates(scores: ScoreSet, gamma: float = 1.0) -> dict[str, float]:
     return {name: float(values[name][0]) for name in METRICS}
 
 
-def bootstrap(
-    scores: ScoreSet,
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    x: str
+    y: str
+    probability: Interval
+    tasks: tuple[str, ...]
+
+
+def _task_pairs(x: ScoreSet, y: ScoreSet, label_x: str, label_y: str) -> tuple[tuple[str, ...], list]:
+    common = tuple(task for task in x.tasks if task in y.tasks)
+    if not common:
+        raise ValueError(f"{label_x} and {label_y} share no task")
+    return common, [(x.tasks.index(t), y.tasks.index(t)) for t in common]
+
+
+def bootstrap_all(
+    scores: Mapping[str, ScoreSet],
     *,
     reps: int,
     seed: int,
-    label: str,
+    pairs: Sequence[tuple[str, str]] = (),
     stream: int = 0,
     gamma: float = 1.0,
     taus: np.ndarray | None = None,
     metrics: Sequence[str] = METRICS,
     advance: Callable[[int], None] | None = None,
-) -> MethodStats:
-    """Point estimates and percentile CIs of the metrics (and the performance profile at `taus`)."""
+) -> tuple[dict[str, MethodStats], list[Comparison]]:
+    """Metrics with CIs for every method, and P(X > Y) for the given pairs, from one set of replicates.
+
+    Each chunk of replicates is drawn once per method; the aggregate metrics, the profile and every
+    probability of improvement involving the method use those same multiplicities. X and Y are resampled
+    independently (their generators differ), as rliable's StratifiedIndependentBootstrap does.
+    """
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    pooled = _Pooled(scores, gamma)
-    points = pooled.metrics(pooled.identity(), taus)
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in (*metrics, "profile")}
+    pooled = {label: _Pooled(score_set, gamma) for label, score_set in scores.items()}
+    points = {label: p.metrics(p.identity(), taus) for label, p in pooled.items()}
+    task_pairs = {(x, y): _task_pairs(scores[x], scores[y], x, y) for x, y in pairs}
+    samples = {label: {name: [] for name in (*metrics, "profile")} for label in pooled}
+    improvement_samples: dict[tuple[str, str], list[np.ndarray]] = {pair: [] for pair in task_pairs}
+    compared = {label for pair in task_pairs for label in pair}
     for chunk, size in _chunks(reps):
-        counts = pooled.multiplicities(_generator(seed, label, stream, chunk), size)
-        values = pooled.metrics(counts, taus)
+        kept = {}
+        for label, p in pooled.items():
+            counts = p.multiplicities(_generator(seed, label, stream, chunk), size)
+            values = p.metrics(counts, taus)
+            for name in metrics:
+                samples[label][name].append(values[name])
+            if taus is not None:  # float32: weight below tau, integral with equal counts (exact); 4x less memory
+                samples[label]["profile"].append((values["profile"] * p.total).astype(np.float32))
+            if label in compared:
+                kept[label] = counts
+            if advance:
+                advance(size)
+        for (x, y), (_, indices) in task_pairs.items():
+            improvement_samples[(x, y)].append(_improvement(pooled[x], pooled[y], kept[x], kept[y], indices))
+    stats = {}
+    for label in pooled:
+        result = {}
         for name in metrics:
-            samples[name].append(values[name])
+            low, high = _percentiles(np.concatenate(samples[label][name]))
+            result[name] = Interval(float(points[label][name][0]), float(low), float(high))
+        profile = None
         if taus is not None:
-            samples["profile"].append(values["profile"])
-        if advance:
-            advance(size)
-    result = {}
-    for name in metrics:
-        low, high = _percentiles(np.concatenate(samples[name]))
-        result[name] = Interval(float(points[name][0]), float(low), float(high))
-    profile = None
-    if taus is not None:
-        low, high = _percentiles(np.concatenate(samples["profile"]))
-        profile = Profile(np.asarray(taus, dtype=np.float64), points["profile"][0], low, high)
-    return MethodStats(result, profile)
+            low, high = _percentiles(np.concatenate(samples[label]["profile"]).astype(np.float64))
+            total = pooled[label].total
+            profile = Profile(np.asarray(taus, dtype=np.float64), points[label]["profile"][0], low / total, high / total)
+        stats[label] = MethodStats(result, profile)
+    comparisons = []
+    for (x, y), (common, indices) in task_pairs.items():
+        identity = _improvement(pooled[x], pooled[y], pooled[x].identity(), pooled[y].identity(), indices)
+        low, high = _percentiles(np.concatenate(improvement_samples[(x, y)]))
+        comparisons.append(Comparison(x, y, Interval(float(identity[0]), float(low), float(high)), common))
+    return stats, comparisons
+
+
+def bootstrap(scores: ScoreSet, *, reps: int, seed: int, label: str, **options) -> MethodStats:
+    """Point estimates and percentile CIs of one method's metrics (and profile at `taus`)."""
+    stats, _ = bootstrap_all({label: scores}, reps=reps, seed=seed, **options)
+    return stats[label]
 
 
 # -------------------------------------------------------------------------- probability of improvement
@@ -251,40 +293,25 @@ def _improvement(x: _Pooled, y: _Pooled, x_counts: np.ndarray, y_counts: np.ndar
     """P(X > Y) (ties count half) per replicate, averaged over the tasks (pairs of task indices)."""
     total = np.zeros(x_counts.shape[0])
     for tx, ty in tasks:
-        columns_x, columns_y = x.task_columns[tx], y.task_columns[ty]
-        values_x, values_y = x.sorted_values[columns_x], y.sorted_values[columns_y]
-        mx, my = x_counts[:, columns_x], y_counts[:, columns_y]
+        values_x, values_y = x.task_sorted[tx], y.task_sorted[ty]
+        mx, my = x_counts[:, x.task_columns[tx]], y_counts[:, y.task_columns[ty]]
         cumulative_y = np.concatenate([np.zeros((my.shape[0], 1)), np.cumsum(my, axis=1)], axis=1)
         below = cumulative_y[:, np.searchsorted(values_y, values_x, side="left")]
         at_or_below = cumulative_y[:, np.searchsorted(values_y, values_x, side="right")]
-        wins = (mx * (below + 0.5 * (at_or_below - below))).sum(axis=1)
-        total += wins / (len(columns_x) * len(columns_y))
+        wins = np.einsum("bi,bi->b", mx, below + 0.5 * (at_or_below - below))
+        total += wins / (len(values_x) * len(values_y))
     return total / len(tasks)
 
 
 def probability_of_improvement(
-    x: ScoreSet, y: ScoreSet, *, reps: int, seed: int, label_x: str, label_y: str,
-    advance: Callable[[int], None] | None = None,
-) -> tuple[Interval, tuple[str, ...]]:  # fmt: skip
-    """P(X > Y) over the tasks both have, with an independent stratified bootstrap of X and of Y.
-
-    The replicates are those of `bootstrap(..., stream=0)` for each method (same seeds and chunks).
-    """
-    common = tuple(task for task in x.tasks if task in y.tasks)
-    if not common:
-        raise ValueError(f"{label_x} and {label_y} share no task")
-    px, py = _Pooled(x, 1.0), _Pooled(y, 1.0)
-    pairs = [(x.tasks.index(t), y.tasks.index(t)) for t in common]
-    point = float(_improvement(px, py, px.identity(), py.identity(), pairs)[0])
-    samples = []
-    for chunk, size in _chunks(reps):
-        cx = px.multiplicities(_generator(seed, label_x, 0, chunk), size)
-        cy = py.multiplicities(_generator(seed, label_y, 0, chunk), size)
-        samples.append(_improvement(px, py, cx, cy, pairs))
-        if advance:
-            advance(size)
-    low, high = _percentiles(np.concatenate(samples))
-    return Interval(point, float(low), float(high)), common
+    x: ScoreSet, y: ScoreSet, *, reps: int, seed: int, label_x: str, label_y: str
+) -> tuple[Interval, tuple[str, ...]]:
+    """P(X > Y) over the tasks both have, with an independent stratified bootstrap of X and of Y."""
+    if label_x == label_y:
+        raise ValueError(f"cannot compare {label_x!r} with itself")
+    _, (comparison,) = bootstrap_all({label_x: x, label_y: y}, reps=reps, seed=seed, pairs=[(label_x, label_y)],
+                                     metrics=())  # fmt: skip
+    return comparison.probability, comparison.tasks
 
 
 # ------------------------------------------------------------------------------------ rliable itself

@@ -170,15 +170,11 @@ def build(
     aggregated = [row for row in rows if row.in_aggregate]
     gamma = info.scoring.gap_target
     metrics = aggregate.METRICS if gamma is not None else tuple(m for m in aggregate.METRICS if m != "optimality_gap")
-    advance = _progress(progress, "bootstrap: aggregate metrics", reps * len(aggregated))
-    for row in aggregated:
-        scores = aggregate.ScoreSet.from_mapping(chosen, row.normalised)
-        row.stats = aggregate.bootstrap(scores, reps=reps, seed=seed, label=row.label, taus=taus,
-                                        gamma=gamma if gamma is not None else 1.0, metrics=metrics,
-                                        advance=advance)  # fmt: skip
-    rows = _ordered(rows, chosen)
-
-    pairs = list(compare) if compare else _default_pairs(rows)
+    score_sets = {row.label: aggregate.ScoreSet.from_mapping(chosen, row.normalised) for row in aggregated}
+    # rank by the IQM point estimate first: the default comparisons (best row vs the others) depend on it
+    iqm = {label: aggregate.point_estimates(s)["iqm"] for label, s in score_sets.items()}
+    rows = _ordered(rows, chosen, iqm)
+    pairs = [tuple(pair) for pair in compare] if compare else _default_pairs(rows)
     by_label = {row.label: row for row in rows}
     for x, y in pairs:
         for label in (x, y):
@@ -188,15 +184,16 @@ def build(
                 raise ValueError(f"--compare: {label!r} is not in the aggregate ({by_label[label].why_not})")
         if x == y:
             raise ValueError(f"--compare: cannot compare {x!r} with itself")
-    advance = _progress(progress, "bootstrap: probability of improvement", reps * len(pairs))
-    improvements = []
-    for x, y in pairs:
-        sx = aggregate.ScoreSet.from_mapping(chosen, by_label[x].normalised)
-        sy = aggregate.ScoreSet.from_mapping(chosen, by_label[y].normalised)
-        interval, common = aggregate.probability_of_improvement(
-            sx, sy, reps=reps, seed=seed, label_x=x, label_y=y, advance=advance
-        )
-        improvements.append(Improvement(x, y, interval, len(common)))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError("--compare: a pair is given twice")
+    advance = _progress(progress, "bootstrap: metrics, profiles, improvement", reps * len(aggregated))
+    stats, comparisons = aggregate.bootstrap_all(
+        score_sets, reps=reps, seed=seed, pairs=pairs, gamma=gamma if gamma is not None else 1.0, taus=taus,
+        metrics=metrics, advance=advance,
+    )  # fmt: skip
+    for row in aggregated:
+        row.stats = stats[row.label]
+    improvements = [Improvement(c.x, c.y, c.probability, len(c.tasks)) for c in comparisons]
 
     if edges is not None:
         with_curves = [row for row in aggregated if any(row.method.curves.get(t) for t in chosen)]
@@ -222,12 +219,12 @@ def _scale_std(normaliser: Normaliser, task: str, mean: float, std: float) -> fl
     return abs(normaliser(task, 1.0) - normaliser(task, 0.0)) * std
 
 
-def _ordered(rows: list[Row], tasks: Sequence[str]) -> list[Row]:
+def _ordered(rows: list[Row], tasks: Sequence[str], iqm: dict[str, float]) -> list[Row]:
     """Bootstrapped rows by IQM (best first), then rows left out of the aggregate, then table-only rows."""
 
     def key(row: Row):
         if row.in_aggregate:
-            return (0, -row.stats.metrics["iqm"].point, row.label)
+            return (0, -iqm[row.label], row.label)
         if row.method.kind != "table":
             return (1, 0.0, row.label)
         summary = row.table_aggregate(tasks)

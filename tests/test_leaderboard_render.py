@@ -139,3 +139,26 @@ def test_html_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1200, 2500)
+
+
+@pytest.mark.slow
+def test_atari_leaderboard_at_full_size_finishes_in_about_a_minute(tmp_path):
+    """All 14 Atari reference rows (up to 100 runs x 26 games) at 50,000 replicates, plots included.
+    CPU time is asserted (wall time depends on what else the machine runs)."""
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    # default roots: the repository's results/ (and runs/ under the working folder, absent here)
+    command = [sys.executable, "-m", "leaderboard", "leaderboard", "--suite", "atari100k", "--out", str(tmp_path),
+               "--reps", "50000", "--quiet"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"atari100k leaderboard, 14 rows, 50,000 reps: {cpu:.1f} s CPU, {wall:.1f} s wall")
+    assert cpu < 90
+    data = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert data["reps"] == 50_000 and len(data["rows"]) == 14
