@@ -48,15 +48,17 @@ def test_coarse_prior_does_not_depend_on_the_deterministic_state():
         logits = posteriors["coarse_logits"] if which == "coarse" else priors["logits"]
         return (logits[:, 0] * jnp.arange(logits[:, 0].size).reshape(logits[:, 0].shape)).sum()
 
-    coarse_grad = jax.grad(first_step)(latent["deter"], "coarse")
-    fine_grad = jax.grad(first_step)(latent["deter"], "fine")
+    coarse_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "coarse")
+    fine_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "fine")
     np.testing.assert_array_equal(coarse_grad, 0.0)
     assert np.abs(fine_grad).max() > 1e-6  # the fine prior does read h
     # The coarse step used for high-level rollouts takes no h at all and agrees with the filter's coarse prior
     # (compared without gate noise, since the two draw their noise with different keys).
     quiet = small_crssm(gate_noise=0.0)
-    _, posteriors, _ = quiet.observe(latent, tokens, actions, first, key=jax.random.key(1))
-    _, context, logits = quiet.coarse_step(latent["stoch"], latent["context"], actions[:, 0], key=jax.random.key(2))
+    _, posteriors, _ = eqx.filter_jit(quiet.observe)(latent, tokens, actions, first, key=jax.random.key(1))
+    _, context, logits = eqx.filter_jit(quiet.coarse_step)(
+        latent["stoch"], latent["context"], actions[:, 0], key=jax.random.key(2)
+    )
     np.testing.assert_allclose(context, posteriors["context"][:, 0], atol=1e-6)
     np.testing.assert_allclose(logits, posteriors["coarse_logits"][:, 0], atol=1e-5)
 
@@ -97,12 +99,12 @@ def test_long_horizon_return_and_psi_mixing_by_hand():
     delta, way, reward_after, value_after = (float(bins[i]) for i in (17, 18, 19, 20))
     expected_long = way + gamma**delta * (reward_after + 1.0 * value_after)
     flat = jax.tree.map(lambda x: x[:, :horizon].reshape(starts * horizon, *x.shape[2:]), trajectory)
-    long_return = model.long_horizon_return(flat, key=jax.random.key(3))
+    long_return = eqx.filter_jit(model.long_horizon_return)(flat, key=jax.random.key(3))
     np.testing.assert_allclose(long_return, expected_long, rtol=1e-4)
 
     returns = jnp.asarray(rng.normal(size=(starts, horizon)), jnp.float32)
     cont_flags = jnp.full((starts, horizon + 1), 0.9)
-    targets, extra, metrics = model.critic_targets(
+    targets, extra, metrics = eqx.filter_jit(model.critic_targets)(
         trajectory, returns, jnp.zeros((starts, horizon + 1)), cont_flags, key=jax.random.key(3)
     )
     np.testing.assert_allclose(targets, 0.9 * returns + 0.1 * expected_long, rtol=1e-4, atol=1e-4)
@@ -194,6 +196,7 @@ def test_update_traces_once_and_logs_every_term(compiled):
     assert max(float(x) for x in moved) > 0.0
 
 
+@pytest.mark.slow  # compiles the report (about a minute on two cores)
 def test_report_gives_uint8_context_and_highlevel_images(compiled):
     agent, state, batch, _ = compiled
     report = eqx.filter_jit(agent.report)(state, batch, key=jax.random.key(5))
