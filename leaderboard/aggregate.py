@@ -120,7 +120,9 @@ class _Pooled:
             cut = int(0.25 * size)
             self.trim_low, self.trim_high = float(cut), float(size - cut)
         # each task's padded indices in ascending score order (for the probability of improvement)
-        self.task_columns = [t * runs + np.argsort(padded[t, : counts[t]], kind="stable") for t in range(tasks)]
+        self.task_columns = [
+            t * runs + np.argsort(padded[t, : counts[t]], kind="stable") for t in range(tasks)
+        ]
         self.task_sorted = [padded[t, : counts[t]][np.argsort(padded[t, : counts[t]], kind="stable")]
                             for t in range(tasks)]  # fmt: skip
 
@@ -134,7 +136,9 @@ class _Pooled:
             draws = rng.integers(0, self.max_runs, size=shape, dtype=np.int32)
         bins = self.slots + 1
         # one add: replicate b, task t, draw r -> bin b * bins + t * max_runs + r
-        base = (np.arange(reps, dtype=np.int64) * bins)[:, None, None] + (np.arange(self.num_tasks) * self.max_runs)[:, None]
+        base = (np.arange(reps, dtype=np.int64) * bins)[:, None, None] + (
+            np.arange(self.num_tasks) * self.max_runs
+        )[:, None]
         targets = np.add(draws, base, dtype=np.int64)
         if self.ragged:  # a task with n_t < max_runs draws only n_t runs: the other slots go to a dummy bin
             targets[:, self.padding] = (np.arange(reps) * bins + self.slots)[:, None]
@@ -252,7 +256,9 @@ def bootstrap_all(
             values = p.metrics(counts, taus)
             for name in metrics:
                 samples[label][name].append(values[name])
-            if taus is not None:  # float32: weight below tau, integral with equal counts (exact); 4x less memory
+            if (
+                taus is not None
+            ):  # float32: weight below tau, integral with equal counts (exact); 4x less memory
                 samples[label]["profile"].append((values["profile"] * p.total).astype(np.float32))
             if label in compared:
                 kept[label] = counts
@@ -261,7 +267,7 @@ def bootstrap_all(
         for (x, y), (_, indices) in task_pairs.items():
             improvement_samples[(x, y)].append(_improvement(pooled[x], pooled[y], kept[x], kept[y], indices))
     stats = {}
-    for label in pooled:
+    for label, pooled_set in pooled.items():
         result = {}
         for name in metrics:
             low, high = _percentiles(np.concatenate(samples[label][name]))
@@ -269,8 +275,10 @@ def bootstrap_all(
         profile = None
         if taus is not None:
             low, high = _percentiles(np.concatenate(samples[label]["profile"]).astype(np.float64))
-            total = pooled[label].total
-            profile = Profile(np.asarray(taus, dtype=np.float64), points[label]["profile"][0], low / total, high / total)
+            total = pooled_set.total
+            profile = Profile(
+                np.asarray(taus, dtype=np.float64), points[label]["profile"][0], low / total, high / total
+            )
         stats[label] = MethodStats(result, profile)
     comparisons = []
     for (x, y), (common, indices) in task_pairs.items():
@@ -328,7 +336,9 @@ def seeded_global_numpy(seed: int):
         np.random.set_state(state)
 
 
-def rliable_intervals(matrices: Mapping[str, np.ndarray], *, reps: int, seed: int) -> dict[str, dict[str, Interval]]:
+def rliable_intervals(
+    matrices: Mapping[str, np.ndarray], *, reps: int, seed: int
+) -> dict[str, dict[str, Interval]]:
     """The same four metrics computed by rliable itself (slow; for cross-checks). Reproducible per seed."""
     import warnings
 
@@ -349,7 +359,9 @@ def rliable_intervals(matrices: Mapping[str, np.ndarray], *, reps: int, seed: in
         points, intervals = library.get_interval_estimates(dict(matrices), aggregate, reps=reps)
     return {
         label: {
-            name: Interval(float(points[label][i]), float(intervals[label][0, i]), float(intervals[label][1, i]))
+            name: Interval(
+                float(points[label][i]), float(intervals[label][0, i]), float(intervals[label][1, i])
+            )
             for i, name in enumerate(METRICS)
         }
         for label in matrices

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from leaderboard import aggregate, curves, load
+from leaderboard.errors import UnknownNameError
 from leaderboard.normalize import Normaliser
 
 KIND_NAMES = {"runs": "our runs", "reference": "published runs", "table": "published table"}
@@ -68,7 +69,9 @@ class Leaderboard:
     roots: tuple[str, ...]
 
 
-def _choose_tasks(selection: Sequence[str] | None, info: load.SuiteInfo, rows: list[Row]) -> tuple[tuple[str, ...], str]:
+def _choose_tasks(
+    selection: Sequence[str] | None, info: load.SuiteInfo, rows: list[Row]
+) -> tuple[tuple[str, ...], str]:
     if not selection or list(selection) == ["all"]:
         return info.tasks, f"all {len(info.tasks)} tasks of the suite"
     if list(selection) == ["common"]:
@@ -82,7 +85,7 @@ def _choose_tasks(selection: Sequence[str] | None, info: load.SuiteInfo, rows: l
         return tasks, f"the {len(tasks)} tasks every method with per-run scores has"
     unknown = [task for task in selection if task not in info.tasks]
     if unknown:
-        raise KeyError(f"unknown task(s) {', '.join(map(repr, unknown))} for suite {info.name!r}; "
+        raise UnknownNameError(f"unknown task(s) {', '.join(map(repr, unknown))} for suite {info.name!r}; "
                        f"tasks: {', '.join(info.tasks)}")  # fmt: skip
     return tuple(dict.fromkeys(selection)), f"{len(set(selection))} selected tasks"
 
@@ -133,7 +136,7 @@ def build(
         available = [m.label for m in loaded]
         missing = [name for name in methods if name not in available]
         if missing:
-            raise KeyError(f"no method {', '.join(map(repr, missing))} in suite {suite!r}; "
+            raise UnknownNameError(f"no method {', '.join(map(repr, missing))} in suite {suite!r}; "
                            f"available: {', '.join(available) or 'none'}")  # fmt: skip
         loaded = [m for m in loaded if m.label in methods]
     labels = [m.label for m in loaded]
@@ -162,14 +165,24 @@ def build(
         row.in_aggregate = True
     taus = _profile_taus(info, rows)
     end_frames = info.budget_frames or max(
-        (float(c.frames.max()) for row in rows for cs in row.method.curves.values() for c in cs if len(c.frames)),
+        (
+            float(c.frames.max())
+            for row in rows
+            for cs in row.method.curves.values()
+            for c in cs
+            if len(c.frames)
+        ),
         default=0.0,
     )
     edges = curves.grid(end_frames, curve_points) if end_frames > 0 else None
 
     aggregated = [row for row in rows if row.in_aggregate]
     gamma = info.scoring.gap_target
-    metrics = aggregate.METRICS if gamma is not None else tuple(m for m in aggregate.METRICS if m != "optimality_gap")
+    metrics = (
+        aggregate.METRICS
+        if gamma is not None
+        else tuple(m for m in aggregate.METRICS if m != "optimality_gap")
+    )
     score_sets = {row.label: aggregate.ScoreSet.from_mapping(chosen, row.normalised) for row in aggregated}
     # rank by the IQM point estimate first: the default comparisons (best row vs the others) depend on it
     iqm = {label: aggregate.point_estimates(s)["iqm"] for label, s in score_sets.items()}
@@ -179,7 +192,7 @@ def build(
     for x, y in pairs:
         for label in (x, y):
             if label not in by_label:
-                raise KeyError(f"--compare: no method {label!r}; available: {', '.join(by_label)}")
+                raise UnknownNameError(f"--compare: no method {label!r}; available: {', '.join(by_label)}")
             if not by_label[label].in_aggregate:
                 raise ValueError(f"--compare: {label!r} is not in the aggregate ({by_label[label].why_not})")
         if x == y:
@@ -197,7 +210,9 @@ def build(
 
     if edges is not None:
         with_curves = [row for row in aggregated if any(row.method.curves.get(t) for t in chosen)]
-        advance = _progress(progress, "bootstrap: sample-efficiency curves", reps * curve_points * len(with_curves))
+        advance = _progress(
+            progress, "bootstrap: sample-efficiency curves", reps * curve_points * len(with_curves)
+        )
         for row in with_curves:
             row.curve = curves.sample_efficiency(
                 row.method, chosen, edges, info.scoring, normaliser, reps=reps, seed=seed, advance=advance

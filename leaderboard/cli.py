@@ -49,8 +49,14 @@ def _progress_factory(console, stack):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = stack.enter_context(
-        Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 console=console, transient=False)  # fmt: skip
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
     )
 
     def factory(description: str, total: int):
@@ -109,7 +115,9 @@ def _print_summary(board, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{board.suite.name}: IQM over {len(board.tasks)} tasks ({board.reps:,} bootstrap reps)")
+    table = Table(
+        title=f"{board.suite.name}: IQM over {len(board.tasks)} tasks ({board.reps:,} bootstrap reps)"
+    )
     for column in ("#", "method", "protocol", "runs/task", "IQM [95% CI]"):
         table.add_column(column)
     rank = 0
@@ -127,7 +135,9 @@ def _print_summary(board, console) -> None:
     if left_out:
         console.print(f"{len(left_out)} row(s) not in the aggregate (see the Methods table)", markup=False)
     if board.report.skipped:
-        console.print(f"{len(board.report.skipped)} run folder(s) skipped (see the Report section)", markup=False)
+        console.print(
+            f"{len(board.report.skipped)} run folder(s) skipped (see the Report section)", markup=False
+        )
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:

@@ -55,7 +55,9 @@ def binned_values(
                 if inside.size == 0:
                     continue
                 if curve.records is not None:
-                    raw = reduce_episodes(scoring, [curve.records[i] for i in inside], f"{method.label} {task}")
+                    raw = reduce_episodes(
+                        scoring, [curve.records[i] for i in inside], f"{method.label} {task}"
+                    )
                 else:
                     raw = float(curve.values[inside].mean())
                 result[index].setdefault(task, []).append(normaliser(task, raw))

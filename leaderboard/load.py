@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from leaderboard import normalize
+from leaderboard.errors import UnknownNameError
 from leaderboard.reference import Reference, references_for
 
 RUN_FILES = ("config.yaml", "manifest.json", "scores.jsonl", "metrics.jsonl")
@@ -80,7 +81,9 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
 
         spec = registry.get_suite(name)
     except (KeyError, ImportError) as error:  # RegistryError is a KeyError
-        notes.append(f"suite spec {name!r} could not be loaded ({error}); used the leaderboard's own defaults")
+        notes.append(
+            f"suite spec {name!r} could not be loaded ({error}); used the leaderboard's own defaults"
+        )
         tasks, default, window, budget, fps = (
             scoring.tasks, scoring.protocols[0], scoring.window, scoring.budget, scoring.frames_per_step,
         )  # fmt: skip
@@ -96,12 +99,16 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(normalize.PROTOCOLS)}")
     allowed = set(scoring.protocols) | {default}
     if protocol not in allowed:
-        raise ValueError(f"suite {name!r} runs cannot be scored under {protocol!r}; use one of {sorted(allowed)}")
+        raise ValueError(
+            f"suite {name!r} runs cannot be scored under {protocol!r}; use one of {sorted(allowed)}"
+        )
     if protocol == "train_window" and window <= 0:
         window = scoring.window
         if window <= 0:
             raise ValueError(f"suite {name!r} defines no window for the train_window protocol")
-    return SuiteInfo(scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes), aliases)
+    return SuiteInfo(
+        scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes), aliases
+    )
 
 
 # -------------------------------------------------------------------------------------- containers
@@ -172,7 +179,9 @@ class LoadReport:
 
 
 def _describe(value) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+    return (
+        f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+    )
 
 
 def _check(where: str, record: Mapping, field: str, kind: str, *, optional: bool = False):
@@ -200,7 +209,9 @@ def _parse_json(path: Path, text: str, what: str = "JSON"):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid {what} ({error.msg} at line {error.lineno} column {error.colno})") from None
+        raise ValueError(
+            f"{path}: not valid {what} ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
 
 
 def read_json_file(path) -> object:
@@ -234,7 +245,9 @@ def read_jsonl_strict(path) -> list[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg}); truncated or corrupt file") from None
+            raise ValueError(
+                f"{path}:{number}: not valid JSON ({error.msg}); truncated or corrupt file"
+            ) from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append((number, record))
@@ -346,7 +359,9 @@ def find_run_folders(root: Path, suite: str) -> list[Path]:
     base = Path(root) / suite
     if not base.is_dir():
         return []
-    folders = {p.parent for pattern in ("manifest.json", "scores.jsonl") for p in base.glob(f"*/*/*/*/{pattern}")}
+    folders = {
+        p.parent for pattern in ("manifest.json", "scores.jsonl") for p in base.glob(f"*/*/*/*/{pattern}")
+    }
     return sorted(folders)
 
 
@@ -380,7 +395,9 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
         return "no manifest.json"
     manifest = validate_manifest(manifest_path)
     if manifest["suite"] != info.name:
-        raise ValueError(f"{manifest_path}: suite is {manifest['suite']!r} but the folder lies under {info.name!r}")
+        raise ValueError(
+            f"{manifest_path}: suite is {manifest['suite']!r} but the folder lies under {info.name!r}"
+        )
     problem = _layout_problem(folder, manifest)
     if problem:
         raise ValueError(f"{folder}: folder layout does not match the manifest ({problem})")
@@ -474,7 +491,9 @@ def load_runs(
     methods: dict[str, Method] = {}
     for run in sorted(runs, key=lambda r: (r.method, r.task, r.seed)):
         if run.task not in info.tasks:
-            report.skipped.append((display_path(run.folder), f"task {run.task!r} is not in suite {info.name!r}"))
+            report.skipped.append(
+                (display_path(run.folder), f"task {run.task!r} is not in suite {info.name!r}")
+            )
             continue
         method = methods.get(run.method)
         if method is None:
@@ -528,7 +547,9 @@ def read_final_scores(path) -> dict[str, list[float]]:
             raise ValueError(f"{path}: task {task!r} must map to a non-empty list of scores")
         for index, value in enumerate(values):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{path}: task {task!r} run {index} must be a finite number, got {_describe(value)}")
+                raise ValueError(
+                    f"{path}: task {task!r} run {index} must be a finite number, got {_describe(value)}"
+                )
     return {task: [float(v) for v in values] for task, values in data.items()}
 
 
@@ -543,13 +564,21 @@ def read_curves(path) -> list[dict]:
             raise ValueError(f"{where}: expected an object")
         _check(where, record, "task", "str")
         _check(where, record, "method", "str")
-        if "seed" not in record or isinstance(record["seed"], bool) or not isinstance(record["seed"], (int, str)):
-            raise ValueError(f"{where}: field 'seed' must be an int or str, got {_describe(record.get('seed'))}")
+        if (
+            "seed" not in record
+            or isinstance(record["seed"], bool)
+            or not isinstance(record["seed"], (int, str))
+        ):
+            raise ValueError(
+                f"{where}: field 'seed' must be an int or str, got {_describe(record.get('seed'))}"
+            )
         for field in ("xs", "ys"):
             values = record.get(field)
             if not isinstance(values, list):
                 raise ValueError(f"{where}: field {field!r} must be a list, got {_describe(values)}")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
                 raise ValueError(f"{where}: field {field!r} must hold finite numbers only")
         if len(record["xs"]) != len(record["ys"]):
             raise ValueError(f"{where}: xs has {len(record['xs'])} points but ys has {len(record['ys'])}")
@@ -587,7 +616,7 @@ def _reference_task(reference: Reference, name: str) -> str:
         return PUBLISHED_TO_TASK[name]
     if not name.startswith(reference.task_prefix):
         raise ValueError(f"{reference.file}: task {name!r} lacks the prefix {reference.task_prefix!r}")
-    return name[len(reference.task_prefix):]
+    return name[len(reference.task_prefix) :]
 
 
 def load_reference(reference: Reference, info: SuiteInfo, report: LoadReport) -> Method:
@@ -658,7 +687,7 @@ def load_references(info: SuiteInfo, report: LoadReport, names: Iterable[str] | 
         available = {r.method for r in references}
         missing = [n for n in wanted if n not in available]
         if missing:
-            raise KeyError(
+            raise UnknownNameError(
                 f"no reference {', '.join(map(repr, missing))} for suite {info.name!r}; "
                 f"available: {', '.join(sorted(available)) or 'none'}"
             )

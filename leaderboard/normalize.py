@@ -23,6 +23,8 @@ import math
 from collections.abc import Mapping
 from importlib import resources
 
+from leaderboard.errors import UnknownNameError
+
 PROTOCOLS = ("final_eval", "train_window", "crafter_score", "success_rate")
 
 # The 22 Crafter achievements (crafter/data.yaml). Crafter score = exp(mean_i ln(1 + s_i)) - 1 with s_i the
@@ -84,42 +86,96 @@ def _atari_tasks() -> tuple[str, ...]:
 
 SUITES: dict[str, SuiteScoring] = {
     "atari100k": SuiteScoring(
-        "atari100k", "return", "human", "game score", "human-normalised score",
+        "atari100k",
+        "return",
+        "human",
+        "game score",
+        "human-normalised score",
         protocols=("final_eval", "train_window"),
         # DreamerV3 scores the training episodes ending between 390k and 400k frames: 2,500 agent steps.
-        window=2_500, budget=100_000, frames_per_step=4, profile_max=8.0, tasks=_atari_tasks(),
+        window=2_500,
+        budget=100_000,
+        frames_per_step=4,
+        profile_max=8.0,
+        tasks=_atari_tasks(),
     ),
     "crafter": SuiteScoring(
-        "crafter", "crafter", "identity", "Crafter score (%)", "Crafter score (%)",
-        protocols=("crafter_score",), budget=1_000_000, frames_per_step=1, tasks=("crafter",), gap_target=None,
+        "crafter",
+        "crafter",
+        "identity",
+        "Crafter score (%)",
+        "Crafter score (%)",
+        protocols=("crafter_score",),
+        budget=1_000_000,
+        frames_per_step=1,
+        tasks=("crafter",),
+        gap_target=None,
         aliases=(("reward", "crafter"),),
     ),
     "dmc_vision": SuiteScoring(
-        "dmc_vision", "return", "div1000", "return", "return / 1000",
-        protocols=("final_eval", "train_window"), window=25_000, budget=500_000, frames_per_step=2,
-        profile_max=1.0, tasks=DMC_VISION_TASKS,
+        "dmc_vision",
+        "return",
+        "div1000",
+        "return",
+        "return / 1000",
+        protocols=("final_eval", "train_window"),
+        window=25_000,
+        budget=500_000,
+        frames_per_step=2,
+        profile_max=1.0,
+        tasks=DMC_VISION_TASKS,
     ),
     "dmc_proprio": SuiteScoring(
-        "dmc_proprio", "return", "div1000", "return", "return / 1000",
-        protocols=("final_eval", "train_window"), window=12_500, budget=250_000, frames_per_step=2,
-        profile_max=1.0, tasks=DMC_PROPRIO_TASKS,
+        "dmc_proprio",
+        "return",
+        "div1000",
+        "return",
+        "return / 1000",
+        protocols=("final_eval", "train_window"),
+        window=12_500,
+        budget=250_000,
+        frames_per_step=2,
+        profile_max=1.0,
+        tasks=DMC_PROPRIO_TASKS,
     ),
     "minihack": SuiteScoring(
-        "minihack", "success", "identity", "success rate", "success rate",
-        protocols=("final_eval", "success_rate", "train_window"), profile_max=1.0,
+        "minihack",
+        "success",
+        "identity",
+        "success rate",
+        "success rate",
+        protocols=("final_eval", "success_rate", "train_window"),
+        profile_max=1.0,
     ),
     "pinpad": SuiteScoring(
         # Raw return: the best achievable return per layout is not published, so no normaliser.
-        "pinpad", "return", "identity", "return", "return",
-        protocols=("final_eval", "train_window"), gap_target=None,
+        "pinpad",
+        "return",
+        "identity",
+        "return",
+        "return",
+        protocols=("final_eval", "train_window"),
+        gap_target=None,
     ),
     "bbs": SuiteScoring(
-        "bbs", "objects", "identity", "objects returned / objects", "objects returned / objects",
-        protocols=("final_eval", "train_window"), budget=625_000, frames_per_step=4, profile_max=1.0,
+        "bbs",
+        "objects",
+        "identity",
+        "objects returned / objects",
+        "objects returned / objects",
+        protocols=("final_eval", "train_window"),
+        budget=625_000,
+        frames_per_step=4,
+        profile_max=1.0,
         tasks=BBS_TASKS,
     ),
     "toy": SuiteScoring(
-        "toy", "return", "identity", "return", "return", protocols=("final_eval", "train_window"),
+        "toy",
+        "return",
+        "identity",
+        "return",
+        "return",
+        protocols=("final_eval", "train_window"),
         gap_target=None,
     ),
 }
@@ -127,7 +183,9 @@ SUITES: dict[str, SuiteScoring] = {
 
 def scoring(suite: str) -> SuiteScoring:
     if suite not in SUITES:
-        raise KeyError(f"unknown suite {suite!r} for leaderboards; known: {', '.join(sorted(SUITES))}")
+        raise UnknownNameError(
+            f"unknown suite {suite!r} for leaderboards; known: {', '.join(sorted(SUITES))}"
+        )
     return SUITES[suite]
 
 
@@ -218,7 +276,7 @@ class Normaliser:
         if kind == "human":
             baselines = self._baselines
             if task not in baselines.human:
-                raise KeyError(f"no human/random baseline for Atari task {task!r}")
+                raise UnknownNameError(f"no human/random baseline for Atari task {task!r}")
             random, human = baselines.random[task], baselines.human[task]
             return (raw - random) / (human - random)
         raise ValueError(f"unknown normaliser {kind!r} for suite {self.suite.name!r}")

@@ -134,7 +134,9 @@ def report_lines(board: Leaderboard) -> list[str]:
     for row in board.rows:
         lines += [f"{row.label}: left out {text}" for text in row.method.excluded]
         if row.curve is not None and row.curve.missing_points:
-            lines.append(f"{row.label}: {row.curve.missing_points} curve point(s) left out (a task had no value)")
+            lines.append(
+                f"{row.label}: {row.curve.missing_points} curve point(s) left out (a task had no value)"
+            )
     return lines
 
 
@@ -154,13 +156,20 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def summary_lines(board: Leaderboard) -> list[str]:
     info = board.suite
     return [
-        f"Suite `{info.name}`: aggregates over {board.task_selection}; normalised score: {board.normaliser} "
-        f"({info.scoring.normalised_unit}).",
-        f"Our runs are scored under `{info.protocol}`; each row states the protocol of its numbers, and rows "
-        "under different protocols are not strictly comparable.",
-        f"Intervals: 95% percentile CIs of a stratified bootstrap (runs resampled within tasks), {board.reps:,} "
-        f"replicates, seed {board.seed}. IQM and optimality gap pool all runs; median and mean are over per-task "
-        "means (rliable's estimators). Table-only rows show published means and are not bootstrapped.",
+        (
+            f"Suite `{info.name}`: aggregates over {board.task_selection}; normalised score: "
+            f"{board.normaliser} ({info.scoring.normalised_unit})."
+        ),
+        (
+            f"Our runs are scored under `{info.protocol}`; each row states the protocol of its numbers, and "
+            "rows under different protocols are not strictly comparable."
+        ),
+        (
+            "Intervals: 95% percentile CIs of a stratified bootstrap (runs resampled within tasks), "
+            f"{board.reps:,} replicates, seed {board.seed}. IQM and optimality gap pool all runs; median and "
+            "mean are over per-task means (rliable's estimators). Table-only rows show published means and "
+            "are not bootstrapped."
+        ),
         f"Results roots: {', '.join(board.roots) or 'none'}.",
     ]
 
@@ -170,7 +179,14 @@ def markdown(board: Leaderboard) -> str:
     parts += ["## Aggregate metrics", "", _md_table(*aggregate_table(board)), ""]
     if board.improvements:
         parts += ["## Probability of improvement", "", _md_table(*improvement_table(board)), ""]
-    parts += ["## Per-task scores", "", "Mean normalised score (runs).", "", _md_table(*per_task_table(board)), ""]
+    parts += [
+        "## Per-task scores",
+        "",
+        "Mean normalised score (runs).",
+        "",
+        _md_table(*per_task_table(board)),
+        "",
+    ]
     parts += ["## Methods", "", _md_table(*methods_table(board)), ""]
     lines = report_lines(board)
     parts += ["## Report", ""] + ([f"- {_md_cell(line)}" for line in lines] or ["Nothing skipped."]) + [""]
@@ -250,7 +266,8 @@ def to_dict(board: Leaderboard) -> dict:
         "profile_taus": [_num(t) for t in board.taus],
         "rows": rows,
         "probability_of_improvement": [
-            {"x": i.x, "y": i.y, "tasks": i.tasks, **_interval_dict(i.probability)} for i in board.improvements
+            {"x": i.x, "y": i.y, "tasks": i.tasks, **_interval_dict(i.probability)}
+            for i in board.improvements
         ],
         "report": {
             "notes": list(board.report.notes),
@@ -277,8 +294,12 @@ def csv_files(board: Leaderboard) -> dict[str, str]:
         values = []
         for metric in METRICS:
             interval = row.stats.metrics.get(metric) if row.stats else None
-            values += [_num(interval.point), _num(interval.low), _num(interval.high)] if interval else ["", "", ""]
-        aggregates.append([row.label, row.method.kind, row.method.protocol, int(row.in_aggregate), low, high, *values])
+            values += (
+                [_num(interval.point), _num(interval.low), _num(interval.high)] if interval else ["", "", ""]
+            )
+        aggregates.append(
+            [row.label, row.method.kind, row.method.protocol, int(row.in_aggregate), low, high, *values]
+        )
     header = ["method", "kind", "protocol", "in_aggregate", "runs_min", "runs_max"]
     header += [f"{m}{suffix}" for m in METRICS for suffix in ("", "_low", "_high")]
     per_task = []
@@ -341,7 +362,9 @@ def plot_aggregates(board: Leaderboard) -> Figure | None:
             interval = row.stats.metrics[metric]
             axis.barh(index, interval.high - interval.low, left=interval.low, height=0.6,
                       color=colours[row.label], alpha=0.75)  # fmt: skip
-            axis.plot([interval.point, interval.point], [index - 0.3, index + 0.3], color="black", linewidth=1.5)
+            axis.plot(
+                [interval.point, interval.point], [index - 0.3, index + 0.3], color="black", linewidth=1.5
+            )
         axis.set_title(METRIC_NAMES[metric] + (" (lower is better)" if metric == "optimality_gap" else ""))
         axis.set_xlabel(board.suite.scoring.normalised_unit)
         axis.grid(axis="x", alpha=0.3)
@@ -470,7 +493,10 @@ def html_page(board: Leaderboard, svgs: dict[str, bytes]) -> str:
     }
     for name in PLOTS:
         if name == "improvement" and board.improvements:
-            parts += ["<h2>Probability of improvement</h2>", _html_table(*improvement_table(board), "improvement")]
+            parts += [
+                "<h2>Probability of improvement</h2>",
+                _html_table(*improvement_table(board), "improvement"),
+            ]
         if name in svgs:
             data = base64.b64encode(svgs[name]).decode("ascii")
             parts += [f"<h3>{html.escape(captions[name])}</h3>",

@@ -50,7 +50,10 @@ def test_point_estimates_match_rliable(shape):
 
 def _resampled_matrix(pooled, counts_row, scores: ScoreSet) -> list[np.ndarray]:
     """The explicit resample that a row of multiplicities stands for, task by task."""
-    return [np.repeat(values, counts_row[columns]) for values, columns in zip(pooled.task_sorted, pooled.task_columns)]
+    return [
+        np.repeat(values, counts_row[columns])
+        for values, columns in zip(pooled.task_sorted, pooled.task_columns)
+    ]
 
 
 def test_each_replicate_equals_the_metrics_of_its_explicit_resample():
@@ -70,7 +73,9 @@ def test_each_replicate_equals_the_metrics_of_its_explicit_resample():
 
 
 def test_ragged_resampling_keeps_each_tasks_run_count():
-    scores = ScoreSet.from_mapping(list("abcd"), {"a": [1, 2, 3], "b": [4], "c": [5, 6, 7, 8, 9], "d": [0, 1]})
+    scores = ScoreSet.from_mapping(
+        list("abcd"), {"a": [1, 2, 3], "b": [4], "c": [5, 6, 7, 8, 9], "d": [0, 1]}
+    )
     pooled = aggregate._Pooled(scores, 1.0)
     counts = pooled.multiplicities(np.random.default_rng(1), 500)
     for task, columns in enumerate(pooled.task_columns):
@@ -97,7 +102,7 @@ def test_bootstrap_is_reproducible_and_independent_of_other_methods():
 
 def _atari_matrix(name: str) -> np.ndarray:
     data = resources.files("leaderboard.reference")
-    load = lambda n: json.loads(data.joinpath(f"atari100k_{n}.json").read_text())  # noqa: E731
+    load = lambda n: json.loads(data.joinpath(f"atari100k_{n}.json").read_text())
     scores, random, human = load(name), load("RANDOM"), load("HUMAN")
     games = sorted(human)
     return np.array([[(v - random[g][0]) / (human[g][0] - random[g][0]) for v in scores[g]] for g in games]).T

@@ -38,7 +38,9 @@ def episode(step: int, value: float, *, mode: str = "train", final: bool = False
     return record
 
 
-def default_episodes(final_returns=(1.0, 2.0, 3.0), budget: int = 20_000, train_return: float = 0.5) -> list[dict]:
+def default_episodes(
+    final_returns=(1.0, 2.0, 3.0), budget: int = 20_000, train_return: float = 0.5
+) -> list[dict]:
     train = [episode(step, train_return, index=i) for i, step in enumerate(range(2_000, budget + 1, 2_000))]
     evals = [episode(budget, r, mode="eval", final=True, index=i) for i, r in enumerate(final_returns)]
     return train + evals

@@ -60,7 +60,9 @@ def test_crafter_score_over_all_training_episodes(tmp_path):
     first = {f"achievement_{n}": float(n in ("collect_wood", "wake_up")) for n in names}
     second = {f"achievement_{n}": float(n == "collect_wood") for n in names}
     episodes = [episode(10, 1.0, **first), episode(20, 1.0, **second, index=1)]
-    write_run(tmp_path, suite="crafter", task="crafter", agent="dreamerv3", budget=1_000_000, episodes=episodes)
+    write_run(
+        tmp_path, suite="crafter", task="crafter", agent="dreamerv3", budget=1_000_000, episodes=episodes
+    )
     (method,), _ = _load(tmp_path, info)
     expected = math.exp((math.log(101) + math.log(51)) / 22) - 1
     assert method.raw["crafter"][0] == pytest.approx(expected)
@@ -70,7 +72,9 @@ def test_minihack_success_and_bbs_objects(tmp_path):
     minihack = load.suite_info("minihack")
     episodes = [episode(10, 1.0, success=True), episode(20, 0.0, success=False, index=1),
                 episode(30, 0.5, success=1.0, index=2)]  # fmt: skip
-    write_run(tmp_path, suite="minihack", task="keycorridor4", agent="thick", budget=1_000_000, episodes=episodes)
+    write_run(
+        tmp_path, suite="minihack", task="keycorridor4", agent="thick", budget=1_000_000, episodes=episodes
+    )
     (method,), _ = _load(tmp_path, minihack)
     assert method.raw["keycorridor4"] == [pytest.approx(2 / 3)]
     bbs = load.suite_info("bbs")

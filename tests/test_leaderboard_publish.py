@@ -11,7 +11,11 @@ from tests.test_leaderboard_fakes import write_run
 def _publish(*folders, to, **flags):
     parser = argparse.ArgumentParser()
     cli.add_publish_arguments(parser)
-    argv = [str(f) for f in folders] + ["--to", str(to)] + [f"--{k.replace('_', '-')}" for k, v in flags.items() if v]
+    argv = (
+        [str(f) for f in folders]
+        + ["--to", str(to)]
+        + [f"--{k.replace('_', '-')}" for k, v in flags.items() if v]
+    )
     return cli.run_publish(parser.parse_args(argv))
 
 

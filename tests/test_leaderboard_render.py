@@ -47,7 +47,9 @@ def test_same_command_twice_gives_byte_identical_outputs(tmp_path):
                         for i, step in enumerate(range(10_000, 100_001, 10_000))]  # fmt: skip
             episodes += [episode(100_000, r, mode="eval", final=True, frames_per_step=4, index=i)
                          for i, r in enumerate(finals)]  # fmt: skip
-            write_run(runs, suite="atari100k", task=task, agent="mine", seed=seed, budget=100_000, episodes=episodes)
+            write_run(
+                runs, suite="atari100k", task=task, agent="mine", seed=seed, budget=100_000, episodes=episodes
+            )
     first, second = tmp_path / "first", tmp_path / "second"
     _leaderboard_command(runs, first)
     _leaderboard_command(runs, second)
@@ -109,7 +111,9 @@ def _chromium_or_fail():
     if browser.find_chromium() is None:
         if os.environ.get("BENCH_NO_BROWSER") == "1":
             pytest.skip("BENCH_NO_BROWSER=1: the browser check was switched off explicitly")
-        pytest.fail(f"Chromium is needed for this test: {browser.INSTALL_HINT} (or set BENCH_NO_BROWSER=1 to skip)")
+        pytest.fail(
+            f"Chromium is needed for this test: {browser.INSTALL_HINT} (or set BENCH_NO_BROWSER=1 to skip)"
+        )
 
 
 def test_html_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
@@ -121,7 +125,7 @@ def test_html_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
     checked = out / "checked.html"  # the same page plus a script that reports what the browser rendered
     checked.write_text(page.replace("</body>", _CHECKER + "</body>"))
     dom = browser.dump_dom(checked)
-    match = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.S)
+    match = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.DOTALL)
     assert match, f"the page did not finish loading in Chromium:\n{dom[:2000]}"
     report = json.loads(html.unescape(match.group(1)))
     assert report["title"] == "Leaderboard: toy"

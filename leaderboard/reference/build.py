@@ -42,7 +42,10 @@ COPIES = {  # shipped name -> path under reference-data
         for m in ("dreamerv3", "d4pg", "ddpg", "dmpo", "mpo", "ppo_fixhp")
     },
 }
-GZIPPED = {"vsg_bbs_curves.json.gz": "vsg-scores/bbs_curves.json", "vsg_dmc_curves.json.gz": "vsg-scores/dmc_curves.json"}
+GZIPPED = {
+    "vsg_bbs_curves.json.gz": "vsg-scores/bbs_curves.json",
+    "vsg_dmc_curves.json.gz": "vsg-scores/dmc_curves.json",
+}
 
 
 def sha256(path: Path) -> str:
@@ -69,7 +72,13 @@ def build(source: Path) -> list[tuple[str, str, str]]:
     digest = hashlib.sha256(
         b"".join(sha256(p).encode() for p in sorted((source / "atari100k/rliable/CURL").glob("*.json")))
     ).hexdigest()
-    rows.append(("atari100k_CURL.json", "atari100k/rliable/CURL/<Game>.json (26 files)", f"{digest} (of the 26 digests)"))
+    rows.append(
+        (
+            "atari100k_CURL.json",
+            "atari100k/rliable/CURL/<Game>.json (26 files)",
+            f"{digest} (of the 26 digests)",
+        )
+    )
     return rows
 
 
