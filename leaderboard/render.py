@@ -462,6 +462,7 @@ th { background: #f0f0f0; }
 tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .scroll { overflow-x: auto; }
+#aggregate td, #improvement td, #per-task td { white-space: nowrap; }
 """
 
 
@@ -536,4 +537,9 @@ def write(board: Leaderboard, out: Path, *, plots: bool = True) -> list[Path]:
             put(f"{name}.svg", svgs[name])
             put(f"{name}.png", figure_bytes(figure, "png"))
     put("index.html", html_page(board, svgs))
+    # plots of an earlier build that this one has no data for would look current: remove them (and the
+    # earlier screenshot); only these generated names are ever removed
+    stale = {f"{name}.{kind}" for name in PLOTS for kind in ("png", "svg")} | {"screenshot.png"}
+    for name in sorted(stale - {path.name for path in written}):
+        (out / name).unlink(missing_ok=True)
     return written
