@@ -154,9 +154,9 @@ def test_atari_leaderboard_at_full_size_finishes_in_about_a_minute(tmp_path):
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    # default roots: the repository's results/ (and runs/ under the working folder, absent here)
+    (tmp_path / "no-runs").mkdir()
     command = [sys.executable, "-m", "leaderboard", "leaderboard", "--suite", "atari100k", "--out", str(tmp_path),
-               "--reps", "50000", "--quiet"]  # fmt: skip
+               "--runs", str(tmp_path / "no-runs"), "--reps", "50000", "--quiet"]  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
