@@ -49,12 +49,13 @@ class AtariProtocol:
     full_action_space: bool = False  # False = the game's minimal action set
     life_loss_terminal: bool = False  # mark life loss as terminal (IRIS/STORM/DIAMOND training signal)
     episode_frames: int = 108_000  # truncation cap in frames, including the no-op frames
-    eval_protocol: str = "final_eval"  # final_eval (100 eval episodes) | train_window (DreamerV3)
-    eval_episodes: int = 100  # episodes of the final evaluation (final_eval)
+    # How a run reduces to its score: final_eval (the suite's 100 evaluation episodes after training; the count
+    # is run.eval_episodes) | train_window (training episodes ending in the last eval_window agent steps).
+    eval_protocol: str = "final_eval"
     eval_window: int = 10_000  # agent steps at the end of training whose episodes count (train_window)
 
     def __post_init__(self):
-        wrappers.require_positive(self, "image_size", "action_repeat", "episode_frames", "eval_episodes")
+        wrappers.require_positive(self, "image_size", "action_repeat", "episode_frames")
         wrappers.require(self.noops >= 0, self, "noops", "must be >= 0")
         wrappers.require(0.0 <= self.sticky_actions < 1.0, self, "sticky_actions", "must be in [0, 1)")
         wrappers.require(self.eval_window >= 0, self, "eval_window", "must be >= 0")

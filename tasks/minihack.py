@@ -151,7 +151,9 @@ class MiniHackEnv(Env):
         self._crop = None
         self._steps = 0
         self._success = False
-        self._awaiting_direction = False
+        self._awaiting_direction = False  # a zap waits for its direction: the next action answers it
+        # Accumulated over the key presses of one agent step (see _press).
+        self._reward, self._done, self._truncated = 0.0, False, False
 
     def _build(self, nethack):
         spec = self.spec
