@@ -150,5 +150,5 @@ SUITE = SuiteSpec(
     score_fields=SCORE_FIELDS,
     normaliser="crafter",
     description="Crafter: 22 achievements, 1M agent steps, Crafter score over all training episodes.",
-    task_aliases={"reward": "crafter"},
+    task_aliases={"crafter_reward": "crafter", "reward": "crafter"},  # DreamerV3 calls it crafter_reward
 )

@@ -213,3 +213,13 @@ def test_bad_input():
         MiniHackEnv("keycorridor3")
     with pytest.raises(FileNotFoundError, match="tasks.levels"):
         level_text("nowhere.des")
+
+
+def test_a_level_that_does_not_compile_is_an_error(monkeypatch):
+    # MiniHack itself would only print lev_comp's complaint and play a random dungeon level instead.
+    import tasks.minihack as minihack
+
+    broken = level_text("keycorridor4.des").replace('MAZE: "mylevel"', 'MAZE: "elsewhere"')
+    monkeypatch.setattr(minihack, "level_text", lambda name: broken)
+    with pytest.raises(RuntimeError, match="could not compile tasks/levels/keycorridor4.des"):
+        MiniHackEnv("keycorridor4")
