@@ -101,7 +101,10 @@ class ThickWorldModel(AbstractDynamics):
         self.coarse_critic = make_critic(
             self.crssm.coarse_size, cr.units, cr.layers, cr.bins, act=cr.act, outscale=cr.outscale, key=keys[3]
         )
-        self.coarse_slow_critic = self.coarse_critic
+        # A copy, not the same buffers: the runner donates the whole state to the update.
+        self.coarse_slow_critic = jax.tree.map(
+            lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, self.coarse_critic
+        )
         self.layout = layout
         self.free_nats = r.free_nats
         self.sparse_free = c.sparse_free
