@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if os.environ.get("BENCH_DEBUG"):
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        message = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         print(f"bench: error: {message}", file=sys.stderr)
         return 2
 

@@ -165,4 +165,6 @@ def describe_spec(spec) -> str:
 
 
 def protocol_dict(suite: SuiteSpec, protocol) -> dict:
-    return dataclasses.asdict(protocol) | {"eval_protocol": suite.eval_protocol, "normaliser": suite.normaliser}
+    """The protocol as recorded in manifests; protocol fields (e.g. env.eval_protocol) win over suite defaults."""
+    defaults = {"eval_protocol": suite.eval_protocol, "eval_window": suite.eval_window, "normaliser": suite.normaliser}
+    return defaults | dataclasses.asdict(protocol)

@@ -473,8 +473,9 @@ class Trainer:
         """One round of evaluation episodes (mode "eval") in separate env workers."""
         cfg = self.config
         episodes = cfg.run.eval_episodes or self.suite.eval_episodes
-        if final and self.suite.eval_protocol not in ("final_eval",) and not cfg.run.eval_episodes:
-            return  # the suite scores training episodes (train_window, crafter_score, success_rate)
+        protocol = getattr(cfg.env, "eval_protocol", self.suite.eval_protocol)
+        if final and protocol != "final_eval" and not cfg.run.eval_episodes:
+            return  # the protocol scores training episodes (train_window, crafter_score, success_rate)
         n = min(cfg.run.envs, episodes)
         if self.eval_envs is None or self.eval_envs.num_envs != n:
             if self.eval_envs is not None:

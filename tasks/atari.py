@@ -52,7 +52,10 @@ class AtariProtocol:
     # How a run reduces to its score: final_eval (the suite's 100 evaluation episodes after training; the count
     # is run.eval_episodes) | train_window (training episodes ending in the last eval_window agent steps).
     eval_protocol: str = "final_eval"
-    eval_window: int = 10_000  # agent steps at the end of training whose episodes count (train_window)
+    # train_window: DreamerV3 scores the training episodes ending in the last 10k *frames* (390k-400k frames),
+    # i.e. the last 2,500 agent steps at frame skip 4. (protocols.md's "10k agent steps" contradicts its own
+    # frame range; the upstream scoring code uses the frame range.)
+    eval_window: int = 2_500  # agent steps at the end of training whose episodes count (train_window)
 
     def __post_init__(self):
         wrappers.require_positive(self, "image_size", "action_repeat", "episode_frames")
@@ -201,7 +204,7 @@ SUITE = SuiteSpec(
     budget=100_000,
     eval_protocol="final_eval",
     eval_episodes=100,
-    eval_window=10_000,
+    eval_window=2_500,
     normaliser="human",
     description="Atari 100k: 26 games, 100k agent steps (400k frames), 64x64 RGB, no sticky actions.",
     # Published score files name games in CamelCase (Pong, MsPacman); accept those names too.

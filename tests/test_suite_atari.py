@@ -31,8 +31,8 @@ def test_suite_tasks_are_the_26_games():
     protocol = AtariProtocol()
     assert (protocol.image_size, protocol.action_repeat, protocol.noops, protocol.sticky_actions) == (64, 4, 30, 0.0)
     assert (protocol.episode_frames, protocol.life_loss_terminal, protocol.full_action_space) == (108_000, False, False)
-    assert (protocol.eval_protocol, protocol.eval_window) == ("final_eval", 10_000)
-    assert (SUITE.eval_protocol, SUITE.eval_episodes, SUITE.eval_window) == ("final_eval", 100, 10_000)
+    assert (protocol.eval_protocol, protocol.eval_window) == ("final_eval", 2_500)
+    assert (SUITE.eval_protocol, SUITE.eval_episodes, SUITE.eval_window) == ("final_eval", 100, 2_500)
 
 
 def test_frame_skip_and_max_pool_match_a_hand_run_emulator():
