@@ -39,11 +39,11 @@ def test_final_eval_mean_of_final_episodes_with_broken_excluded(tmp_path):
 
 def test_train_window_uses_the_last_window_of_the_budget(tmp_path):
     info = load.suite_info("atari100k", "train_window")
-    assert info.window == 10_000  # the Atari suite's eval_window in agent steps
+    assert info.window == 2_500  # the Atari suite's eval_window: DreamerV3's 390k-400k frames in agent steps
     episodes = [
         episode(50_000, 1000.0, frames_per_step=4),
-        episode(90_000, 1.0, frames_per_step=4),  # on the window's edge: (90k, 100k] excludes it
-        episode(90_001, 10.0, frames_per_step=4),
+        episode(97_500, 1.0, frames_per_step=4),  # on the window's edge: (97.5k, 100k] excludes it
+        episode(97_501, 10.0, frames_per_step=4),
         episode(100_000, 20.0, frames_per_step=4),
         episode(100_000, 5000.0, frames_per_step=4, broken=True),
     ]
