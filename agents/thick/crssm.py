@@ -97,10 +97,10 @@ class ContextRSSM(eqx.Module):
     def _post_one(self, deter, context, token) -> Float[Array, "S K"]:
         return self._logits(self.post_mlp, self.post_out, jnp.concatenate([deter, context, token]))
 
-    def _transition_one(self, deter, stoch, context, action, key):
+    def _transition_one(self, deter, stoch, context, action, noise):
         """(h, z, c, a) -> (h', c', binary gates, cell input x): everything before z' is drawn."""
         x = self._cell_input(stoch, action)
-        context, gates = self.cell(x, context, key=key)
+        context, gates = self.cell(x, context, noise)
         deter = self.core(deter, jnp.concatenate([stoch.reshape(-1), context]), action)
         return deter, context, gates, x
 
@@ -128,23 +128,26 @@ class ContextRSSM(eqx.Module):
             raise ValueError(f"ContextRSSM.observe: the latent lacks {sorted(missing)} (has {sorted(latent)})")
 
         def step(carry, inputs):
-            token, action, first, step_key = inputs
-            cell_key, sample_key = jax.random.split(step_key)
+            token, action, first, noise, sample_key = inputs
             keep = (~first).astype(jnp.float32)
             deter = carry["deter"] * keep[:, None]
             stoch = carry["stoch"] * keep[:, None, None]
             context = carry["context"] * keep[:, None]
             action = action * keep[:, None]
-            deter, context, gates, x = jax.vmap(self._transition_one)(
-                deter, stoch, context, action, jax.random.split(cell_key, batch)
-            )
+            deter, context, gates, x = jax.vmap(self._transition_one)(deter, stoch, context, action, noise)
             post = jax.vmap(self._post_one)(deter, context, token)
             stoch = dists.sample_onehot(sample_key, post)
             new = {"deter": deter, "stoch": stoch, "context": context}
             return new, (new, post, gates, x)
 
         time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-        inputs = (time_major(tokens), time_major(prev_actions), time_major(is_first), jax.random.split(key, steps))
+        noise_key, sample_key = jax.random.split(key)
+        # All gate noise of the sequence in one draw, outside the sequential loop.
+        noise = jax.random.normal(noise_key, (steps, batch, self.context), jnp.float32)
+        inputs = (
+            time_major(tokens), time_major(prev_actions), time_major(is_first), noise,
+            jax.random.split(sample_key, steps),
+        )  # fmt: skip
         last, (states, posts, gates, xs) = jax.lax.scan(step, {k: latent[k] for k in ("deter", "stoch", "context")}, inputs)
         states, posts, gates, xs = jax.tree.map(time_major, (states, posts, gates, xs))
         # Neither prior feeds the recurrence, so both run once over all (B, T) steps after the scan.
@@ -156,9 +159,10 @@ class ContextRSSM(eqx.Module):
 
     def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
         batch = action.shape[0]
-        cell_key, sample_key = jax.random.split(key)
+        noise_key, sample_key = jax.random.split(key)
+        noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)
         deter, context, _, _ = jax.vmap(self._transition_one)(
-            latent["deter"], latent["stoch"], latent["context"], action, jax.random.split(cell_key, batch)
+            latent["deter"], latent["stoch"], latent["context"], action, noise
         )
         prior = jax.vmap(self._prior_one)(deter, context)
         return {"deter": deter, "stoch": dists.sample_onehot(sample_key, prior), "context": context}
@@ -167,14 +171,15 @@ class ContextRSSM(eqx.Module):
                     *, key: PRNGKeyArray) -> tuple[Float[Array, "N S K"], Float[Array, "N C"], Float[Array, "N S K"]]:  # fmt: skip
         """One coarse prior step WITHOUT the deterministic state: (z, c, a) -> (z' sample, c', logits)."""
         batch = action.shape[0]
-        cell_key, sample_key = jax.random.split(key)
+        noise_key, sample_key = jax.random.split(key)
+        noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)
 
-        def one(z, c, a, k):
+        def one(z, c, a, n):
             x = self._cell_input(z, a)
-            c, _ = self.cell(x, c, key=k)
+            c, _ = self.cell(x, c, n)
             return c, self._coarse_one(x, c)
 
-        context, logits = jax.vmap(one)(stoch, context, action, jax.random.split(cell_key, batch))
+        context, logits = jax.vmap(one)(stoch, context, action, noise)
         return dists.sample_onehot(sample_key, logits), context, logits
 
     def flat_stoch(self, stoch: Float[Array, "... S K"]) -> Float[Array, "... SK"]:

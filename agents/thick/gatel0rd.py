@@ -38,9 +38,11 @@ def retanh(x: Float[Array, "..."]) -> Float[Array, "..."]:
 class GateL0RDCell(eqx.Module):
     """One GateL0RD step on a single example (batch outside with `jax.vmap`).
 
-    `__call__(x, context, key) -> (context, binary_gate)`: x (X,) the cell input (projected previous
-    stochastic state and action), context (C,) the previous context. Returns the new context (C,) and the
-    straight-through binary gate (C,) used by the sparsity loss and for segment boundaries.
+    `__call__(x, context, noise) -> (context, binary_gate)`: x (X,) the cell input (projected previous
+    stochastic state and action), context (C,) the previous context, noise (C,) a standard normal draw
+    (scaled by `self.noise` here; callers draw it for whole batches and sequences at once). Returns the new
+    context (C,) and the straight-through binary gate (C,) used by the sparsity loss and for segment
+    boundaries.
     """
 
     gate: eqx.nn.Linear
@@ -53,10 +55,9 @@ class GateL0RDCell(eqx.Module):
         self.candidate = eqx.nn.Linear(input_size + context_size, context_size, key=candidate_key)
         self.noise = float(noise)
 
-    def __call__(self, x: Float[Array, " X"], context: Float[Array, " C"], *, key) -> tuple[Array, Array]:
+    def __call__(self, x: Float[Array, " X"], context: Float[Array, " C"], noise: Float[Array, " C"]) -> tuple[Array, Array]:  # fmt: skip
         inputs = jnp.concatenate([x, context.astype(x.dtype)], -1)
-        pre_gate = self.gate(inputs)
-        pre_gate = pre_gate + self.noise * jax.random.normal(key, pre_gate.shape, pre_gate.dtype)
+        pre_gate = self.gate(inputs) + self.noise * noise
         gate = retanh(pre_gate)
         candidate = jnp.tanh(self.candidate(inputs))
         new_context = gate * candidate + (1.0 - gate) * context
