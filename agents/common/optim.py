@@ -7,6 +7,10 @@
 
 Scaling before momentum is LaProp's order (Adam does momentum first). Both moments are bias-corrected and
 eps sits outside the square root, as upstream. No weight decay.
+
+Everything after the per-tensor clipping is elementwise, so it runs on ONE flat vector of all parameters:
+a few large fused kernels instead of ~10 small ones per tensor (the agents have 50-200 tensors), which
+shortens compilation and the update alike. The moments are stored flat.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 
 def clip_by_agc(clip: float = 0.3, pmin: float = 1e-3) -> optax.GradientTransformation:
@@ -55,10 +60,22 @@ def laprop_agc(
     warmup: int = 1000,
 ) -> optax.GradientTransformation:
     """The full chain; use with `opt.update(grads, state, params)` (AGC reads the parameters)."""
-    chain = []
-    if agc:
-        chain.append(clip_by_agc(agc, pmin))
-    chain.append(optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False, bias_correction=True))
-    chain.append(optax.ema(decay=beta1, debias=True))
-    chain.append(optax.scale_by_learning_rate(warmup_schedule(lr, warmup)))
-    return optax.chain(*chain)
+    clip = clip_by_agc(agc, pmin) if agc else None
+    elementwise = optax.chain(
+        optax.scale_by_rms(decay=beta2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+        optax.ema(decay=beta1, debias=True),
+        optax.scale_by_learning_rate(warmup_schedule(lr, warmup)),
+    )
+
+    def init_fn(params):
+        flat, _ = ravel_pytree(params)
+        return elementwise.init(flat)
+
+    def update_fn(updates, state, params=None):
+        if clip is not None:
+            updates, _ = clip.update(updates, optax.EmptyState(), params)
+        flat, unravel = ravel_pytree(updates)
+        flat, state = elementwise.update(flat, state)
+        return unravel(flat), state
+
+    return optax.GradientTransformation(init_fn, update_fn)

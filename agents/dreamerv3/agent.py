@@ -33,6 +33,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from agents.common import distributions as dists
@@ -218,9 +219,9 @@ class DreamerV3(AbstractAgent):
 
         metrics = {**metrics, **weighted}
         metrics["loss/total"] = total
-        metrics["opt/grad_norm"] = optax.global_norm(grads)
-        metrics["opt/update_rms"] = _rms(updates)
-        metrics["opt/param_rms"] = _rms(params)
+        flat_grads, flat_updates = ravel_pytree(grads)[0], ravel_pytree(updates)[0]
+        metrics["opt/grad_norm"] = jnp.sqrt(jnp.sum(jnp.square(flat_grads)))
+        metrics["opt/update_rms"] = jnp.sqrt(jnp.mean(jnp.square(flat_updates)))
         metrics["opt/updates"] = new_state.updates.astype(jnp.float32)
         return new_state, metrics, self._replay_updates(batch, latents)
 
@@ -439,13 +440,6 @@ class DreamerV3(AbstractAgent):
         means = {k: v.mean() for k, v in losses.items()}
         total = sum(scales[k] * means[k] for k in sorted(means))
         return total, {f"loss/{k}": v for k, v in means.items()}
-
-
-def _rms(tree) -> Array:
-    leaves = [x for x in jax.tree.leaves(tree) if eqx.is_inexact_array(x)]
-    total = sum(jnp.sum(jnp.square(x)) for x in leaves)
-    count = sum(x.size for x in leaves)
-    return jnp.sqrt(total / count)
 
 
 def make_agent(config: DreamerV3Config, obs_space: Mapping[str, Space], act_space: Mapping[str, Space], *,
