@@ -31,8 +31,12 @@ def _run(tmp_path, steps, **overrides):
 def test_larger_sparsity_scale_gives_lower_context_change_rate(tmp_path):
     rates = {}
     for beta in (1.0, 100.0):
-        folder = _run(tmp_path / f"beta{beta:g}", 1200, **{"loss_scales.sparse": beta, "run.final_eval": False})
-        values = [r["context/change_rate"] for r in _records(folder, "metrics.jsonl") if "context/change_rate" in r]
+        folder = _run(
+            tmp_path / f"beta{beta:g}", 1200, **{"loss_scales.sparse": beta, "run.final_eval": False}
+        )
+        values = [
+            r["context/change_rate"] for r in _records(folder, "metrics.jsonl") if "context/change_rate" in r
+        ]
         assert len(values) >= 2, values
         rates[beta] = float(np.mean(values[-2:]))
     print("context change rate by beta:", rates)

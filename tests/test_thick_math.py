@@ -10,7 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.thick.gatel0rd import GateL0RDCell, context_changed, heaviside_straight_through, retanh, sparsity_loss
+from agents.thick.gatel0rd import (
+    GateL0RDCell,
+    context_changed,
+    heaviside_straight_through,
+    retanh,
+    sparsity_loss,
+)
 from agents.thick.segments import segment_boundaries, segment_targets
 
 
@@ -42,12 +48,20 @@ def test_closed_gate_keeps_context_exactly():
 
 def test_gate_noise_shifts_the_gate_pre_activation():
     cell = GateL0RDCell(3, 4, noise=0.5, key=jax.random.key(0))
-    cell = eqx.tree_at(lambda c: (c.gate.weight, c.gate.bias), cell, (jnp.zeros_like(cell.gate.weight), jnp.full((4,), -0.25)))
-    noise = jnp.array([-1.0, 0.4, 0.6, 2.0])  # pre-activation -0.25 + 0.5 * noise = [-0.75, -0.05, 0.05, 0.75]
+    cell = eqx.tree_at(
+        lambda c: (c.gate.weight, c.gate.bias),
+        cell,
+        (jnp.zeros_like(cell.gate.weight), jnp.full((4,), -0.25)),
+    )
+    noise = jnp.array(
+        [-1.0, 0.4, 0.6, 2.0]
+    )  # pre-activation -0.25 + 0.5 * noise = [-0.75, -0.05, 0.05, 0.75]
     new_context, gates = cell(jnp.ones(3), jnp.zeros(4), noise)
     np.testing.assert_array_equal(gates, [0.0, 0.0, 1.0, 1.0])
     candidate = jnp.tanh(cell.candidate(jnp.concatenate([jnp.ones(3), jnp.zeros(4)])))
-    np.testing.assert_allclose(new_context, retanh(jnp.array([-0.75, -0.05, 0.05, 0.75])) * candidate, rtol=1e-6)
+    np.testing.assert_allclose(
+        new_context, retanh(jnp.array([-0.75, -0.05, 0.05, 0.75])) * candidate, rtol=1e-6
+    )
 
 
 def test_sparsity_loss_hand_computed():

@@ -16,7 +16,7 @@ plugs in `ThickWorldModel` as its latent dynamics. The algorithm, top to bottom:
 3. Behaviour (`critic_targets`, THICK Dreamer): DreamerV3 imagines 15 steps with the actor. From every
    imagined state one high-level step: A ~ p(A | z, c), predict z_{tau-1}, a_{tau-1}, delta and the reward on
    the way, then one coarse C-RSSM step gives (z_tau, c_tau). The long-horizon return is
-       G = r_way + gamma^delta (r_coarse(z_tau, c_tau) + cont_coarse(z_tau, c_tau) V_coarse_slow(z_tau, c_tau))
+       G = r_way + gamma^delta (r_coarse(s) + cont_coarse(s) V_coarse_slow(s)),  s = (z_tau, c_tau)
    and the critic regresses  psi * lambda_return + (1 - psi) * G  (psi = 0.9). A coarse critic on [z, c]
    regresses the same mixed target (with its own slow EMA copy, which provides V_coarse_slow). The actor keeps
    the plain lambda return of the fine critic.
@@ -56,7 +56,7 @@ sg = jax.lax.stop_gradient
 
 
 class ThickWorldModel(AbstractDynamics):
-    """The latent dynamics THICK plugs into DreamerV3: C-RSSM, coarse heads, high-level model, coarse critic."""
+    """The dynamics THICK plugs into DreamerV3: C-RSSM, coarse heads, high-level model, coarse critic."""
 
     crssm: ContextRSSM
     coarse: CoarseHeads
@@ -99,7 +99,13 @@ class ThickWorldModel(AbstractDynamics):
         )  # fmt: skip
         cr = config.critic
         self.coarse_critic = make_critic(
-            self.crssm.coarse_size, cr.units, cr.layers, cr.bins, act=cr.act, outscale=cr.outscale, key=keys[3]
+            self.crssm.coarse_size,
+            cr.units,
+            cr.layers,
+            cr.bins,
+            act=cr.act,
+            outscale=cr.outscale,
+            key=keys[3],
         )
         # A copy, not the same buffers: the runner donates the whole state to the update.
         self.coarse_slow_critic = jax.tree.map(
@@ -147,7 +153,9 @@ class ThickWorldModel(AbstractDynamics):
         post, gates = posteriors["logits"], posteriors["gates"]
         dyn, rep = kl_terms(post, priors["logits"], self.free_nats)
         coarse_dyn, coarse_rep = kl_terms(post, posteriors["coarse_logits"], self.free_nats)
-        sparse = jnp.broadcast_to(sparsity_loss(gates, free_changes=self.sparse_free)[:, None], (batch, steps))
+        sparse = jnp.broadcast_to(
+            sparsity_loss(gates, free_changes=self.sparse_free)[:, None], (batch, steps)
+        )
 
         coarse_features = self.coarse_features(posteriors)
         coarse_rec = batched(self.coarse.reconstruction_loss, coarse_features, data.obs)
@@ -195,7 +203,9 @@ class ThickWorldModel(AbstractDynamics):
         starts, horizon = returns.shape
         value_bins = dists.symexp_bins(self.value_bins)
         # Imagined states 0..H-1, flattened: the lambda returns exist for these.
-        latents = jax.tree.map(lambda x: sg(x[:, :horizon]).reshape(starts * horizon, *x.shape[2:]), trajectory)
+        latents = jax.tree.map(
+            lambda x: sg(x[:, :horizon]).reshape(starts * horizon, *x.shape[2:]), trajectory
+        )
         coarse_features = self.coarse_features(latents)
         slow_value = dists.twohot_mean(jax.vmap(self.coarse_slow_critic)(coarse_features), value_bins)
 
@@ -235,9 +245,13 @@ class ThickWorldModel(AbstractDynamics):
             step.state_before, latents["context"], step.action_before, key=coarse_key
         )
         after = self.crssm.coarse_features(stoch_after, context_after)
-        reward_after = dists.twohot_mean(jax.vmap(self.coarse.reward)(after), dists.symexp_bins(self.reward_bins))
+        reward_after = dists.twohot_mean(
+            jax.vmap(self.coarse.reward)(after), dists.symexp_bins(self.reward_bins)
+        )
         cont_after = jax.nn.sigmoid(jax.vmap(self.coarse.cont_logit)(after))
-        value_after = dists.twohot_mean(jax.vmap(self.coarse_slow_critic)(after), dists.symexp_bins(self.value_bins))
+        value_after = dists.twohot_mean(
+            jax.vmap(self.coarse_slow_critic)(after), dists.symexp_bins(self.value_bins)
+        )
         long_return = step.reward + self.discount**step.time * (reward_after + cont_after * value_after)
         return sg(long_return)
 
@@ -273,7 +287,9 @@ class ThickDreamer(AbstractAgent):
     def initial_carry(self, batch_size: int) -> dict:
         return self.base.initial_carry(batch_size)
 
-    def act(self, state: DreamerV3State, carry: dict, obs: Mapping[str, Array], *, key: PRNGKeyArray, mode: str):
+    def act(
+        self, state: DreamerV3State, carry: dict, obs: Mapping[str, Array], *, key: PRNGKeyArray, mode: str
+    ):
         return self.base.act(state, carry, obs, key=key, mode=mode)
 
     def update(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray):
@@ -282,7 +298,9 @@ class ThickDreamer(AbstractAgent):
         slow = ema_update(dynamics.coarse_slow_critic, dynamics.coarse_critic, self.config.critic.slow_rate)
         state = eqx.tree_at(lambda s: s.nets.dynamics.coarse_slow_critic, state, slow)
         # DreamerV3 prefixes the dynamics' metrics with "dyn/"; the context ones keep their own names.
-        metrics = {k.removeprefix("dyn/") if k.startswith("dyn/context/") else k: v for k, v in metrics.items()}
+        metrics = {
+            k.removeprefix("dyn/") if k.startswith("dyn/context/") else k: v for k, v in metrics.items()
+        }
         return state, metrics, replay_updates
 
     def report(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:
@@ -311,11 +329,13 @@ def thick_report(base: DreamerV3, state: DreamerV3State, batch: Mapping[str, Arr
     nets = state.nets
     dynamics: ThickWorldModel = nets.dynamics
     data = base._split_batch(batch)
-    take = lambda x: x[:rows]  # noqa: E731
+    take = lambda x: x[:rows]
     sensors = jax.tree.map(take, data["sensors"])
     tokens = batched(nets.encoder, sensors)
     start = jax.tree.map(take, data["start"])
-    _, posteriors, _ = dynamics.observe(start, tokens, take(data["prev_actions"]), take(data["is_first"]), key=key)
+    _, posteriors, _ = dynamics.observe(
+        start, tokens, take(data["prev_actions"]), take(data["is_first"]), key=key
+    )
     changed = context_changed(posteriors["gates"])  # (R, T)
     frames = sensors[images[0]].astype(jnp.float32) / 255.0  # (R, T, H, W, C)
     if frames.shape[-1] == 1:
@@ -324,7 +344,9 @@ def thick_report(base: DreamerV3, state: DreamerV3State, batch: Mapping[str, Arr
     marked = _mark(frames, changed)
 
     count, steps = changed.shape
-    latents = {k: posteriors[k].reshape(count * steps, *posteriors[k].shape[2:]) for k in ("stoch", "context")}
+    latents = {
+        k: posteriors[k].reshape(count * steps, *posteriors[k].shape[2:]) for k in ("stoch", "context")
+    }
     states, _ = highlevel_modes(dynamics.highlevel, dynamics.coarse_features(latents), dynamics.layout)
     hl_actions = states.shape[1]
     contexts = jnp.repeat(latents["context"][:, None], hl_actions, 1)
@@ -363,11 +385,12 @@ def _to_uint8(image: Float[Array, "..."]) -> Array:
     return jnp.clip(image * 255.0, 0, 255).astype(jnp.uint8)
 
 
-def make_thick(config: ThickConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]) -> ThickDreamer:
+def make_thick(
+    config: ThickConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]
+) -> ThickDreamer:
     """The AgentSpec `make`."""
     check_config(config)
     obs_space, act_space = dict(obs_space), dict(act_space)
     maker = ThickWorldModelMaker(tuple(sorted(obs_space.items())), tuple(sorted(act_space.items())))
     base = make_agent(config, obs_space, act_space, make_dynamics=maker)
     return ThickDreamer(config, obs_space, act_space, base)
-

@@ -26,7 +26,9 @@ class HighLevelConfig:
     units: int = 1024
     layers: int = 2
     bins: int = 255  # twohot bins of the time and reward heads
-    kl_balance: float = 0.8  # weight of KL(sg(q) || p) in the high-level action KL; the rest on KL(q || sg(p))
+    kl_balance: float = (
+        0.8  # weight of KL(sg(q) || p) in the high-level action KL; the rest on KL(q || sg(p))
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,7 +116,8 @@ class ContextRSSM(eqx.Module):
     def observe(self, latent: Latent, tokens: Float[Array, "B T E"], prev_actions: Float[Array, "B T A"],
                 is_first: Bool[Array, "B T"], *, key: PRNGKeyArray) -> tuple[Latent, Latent, Latent]:  # fmt: skip
         """Filter a sequence. Posteriors: deter, stoch, context, logits, gates, coarse_logits (B, T, ...);
-        priors: logits (B, T, S, K). The latent (h, z, c) and the action are reset to zero at episode starts."""
+        priors: logits (B, T, S, K). The latent (h, z, c) and the action are reset to zero at episode starts.
+        """
         batch, steps = tokens.shape[:2]
         if prev_actions.shape[:2] != (batch, steps) or is_first.shape != (batch, steps):
             raise ValueError(
@@ -125,7 +126,9 @@ class ContextRSSM(eqx.Module):
             )
         missing = {"deter", "stoch", "context"} - set(latent)
         if missing:
-            raise ValueError(f"ContextRSSM.observe: the latent lacks {sorted(missing)} (has {sorted(latent)})")
+            raise ValueError(
+                f"ContextRSSM.observe: the latent lacks {sorted(missing)} (has {sorted(latent)})"
+            )
 
         def step(carry, inputs):
             token, action, first, noise, sample_key = inputs
@@ -140,7 +143,7 @@ class ContextRSSM(eqx.Module):
             new = {"deter": deter, "stoch": stoch, "context": context}
             return new, (new, post, gates, x)
 
-        time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)
         noise_key, sample_key = jax.random.split(key)
         # All gate noise of the sequence in one draw, outside the sequential loop.
         noise = jax.random.normal(noise_key, (steps, batch, self.context), jnp.float32)
@@ -148,10 +151,12 @@ class ContextRSSM(eqx.Module):
             time_major(tokens), time_major(prev_actions), time_major(is_first), noise,
             jax.random.split(sample_key, steps),
         )  # fmt: skip
-        last, (states, posts, gates, xs) = jax.lax.scan(step, {k: latent[k] for k in ("deter", "stoch", "context")}, inputs)
+        last, (states, posts, gates, xs) = jax.lax.scan(
+            step, {k: latent[k] for k in ("deter", "stoch", "context")}, inputs
+        )
         states, posts, gates, xs = jax.tree.map(time_major, (states, posts, gates, xs))
         # Neither prior feeds the recurrence, so both run once over all (B, T) steps after the scan.
-        over_time = lambda fn: jax.vmap(jax.vmap(fn))  # noqa: E731
+        over_time = lambda fn: jax.vmap(jax.vmap(fn))
         priors = over_time(self._prior_one)(states["deter"], states["context"])
         coarse = over_time(self._coarse_one)(xs, states["context"])
         posteriors = {**states, "logits": posts, "gates": gates, "coarse_logits": coarse}
@@ -167,8 +172,9 @@ class ContextRSSM(eqx.Module):
         prior = jax.vmap(self._prior_one)(deter, context)
         return {"deter": deter, "stoch": dists.sample_onehot(sample_key, prior), "context": context}
 
-    def coarse_step(self, stoch: Float[Array, "N S K"], context: Float[Array, "N C"], action: Float[Array, "N A"],
-                    *, key: PRNGKeyArray) -> tuple[Float[Array, "N S K"], Float[Array, "N C"], Float[Array, "N S K"]]:  # fmt: skip
+    def coarse_step(
+        self, stoch: Float[Array, "N S K"], context: Float[Array, "N C"], action: Float[Array, "N A"], *, key
+    ) -> tuple[Float[Array, "N S K"], Float[Array, "N C"], Float[Array, "N S K"]]:
         """One coarse prior step WITHOUT the deterministic state: (z, c, a) -> (z' sample, c', logits)."""
         batch = action.shape[0]
         noise_key, sample_key = jax.random.split(key)
@@ -189,7 +195,7 @@ class ContextRSSM(eqx.Module):
         """Fine features [h, z, c]."""
         return jnp.concatenate([latent["deter"], self.flat_stoch(latent["stoch"]), latent["context"]], -1)
 
-    def coarse_features(self, stoch: Float[Array, "... S K"], context: Float[Array, "... C"]) -> Float[Array, "... G"]:  # fmt: skip
+    def coarse_features(self, stoch: Float[Array, "... S K"], context: Float[Array, "... C"]) -> Array:
         """Coarse features [z, c]."""
         return jnp.concatenate([self.flat_stoch(stoch), context], -1)
 
@@ -202,8 +208,11 @@ class ContextRSSM(eqx.Module):
         return self.stoch * self.classes + self.context
 
 
-def kl_terms(post: Float[Array, "B T S K"], prior: Float[Array, "B T S K"], free_nats: float) -> tuple[Array, Array]:
-    """DreamerV3's (dyn, rep) = (KL(sg(post) || prior), KL(post || sg(prior))), summed over S, each >= free."""
+def kl_terms(
+    post: Float[Array, "B T S K"], prior: Float[Array, "B T S K"], free_nats: float
+) -> tuple[Array, Array]:
+    """DreamerV3's (dyn, rep) = (KL(sg(post) || prior), KL(post || sg(prior))), summed over S, clipped
+    below at `free_nats`."""
     dyn = dists.categorical_kl(sg(post), prior).sum(-1)
     rep = dists.categorical_kl(post, sg(prior)).sum(-1)
     return jnp.maximum(dyn, free_nats), jnp.maximum(rep, free_nats)

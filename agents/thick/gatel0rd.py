@@ -12,8 +12,8 @@ is closed, which is what makes its changes usable as segment boundaries. The spa
 *binary* gate `Heaviside(gate)` (the L0 norm of the context updates); its gradient passes straight through
 the Heaviside step to the ReTanh gate.
 
-Faithfulness: the context update uses the continuous ReTanh gate and the loss the binary straight-through gate,
-as in GateL0RD and THIX. Gate noise stays on in every mode (training, acting, imagination), as in THIX.
+Faithfulness: the context update uses the continuous ReTanh gate and the loss the binary straight-through
+gate, as in GateL0RD and THIX. Gate noise stays on in every mode (training, acting, imagination), as in THIX.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class GateL0RDCell(eqx.Module):
         self.candidate = eqx.nn.Linear(input_size + context_size, context_size, key=candidate_key)
         self.noise = float(noise)
 
-    def __call__(self, x: Float[Array, " X"], context: Float[Array, " C"], noise: Float[Array, " C"]) -> tuple[Array, Array]:  # fmt: skip
+    def __call__(self, x: Float[Array, " X"], context: Float[Array, " C"], noise: Float[Array, " C"]):
         inputs = jnp.concatenate([x, context.astype(x.dtype)], -1)
         pre_gate = self.gate(inputs) + self.noise * noise
         gate = retanh(pre_gate)
@@ -64,9 +64,7 @@ class GateL0RDCell(eqx.Module):
         return new_context, heaviside_straight_through(gate)
 
 
-def sparsity_loss(
-    binary_gates: Float[Array, "B T C"], *, free_changes: float = 1.0
-) -> Float[Array, " B"]:
+def sparsity_loss(binary_gates: Float[Array, "B T C"], *, free_changes: float = 1.0) -> Float[Array, " B"]:
     """THIX's hinge form of the L0 loss, per sequence.
 
     Gates averaged over context dimensions, summed over time, floored at `free_changes` (about that many

@@ -67,10 +67,14 @@ class HighLevelModel(eqx.Module):
         keys = jax.random.split(key, 7)
         coarse = stoch * classes + context
         self.prior = MLPHead(coarse, hl_actions, units, layers, act=act, key=keys[0])
-        self.posterior = MLPHead(coarse + context + stoch * classes, hl_actions, units, layers, act=act, key=keys[1])
+        self.posterior = MLPHead(
+            coarse + context + stoch * classes, hl_actions, units, layers, act=act, key=keys[1]
+        )
         self.body = MLP(coarse + hl_actions, units, layers, act, key=keys[2])
         self.state_out = Linear(self.body.out_size, stoch * classes, key=keys[3])
-        self.action_head = Actor(self.body.out_size, layout, units, 1, act=act, outscale=1.0, unimix=unimix, key=keys[4])  # fmt: skip
+        self.action_head = Actor(
+            self.body.out_size, layout, units, 1, act=act, outscale=1.0, unimix=unimix, key=keys[4]
+        )
         self.time_out = Linear(self.body.out_size, bins, outscale=0.0, key=keys[5])
         self.reward_out = Linear(self.body.out_size, bins, outscale=0.0, key=keys[6])
         self.stoch, self.classes, self.hl_actions, self.unimix = stoch, classes, hl_actions, unimix
@@ -119,7 +123,9 @@ def highlevel_losses(
     action = -policy_log_prob(prediction.action, layout, targets.action)
     time = dists.twohot_loss(prediction.time_logits, targets.time, bins)
     reward = dists.twohot_loss(prediction.reward_logits, targets.reward, bins)
-    kl = kl_balance * dists.categorical_kl(sg(post), prior) + (1.0 - kl_balance) * dists.categorical_kl(post, sg(prior))  # fmt: skip
+    kl_to_prior = dists.categorical_kl(sg(post), prior)
+    kl_to_post = dists.categorical_kl(post, sg(prior))
+    kl = kl_balance * kl_to_prior + (1.0 - kl_balance) * kl_to_post
     losses = {"hl_state": state, "hl_action": action, "hl_time": time, "hl_reward": reward, "hl_kl": kl}
     losses = {k: v * mask for k, v in losses.items()}
     count = jnp.maximum(mask.sum(), 1.0)

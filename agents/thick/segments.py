@@ -55,9 +55,16 @@ def segment_targets(
 ) -> SegmentTargets:
     """Targets at the next segment boundary for every step of (B, T) sequences (see the module docstring)."""
     batch, length = boundaries.shape
-    for name, value in (("states", states), ("actions", actions), ("contexts", contexts), ("rewards", rewards)):
+    for name, value in (
+        ("states", states),
+        ("actions", actions),
+        ("contexts", contexts),
+        ("rewards", rewards),
+    ):
         if value.shape[:2] != (batch, length):
-            raise ValueError(f"segment_targets: {name} has shape {value.shape}, expected ({batch}, {length}, ...)")
+            raise ValueError(
+                f"segment_targets: {name} has shape {value.shape}, expected ({batch}, {length}, ...)"
+            )
     if is_first.shape != (batch, length):
         raise ValueError(f"segment_targets: is_first has shape {is_first.shape}, expected {(batch, length)}")
 
@@ -93,14 +100,13 @@ def segment_targets(
             mask=valid,
         )
         new = new._replace(
-            time=new.time * valid, reward=new.reward * valid  # masked entries are kept at exactly zero
+            time=new.time * valid,
+            reward=new.reward * valid,  # masked entries are kept at exactly zero
         )
         return new, new
 
-    time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-    inputs = jax.tree.map(
-        time_major, (next_boundary, next_first, next_reward, next_context, states, actions)
-    )
+    time_major = lambda x: jnp.swapaxes(x, 0, 1)
+    inputs = jax.tree.map(time_major, (next_boundary, next_first, next_reward, next_context, states, actions))
     empty = SegmentTargets(
         state=jnp.zeros_like(states[:, 0]),
         action=jnp.zeros_like(actions[:, 0]),
