@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import dataclasses
+import io
 
 import equinox as eqx
 import jax
@@ -216,3 +217,18 @@ def test_report_gives_uint8_context_and_highlevel_images(compiled):
     assert changes.dtype == np.uint8 and highlevel.dtype == np.uint8
     assert changes.shape == (rows * 16, steps * 16, 3)
     assert highlevel.shape == (rows * (1 + agent.config.highlevel.actions) * 16, steps * 16, 3)
+
+
+def test_save_load_round_trip_continues_identically(compiled):
+    agent, state, batch, update = compiled
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, state)
+    state, _, _ = update(state, batch, jax.random.key(20))
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, state)
+    buffer.seek(0)
+    restored = eqx.tree_deserialise_leaves(buffer, agent.init(key=jax.random.key(99)))
+    copy = jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, state)
+    _, first, _ = update(copy, batch, jax.random.key(21))
+    _, second, _ = update(restored, batch, jax.random.key(21))
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
