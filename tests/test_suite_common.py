@@ -24,7 +24,7 @@ EXPECTED = {  # name: (number of tasks, budget in agent steps, eval protocol, no
     "atari100k": (26, 100_000, "final_eval", "human"),
     "crafter": (1, 1_000_000, "crafter_score", "crafter"),
     "dmc_vision": (20, 500_000, "final_eval", "div1000"),
-    "dmc_proprio": (18, 500_000, "final_eval", "div1000"),
+    "dmc_proprio": (18, 250_000, "final_eval", "div1000"),
     "minihack": (17, 1_000_000, "success_rate", "identity"),
     "pinpad": (3, 1_000_000, "final_eval", "identity"),
 }
