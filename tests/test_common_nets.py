@@ -72,3 +72,21 @@ def test_block_gru_keeps_state_when_update_gate_closed():
     closed = eqx.tree_at(lambda g: g.gates.bias, gru, bias)
     np.testing.assert_allclose(closed(deter, jnp.ones(6), jnp.zeros(2)), deter, atol=1e-6)
 
+
+
+def test_max_pool_gradient_goes_to_the_maximum():
+    from agents.common.nets import max_pool_2x2
+
+    x = jnp.array([[1.0, 5.0, 0.0, -1.0], [2.0, 3.0, -2.0, -3.0]])[..., None]  # (2, 4, 1)
+    np.testing.assert_array_equal(max_pool_2x2(x)[..., 0], [[5.0, 0.0]])
+    grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) * jnp.array([[2.0], [3.0]])))(x)
+    np.testing.assert_array_equal(grad[..., 0], [[0, 2.0, 3.0, 0], [0, 0, 0, 0]])
+    batched_x = jax.random.normal(jax.random.key(0), (3, 8, 8, 5))
+    reference = jax.grad(lambda x: jnp.sum(jnp.sin(x.reshape(3, 4, 2, 4, 2, 5).max((2, 4)))))(batched_x)
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(jnp.sin(jax.vmap(max_pool_2x2)(x))))(batched_x), reference)
+
+
+def test_padded_input_channels_conv_is_unchanged():
+    conv = Conv2d(3, 5, 5, key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (8, 8, 3))
+    np.testing.assert_allclose(conv.padded_input_channels(x, 4), conv(x), rtol=1e-5, atol=1e-5)

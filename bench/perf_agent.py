@@ -1,0 +1,306 @@
+"""`bench perf agent`: how fast an agent trains and acts on this machine, and how well it uses it.
+
+    bench perf agent --agent dreamerv3 --configs size12m [--batch 16 --length 64] [--suite atari100k --task pong]
+
+Measures, for any registered agent (the batch is synthetic, shaped like the agent's train stream):
+
+* compile time of the jitted update (trace + XLA compile) and of the policy step,
+* update wall time (median of `--updates` timed runs after a warm-up), updates/s and replayed steps/s
+  (batch x length per update; context steps not counted, as train_ratio counts them),
+* policy steps/s for `--envs` parallel environments,
+* memory: XLA's buffer sizes of the compiled update (arguments, outputs, temporaries) and the process's peak
+  resident memory,
+* the update's FLOPs from XLA's cost analysis of the compiled update, against this machine's measured float32
+  matmul throughput: achieved GFLOP/s and utilisation = achieved / matmul peak.
+
+Observation and action spaces come from `--suite/--task` (the env is created once to read them) or default to
+a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` overrides work as on
+`bench run`. Timing assertions do not belong in tests; this command reports the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+DEFAULT_IMAGE = 64
+DEFAULT_ACTIONS = 6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", required=True, help="registered agent name or package.module:SPEC")
+    parser.add_argument("--configs", nargs="*", default=[], help="agent presets, in order (e.g. size12m)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the agent's)")
+    parser.add_argument("--length", type=int, default=None, help="sequence length (default: the agent's)")
+    parser.add_argument("--suite", default=None, help="take observation/action spaces from this suite's task")
+    parser.add_argument("--task", default=None)
+    parser.add_argument("--image", type=int, default=DEFAULT_IMAGE, help="synthetic image size (no --suite)")
+    parser.add_argument("--actions", type=int, default=DEFAULT_ACTIONS, help="synthetic discrete actions")
+    parser.add_argument("--updates", type=int, default=5, help="timed updates after one warm-up update")
+    parser.add_argument("--envs", type=int, default=1, help="parallel environments for the policy timing")
+    parser.add_argument("--policy-steps", type=int, default=200, help="timed policy steps")
+    parser.add_argument("--matmul", type=int, default=2048, help="size of the square matmul for the peak")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+
+def _spaces(args):
+    from bench import spaces
+
+    if args.suite:
+        from bench import registry
+
+        suite = registry.get_suite(args.suite)
+        task = suite.resolve_task(args.task or suite.tasks[0])
+        env = suite.make_env(task, suite.protocol_cls(), 0)
+        try:
+            return dict(env.obs_space), dict(env.act_space), f"{suite.name}/{task}"
+        finally:
+            env.close()
+    obs_space = {"image": spaces.image(args.image, args.image), **spaces.step_spaces()}
+    return obs_space, {"action": spaces.discrete(args.actions)}, f"synthetic {args.image}x{args.image} RGB, {args.actions} actions"  # fmt: skip
+
+
+def _agent_config(spec, args):
+    """Defaults < presets < --batch/--length < --set (the framework sections are not needed here)."""
+    import dataclasses
+
+    from bench import config as config_lib
+    from bench import registry
+
+    presets = registry.agent_presets(spec)
+    agent_config = spec.config_cls()
+    valid = config_lib.all_keys(spec.config_cls)
+
+    def apply(updates: dict, source: str):
+        nonlocal agent_config
+        for key, value in config_lib._flatten(updates).items():
+            section, path = config_lib.route_key(key)
+            if section != "agent":
+                continue  # run/replay settings of presets do not change the update
+            try:
+                agent_config = config_lib.replace_path(agent_config, path, value, key, valid)
+            except config_lib.ConfigError as error:
+                raise config_lib.ConfigError(f"{source}: {error}") from None
+
+    for name in args.configs:
+        if name not in presets:
+            raise config_lib.ConfigError(f"unknown preset {name!r} for agent {spec.name!r}; presets: {sorted(presets)}")
+        apply(presets[name], f"preset {name!r}")
+    fields = {f.name for f in dataclasses.fields(agent_config)}
+    sizes = {}
+    for flag, field in ((args.batch, "batch_size"), (args.length, "batch_length")):
+        if flag is not None:
+            if field not in fields:
+                raise config_lib.ConfigError(f"agent {spec.name!r} has no {field!r} setting for --batch/--length")
+            sizes[field] = flag
+    apply(sizes, "--batch/--length")
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise config_lib.ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        overrides[key] = value
+    apply(overrides, "--set")
+    return agent_config
+
+
+def _synthetic_batch(agent, obs_space, extras, batch, length, rng):
+    """A (B, T) batch of the stream's shape: random sensors and actions, episode flags, stored extras."""
+    import numpy as np
+
+    from bench.spaces import PRIVATE_PREFIX
+
+    data = {}
+    for key, space in obs_space.items():
+        if key.startswith(PRIVATE_PREFIX):
+            continue
+        if key in ("is_first", "is_last", "is_terminal"):
+            data[key] = np.zeros((batch, length), bool)
+        elif key == "reward":
+            data[key] = rng.normal(size=(batch, length)).astype(np.float32)
+        else:
+            data[key] = space.sample(rng, (batch, length))
+    data["is_first"][:, 0] = True
+    for key, space in agent.act_space.items():
+        data[key] = space.sample(rng, (batch, length))
+    for key, value in extras.items():
+        value = np.asarray(value)
+        data[key] = np.zeros((batch, length, *value.shape[1:]), value.dtype)
+    return data
+
+
+def _obs_batch(obs_space, envs, rng):
+    import numpy as np
+
+    from bench.spaces import PRIVATE_PREFIX
+
+    obs = {}
+    for key, space in obs_space.items():
+        if key.startswith(PRIVATE_PREFIX):
+            continue
+        obs[key] = space.sample(rng, (envs,)) if key not in ("is_first", "is_last", "is_terminal") else np.zeros(envs, bool)
+    obs["is_first"] = np.ones(envs, bool)
+    return obs
+
+
+# ---------------------------------------------------------------------------------------- measuring
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of a jitted size x size matmul (the machine's practical peak)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+def _peak_rss_mib() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / 1024.0 if sys.platform != "darwin" else usage / 2**20
+
+
+def measure(args) -> dict:
+    import equinox as eqx
+    import jax
+    import numpy as np
+
+    from bench import registry
+
+    spec = registry.get_agent(args.agent)
+    agent_config = _agent_config(spec, args)
+    obs_space, act_space, spaces_label = _spaces(args)
+    agent = spec.make(agent_config, obs_space, act_space)
+    streams = agent.streams()
+    if "train" not in streams:
+        raise SystemExit(f"agent {spec.name!r} does not train (no 'train' stream); nothing to measure")
+    stream = streams["train"]
+    rng = np.random.default_rng(args.seed)
+    key = jax.random.key(args.seed)
+    state = agent.init(key=jax.random.fold_in(key, 0))
+    # Trainable networks when the state exposes them (DreamerV3 family: `state.nets`); otherwise every float
+    # array of the state (which then includes optimizer moments and slow copies).
+    counted = getattr(state, "nets", state)
+    params = sum(x.size for x in jax.tree.leaves(eqx.filter(counted, eqx.is_inexact_array)))
+
+    # Policy: compile, then steps/s.
+    obs = _obs_batch(obs_space, args.envs, rng)
+    act = jax.jit(lambda s, c, o, k: agent.act(s, c, o, key=k, mode="train"))
+    start = time.perf_counter()
+    act_compiled = act.lower(state, agent.initial_carry(args.envs), obs, key).compile()
+    act_compile = time.perf_counter() - start
+    carry = agent.initial_carry(args.envs)
+    carry, action, extras = act_compiled(state, carry, obs, key)
+    jax.block_until_ready(action)
+    obs["is_first"] = np.zeros(args.envs, bool)
+    start = time.perf_counter()
+    for step in range(args.policy_steps):
+        carry, action, extras = act_compiled(state, carry, obs, jax.random.fold_in(key, step))
+        action = jax.device_get(action)  # the runner fetches every action to send it to the envs
+    policy_seconds = (time.perf_counter() - start) / args.policy_steps
+
+    # Update: compile (with the state donated, as the runner does), then timed runs.
+    batch = _synthetic_batch(agent, obs_space, jax.device_get(extras), stream.batch, stream.total_length, rng)
+    arrays, static = eqx.partition(state, eqx.is_array)
+
+    def update(arrays, batch, key):
+        new_state, metrics, replay_updates = agent.update(eqx.combine(arrays, static), batch, key=key)
+        return eqx.filter(new_state, eqx.is_array), metrics, replay_updates
+
+    start = time.perf_counter()
+    lowered = jax.jit(update, donate_argnums=0).lower(arrays, batch, key)
+    trace_seconds = time.perf_counter() - start
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    memory = compiled.memory_analysis()
+    arrays, metrics, _ = compiled(arrays, batch, jax.random.fold_in(key, 1))  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for index in range(args.updates):
+        start = time.perf_counter()
+        arrays, metrics, replay_updates = compiled(arrays, batch, jax.random.fold_in(key, 2 + index))
+        jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
+        times.append(time.perf_counter() - start)
+    update_seconds = statistics.median(times)
+    bad = [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))]
+
+    peak = matmul_peak(args.matmul)
+    achieved = flops / update_seconds / 1e9
+    figures = {
+        "agent": spec.name,
+        "configs": list(args.configs),
+        "overrides": list(args.set),
+        "spaces": spaces_label,
+        "batch": stream.batch,
+        "length": stream.length,
+        "context": stream.context,
+        "parameters": int(params),
+        "device": str(jax.devices()[0]),
+        "update_trace_s": trace_seconds,
+        "update_compile_s": compile_seconds,
+        "update_s_median": update_seconds,
+        "update_s_all": times,
+        "updates_per_s": 1.0 / update_seconds,
+        "replayed_steps_per_s": stream.batch * stream.length / update_seconds,
+        "policy_compile_s": act_compile,
+        "policy_envs": args.envs,
+        "policy_steps_per_s": args.envs / policy_seconds,
+        "update_gflop": flops / 1e9,
+        "achieved_gflops": achieved,
+        "matmul_peak_gflops": peak,
+        "utilisation": achieved / peak,
+        "xla_argument_mib": getattr(memory, "argument_size_in_bytes", 0) / 2**20,
+        "xla_output_mib": getattr(memory, "output_size_in_bytes", 0) / 2**20,
+        "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
+        "peak_rss_mib": _peak_rss_mib(),
+        "non_finite_metrics": bad,
+    }
+    return figures
+
+
+def report_lines(f: dict) -> list[str]:
+    return [
+        f"agent {f['agent']} {' '.join(f['configs'])} {' '.join(f['overrides'])}".rstrip(),
+        f"  spaces {f['spaces']}; batch {f['batch']} x {f['length']} (+{f['context']} context); "
+        f"{f['parameters'] / 1e6:.2f}M parameters; {f['device']}",
+        f"  update:  compile {f['update_compile_s']:.1f} s (trace {f['update_trace_s']:.1f} s); "
+        f"{f['update_s_median']:.3f} s median ({', '.join(f'{t:.3f}' for t in f['update_s_all'])})",
+        f"           {f['updates_per_s']:.2f} updates/s, {f['replayed_steps_per_s']:.0f} replayed steps/s",
+        f"  policy:  compile {f['policy_compile_s']:.1f} s; {f['policy_steps_per_s']:.0f} steps/s "
+        f"({f['policy_envs']} envs)",
+        f"  FLOPs:   {f['update_gflop']:.1f} GFLOP per update (XLA cost analysis; it counts a loop body once, so"
+        f" scans over time are undercounted) -> {f['achieved_gflops']:.1f} GFLOP/s;"
+        f" float32 matmul peak {f['matmul_peak_gflops']:.1f} GFLOP/s -> utilisation {100 * f['utilisation']:.0f}%",
+        f"  memory:  XLA arguments {f['xla_argument_mib']:.0f} MiB, outputs {f['xla_output_mib']:.0f} MiB, "
+        f"temporaries {f['xla_temp_mib']:.0f} MiB; process peak RSS {f['peak_rss_mib']:.0f} MiB",
+    ] + ([f"  WARNING: non-finite metrics {f['non_finite_metrics']}"] if f["non_finite_metrics"] else [])
+
+
+def run(args) -> int:
+    figures = measure(args)
+    for line in report_lines(figures):
+        print(line)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(figures, file, indent=2)
+    return 1 if figures["non_finite_metrics"] else 0
