@@ -111,6 +111,70 @@ class Episode:
         return cls(data["index"], data["seed"], data["score"], data["length"], actions)
 
 
+class CompiledAgent:
+    """The agent's act/update/report compiled with `jax.jit` over the *array* part of the state.
+
+    The non-array part (activation functions, static fields) is split off once and closed over, so a call
+    only flattens arrays in C++: for DreamerV3 this cuts a policy step's dispatch from ~5 ms
+    (`eqx.filter_jit`, which partitions the whole state in Python on every call) to ~1 ms. Keys are folded
+    inside the compiled functions from integer counters (no eager JAX op per step). The update donates the
+    state, the policy step donates the carry.
+    """
+
+    def __init__(self, agent: AbstractAgent, base_key):
+        self.agent = agent
+        self.dynamic = None
+        self.static = None
+
+        def fold(purpose, counters):
+            key = jax.random.fold_in(base_key, purpose)
+            for counter in counters:
+                key = jax.random.fold_in(key, counter)
+            return key
+
+        def act(dynamic, carry, obs, counters, purpose, mode):
+            state = eqx.combine(dynamic, self.static)
+            return agent.act(state, carry, obs, key=fold(purpose, counters), mode=mode)
+
+        def update(dynamic, batch, counter):
+            state = eqx.combine(dynamic, self.static)
+            new_state, metrics, replay_updates = agent.update(state, batch, key=fold(KEY_UPDATE, (counter,)))
+            new_dynamic, new_static = eqx.partition(new_state, eqx.is_array)
+            self._check_static(new_static)
+            return new_dynamic, metrics, replay_updates
+
+        def report(dynamic, batch, counter):
+            return agent.report(eqx.combine(dynamic, self.static), batch, key=fold(KEY_REPORT, (counter,)))
+
+        self._act = jax.jit(act, static_argnames=("purpose", "mode"), donate_argnums=(1,))
+        self._update = jax.jit(update, donate_argnums=(0,))
+        self._report = jax.jit(report)
+
+    def _check_static(self, new_static) -> None:
+        same_structure = jax.tree_util.tree_structure(new_static) == jax.tree_util.tree_structure(self.static)
+        if not same_structure:
+            raise RunError(
+                f"agent {type(self.agent).__name__}.update changed the non-array part of its state; "
+                "keep counters and everything that changes as arrays"
+            )
+
+    def set_state(self, state) -> None:
+        self.dynamic, self.static = eqx.partition(state, eqx.is_array)
+
+    def state(self):
+        return eqx.combine(self.dynamic, self.static)
+
+    def act(self, carry, obs, counters, purpose: int, mode: str):
+        return self._act(self.dynamic, carry, obs, counters, purpose, mode)
+
+    def update(self, batch, counter):
+        self.dynamic, metrics, replay_updates = self._update(self.dynamic, batch, counter)
+        return metrics, replay_updates
+
+    def report(self, batch, counter):
+        return self._report(self.dynamic, batch, counter)
+
+
 class Trainer:
     def __init__(self, agent_spec, suite_spec, task, config, seed, folder: Path, quiet: bool, command: str,
                  suite_ref: str | None = None):  # fmt: skip
@@ -206,27 +270,7 @@ class Trainer:
         if extra:
             raise RunError(f"agent {self.agent_spec.name!r} declares streams {sorted(extra)}; the runner trains on 'train'")
 
-        base_key = self.base_key
-
-        def fold(purpose, counters):
-            key = jax.random.fold_in(base_key, purpose)
-            for counter in counters:
-                key = jax.random.fold_in(key, counter)
-            return key
-
-        def act(state, carry, obs, counters, purpose, mode):
-            return agent.act(state, carry, obs, key=fold(purpose, counters), mode=mode)
-
-        def update(state, batch, counter):
-            return agent.update(state, batch, key=fold(KEY_UPDATE, (counter,)))
-
-        def report(state, batch, counter):
-            return agent.report(state, batch, key=fold(KEY_REPORT, (counter,)))
-
-        # Keys are folded inside the compiled functions from integer counters: no eager JAX op per step.
-        self._act_jit = eqx.filter_jit(act, donate="all-except-first")
-        self._update = eqx.filter_jit(update, donate="all")
-        self._report = eqx.filter_jit(report)
+        self.compiled = CompiledAgent(agent, self.base_key)
         return agent
 
     # -------------------------------------------------------------------------------------- main loop
@@ -239,7 +283,7 @@ class Trainer:
         self.eval_envs = None
         try:
             agent = self._build(envs.obs_space, envs.act_space)
-            self.state = agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT))
+            self.compiled.set_state(agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
             self.carry = agent.initial_carry(n)
             self.replay = Replay(
                 num_streams=n,
@@ -303,8 +347,9 @@ class Trainer:
 
     def _restore(self, header: dict) -> None:
         """Continue exactly from a verified checkpoint header."""
-        like = (self.state, self.carry)
-        self.state, self.carry = self.checkpointer.load_agent(header, like)
+        like = (self.compiled.state(), self.carry)
+        state, self.carry = self.checkpointer.load_agent(header, like)
+        self.compiled.set_state(state)
         self.checkpointer.load_replay(header, self.replay)
         self.scores.truncate(header["positions"]["scores"])
         self.logger.metrics.truncate(header["positions"]["metrics"])
@@ -366,7 +411,7 @@ class Trainer:
     def _policy_step(self) -> None:
         n = self.envs.num_envs
         counters = (np.int32(self.step),)
-        self.carry, action, extras = self._act_jit(self.state, self.carry, self.obs, counters, KEY_ACT, "train")
+        self.carry, action, extras = self.compiled.act(self.carry, self.obs, counters, KEY_ACT, "train")
         action, extras = jax.device_get((action, extras))
         stored = {k: v for k, v in self.obs.items() if not k.startswith(PRIVATE_PREFIX)}
         self.replay.add_batch({**stored, **action, **extras})
@@ -420,7 +465,7 @@ class Trainer:
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
             batch, positions = self.replay.sample(spec.batch, spec.total_length)
-            self.state, metrics, replay_updates = self._update(self.state, batch, np.int32(self.updates))
+            metrics, replay_updates = self.compiled.update(batch, np.int32(self.updates))
             metrics, replay_updates = jax.device_get((metrics, replay_updates))
             self.updates += 1
             bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
@@ -499,7 +544,7 @@ class Trainer:
         while finished < episodes:
             counters = (np.int32(round_), np.int32(t))
             t += 1
-            carry, action, _ = self._act_jit(self.state, carry, obs, counters, KEY_EVAL, "eval")
+            carry, action, _ = self.compiled.act(carry, obs, counters, KEY_EVAL, "eval")
             action = jax.device_get(action)
             for w, episode in running.items():
                 envs.request(w, "step", {k: v[w] for k, v in action.items()})
@@ -546,7 +591,7 @@ class Trainer:
             return
         rng = np.random.default_rng([self.seed, self.step, 11])
         batch, _ = self.replay.sample(spec.batch, spec.total_length, rng=rng, online=False)
-        report = jax.device_get(self._report(self.state, batch, np.int32(self.step)))
+        report = jax.device_get(self.compiled.report(batch, np.int32(self.step)))
         scalars = {}
         media = self.folder / "media"
         for name, value in report.items():
@@ -585,7 +630,7 @@ class Trainer:
             "recent_scores": self.recent_scores,
             "config_hash": self.config.hash(),
         }
-        self.checkpointer.save(step=self.step, header=header, agent_tree=(self.state, self.carry), replay=self.replay)
+        self.checkpointer.save(step=self.step, header=header, agent_tree=(self.compiled.state(), self.carry), replay=self.replay)
         self.manifest.update({
             "updated": results.now(), "wall_time": self.wall_time, "agent_steps": self.step,
             "env_frames": self.step * self.frames_per_step, "updates": self.updates,
