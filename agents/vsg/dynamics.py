@@ -148,10 +148,16 @@ class GatedRSSM(AbstractDynamics):
 
     # -------------------------------------------------------------------------------------- one example
 
-    def _recurrent_one(self, deter, stoch, action, key):
-        """h_{t-1}, z_{t-1} (S, K), a_{t-1} -> (h_t, gate, gate logits)."""
-        inputs = jnp.concatenate([stoch.reshape(-1), _scale_action(action)])
-        candidate, gate_logits = self.cell(deter, inputs)
+    def _cell_one(self, deter, stoch, action):
+        """h_{t-1}, z_{t-1} (S, K), a_{t-1} -> (candidate h_hat, gate logits)."""
+        return self.cell(deter, jnp.concatenate([stoch.reshape(-1), _scale_action(action)]))
+
+    def _recurrent(self, deter, stoch, action, key):
+        """One gated step for a batch: (B, D), (B, S, K), (B, A) -> (h_t, gate, gate logits), each (B, D).
+
+        The gates of the whole batch are drawn with one call (cheaper than one key per example).
+        """
+        candidate, gate_logits = jax.vmap(self._cell_one)(deter, stoch, action)
         gate = gate_lib.sample_gate(gate_logits, key=key)
         return gated_update(deter, candidate, gate), gate, gate_logits
 
@@ -173,7 +179,7 @@ class GatedRSSM(AbstractDynamics):
 
     def observe(self, latent: Latent, tokens: Float[Array, "B T E"], prev_actions: Float[Array, "B T A"],
                 is_first: Bool[Array, "B T"], *, key: PRNGKeyArray) -> tuple[Latent, Latent, Latent]:  # fmt: skip
-        batch, steps = _check_sequence("GatedRSSM", tokens, prev_actions, is_first)
+        _, steps = _check_sequence("GatedRSSM", tokens, prev_actions, is_first)
 
         def step(carry, inputs):
             token, action, first, step_key = inputs
@@ -182,9 +188,7 @@ class GatedRSSM(AbstractDynamics):
             deter = carry["deter"] * keep[:, None]
             stoch = carry["stoch"] * keep[:, None, None]
             action = action * keep[:, None]
-            deter, gate, gate_logits = jax.vmap(self._recurrent_one)(
-                deter, stoch, action, jax.random.split(gate_key, batch)
-            )
+            deter, gate, gate_logits = self._recurrent(deter, stoch, action, gate_key)
             post = jax.vmap(self._post_one)(deter, token)
             stoch = dists.sample_onehot(stoch_key, post)
             return {"deter": deter, "stoch": stoch}, (deter, stoch, post, gate, gate_logits)
@@ -198,11 +202,8 @@ class GatedRSSM(AbstractDynamics):
         return last, posteriors, {"logits": priors}
 
     def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
-        batch = action.shape[0]
         gate_key, stoch_key = jax.random.split(key)
-        deter, _, _ = jax.vmap(self._recurrent_one)(
-            latent["deter"], latent["stoch"], action, jax.random.split(gate_key, batch)
-        )
+        deter, _, _ = self._recurrent(latent["deter"], latent["stoch"], action, gate_key)
         prior = jax.vmap(self._prior_one)(deter)
         return {"deter": deter, "stoch": dists.sample_onehot(stoch_key, prior)}
 
@@ -283,9 +284,13 @@ class StochasticGatedSSM(AbstractDynamics):
         # the VSG code's "sigmoid2" std: 2 sigmoid(s / 2) + min_std, in [0.1, 2.1]
         return mean, 2.0 * jax.nn.sigmoid(std / 2.0) + self.min_std
 
-    def _cell_one(self, stoch, action, key):
-        """z_{t-1}, a_{t-1} -> (candidate, gate, gate logits)."""
-        candidate, gate_logits = self.cell(stoch, jnp.concatenate([stoch, _scale_action(action)]))
+    def _cell_one(self, stoch, action):
+        """z_{t-1}, a_{t-1} -> (candidate, gate logits)."""
+        return self.cell(stoch, jnp.concatenate([stoch, _scale_action(action)]))
+
+    def _gated_cell(self, stoch, action, key):
+        """A batch (B, S), (B, A) -> (candidate, gate, gate logits), each (B, S); one gate draw per batch."""
+        candidate, gate_logits = jax.vmap(self._cell_one)(stoch, action)
         return candidate, gate_lib.sample_gate(gate_logits, key=key), gate_logits
 
     def _prior_one(self, candidate: Float[Array, " S"]):
@@ -301,7 +306,7 @@ class StochasticGatedSSM(AbstractDynamics):
 
     def observe(self, latent: Latent, tokens: Float[Array, "B T E"], prev_actions: Float[Array, "B T A"],
                 is_first: Bool[Array, "B T"], *, key: PRNGKeyArray) -> tuple[Latent, Latent, Latent]:  # fmt: skip
-        batch, steps = _check_sequence("StochasticGatedSSM", tokens, prev_actions, is_first)
+        _, steps = _check_sequence("StochasticGatedSSM", tokens, prev_actions, is_first)
 
         def step(carry, inputs):
             token, action, first, step_key = inputs
@@ -309,9 +314,7 @@ class StochasticGatedSSM(AbstractDynamics):
             keep = (~first).astype(jnp.float32)
             previous = carry["stoch"] * keep[:, None]
             action = action * keep[:, None]
-            candidate, gate, gate_logits = jax.vmap(self._cell_one)(
-                previous, action, jax.random.split(gate_key, batch)
-            )
+            candidate, gate, gate_logits = self._gated_cell(previous, action, gate_key)
             mean, std = jax.vmap(self._post_one)(candidate, token)
             stoch = gated_update(previous, dists.sample_normal(noise_key, mean, std), gate)
             return {"stoch": stoch}, (stoch, candidate, mean, std, gate, gate_logits)
@@ -327,10 +330,9 @@ class StochasticGatedSSM(AbstractDynamics):
         return last, posteriors, {"mean": prior_mean, "std": prior_std}
 
     def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
-        batch = action.shape[0]
         gate_key, noise_key = jax.random.split(key)
         previous = latent["stoch"]
-        candidate, gate, _ = jax.vmap(self._cell_one)(previous, action, jax.random.split(gate_key, batch))
+        candidate, gate, _ = self._gated_cell(previous, action, gate_key)
         mean, std = jax.vmap(self._prior_one)(candidate)
         return {"stoch": gated_update(previous, dists.sample_normal(noise_key, mean, std), gate)}
 
