@@ -86,7 +86,13 @@ def test_max_pool_gradient_goes_to_the_maximum():
     np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(jnp.sin(jax.vmap(max_pool_2x2)(x))))(batched_x), reference)
 
 
-def test_padded_input_channels_conv_is_unchanged():
-    conv = Conv2d(3, 5, 5, key=jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (8, 8, 3))
-    np.testing.assert_allclose(conv.padded_input_channels(x, 4), conv(x), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_pooled_conv_equals_conv_then_max_pool(kernel):
+    from agents.common.nets import max_pool_2x2
+
+    conv = Conv2d(3, 5, kernel, key=jax.random.key(0))
+    conv = jax.tree.map(lambda b: b + 0.1, conv)
+    x = jax.random.normal(jax.random.key(1), (8, 12, 3))
+    np.testing.assert_allclose(conv.pooled(x), max_pool_2x2(conv(x)), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda c: jnp.sum(jnp.sin(f(c))))(conv) for f in (lambda c: c.pooled(x), lambda c: max_pool_2x2(c(x)))]
+    np.testing.assert_allclose(grads[0].weight, grads[1].weight, rtol=1e-4, atol=1e-5)
