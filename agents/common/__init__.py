@@ -1,6 +1,6 @@
 """Shared Equinox building blocks of the world-model agents (re-exported; code lives in the modules).
 
-nets (layers, CNN encoder/decoder, block GRU), distributions (symlog, unimix categoricals, twohot, Bernoulli,
+nets (dense layers, block GRU), conv (CNN encoder/decoder), distributions (symlog, unimix categoricals, twohot, Bernoulli,
 bounded normal), returns (lambda returns, percentile normaliser, EMA), optim (LaProp + AGC), behaviour
 (imagination actor-critic), observations (encoders/decoders over observation dicts), actions (action dicts
 <-> vectors), dynamics (the latent-dynamics contract).
@@ -19,9 +19,10 @@ from agents.common.dynamics import WorldModelData as WorldModelData
 from agents.common.nets import MLP as MLP
 from agents.common.nets import BlockGRU as BlockGRU
 from agents.common.nets import BlockLinear as BlockLinear
-from agents.common.nets import Conv2d as Conv2d
-from agents.common.nets import ConvDecoder as ConvDecoder
-from agents.common.nets import ConvEncoder as ConvEncoder
+from agents.common.conv import Conv2d as Conv2d
+from agents.common.conv import ConvDecoder as ConvDecoder
+from agents.common.conv import ConvEncoder as ConvEncoder
+from agents.common.conv import conv2d as conv2d
 from agents.common.nets import Linear as Linear
 from agents.common.nets import MLPHead as MLPHead
 from agents.common.nets import NormedLinear as NormedLinear

@@ -4,6 +4,9 @@ Image keys are uint8 (H, W, C) sensors (concatenated along channels, all the sam
 the other sensors (flattened; discrete ones one-hot), symlog-squashed and concatenated. Only the keys from
 `bench.spaces.sensor_keys` are used, so agents never read step keys or `priv_` keys.
 Losses: images MSE summed over pixels on [0, 1] targets, vectors symlog-MSE summed over dimensions.
+
+Both take observations with any leading batch shape (*B) directly, so that the convolutions see the whole
+batch (see conv.py); they also work on a single example and under `jax.vmap`.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from agents.common.conv import ConvDecoder, ConvEncoder
 from agents.common.distributions import symlog
-from agents.common.nets import MLP, ConvDecoder, ConvEncoder, Linear
+from agents.common.nets import MLP, Linear
 from bench.spaces import Space, sensor_keys
 
 
@@ -89,7 +93,7 @@ class ObservationEncoder(eqx.Module):
             self.mlp = None
         self.out_size = size
 
-    def __call__(self, obs: Mapping[str, Array]) -> Float[Array, " E"]:
+    def __call__(self, obs: Mapping[str, Array]) -> Float[Array, "*b E"]:
         parts = []
         if self.cnn is not None:
             parts.append(self.cnn(jnp.concatenate([obs[k] for k in self.image_keys], -1)))
@@ -97,14 +101,15 @@ class ObservationEncoder(eqx.Module):
             vectors = []
             for key, space in zip(self.vector_keys, self.vector_spaces):
                 value = jnp.asarray(obs[key])
+                lead = value.shape[: value.ndim - len(space.shape)]
                 if space.is_discrete:
                     value = jax.nn.one_hot(value.astype(jnp.int32), space.num_classes, dtype=jnp.float32)
                 else:
                     value = value.astype(jnp.float32)
                     value = symlog(value) if self.symlog_inputs else value
-                vectors.append(value.reshape(-1))
-            parts.append(self.mlp(jnp.concatenate(vectors)))
-        return jnp.concatenate(parts)
+                vectors.append(value.reshape(*lead, -1))
+            parts.append(self.mlp(jnp.concatenate(vectors, -1)))
+        return jnp.concatenate(parts, -1)
 
 
 class ObservationDecoder(eqx.Module):
@@ -145,8 +150,8 @@ class ObservationDecoder(eqx.Module):
         else:
             self.mlp, self.vector_heads = None, ()
 
-    def __call__(self, features: Float[Array, " F"], wide: Float[Array, " W"], narrow: Float[Array, " N"]) -> dict[str, Array]:  # fmt: skip
-        """Predictions: images in [0, 1] (H, W, C); vectors in symlog space (flat)."""
+    def __call__(self, features: Float[Array, "*b F"], wide: Float[Array, "*b W"], narrow: Float[Array, "*b N"]) -> dict[str, Array]:  # fmt: skip
+        """Predictions: images in [0, 1] (*B, H, W, C); vectors in symlog space (*B, D) flat."""
         out = {}
         if self.cnn is not None:
             images = self.cnn(wide, narrow)
@@ -160,15 +165,17 @@ class ObservationDecoder(eqx.Module):
                 out[key] = head(hidden)
         return out
 
-    def loss(self, features: Float[Array, " F"], wide: Float[Array, " W"], narrow: Float[Array, " N"],
-             obs: Mapping[str, Array]) -> dict[str, Float[Array, ""]]:  # fmt: skip
-        """Per-key reconstruction losses of one example (sum over the key's dimensions)."""
+    def loss(self, features: Float[Array, "*b F"], wide: Float[Array, "*b W"], narrow: Float[Array, "*b N"],
+             obs: Mapping[str, Array]) -> dict[str, Float[Array, "*b"]]:  # fmt: skip
+        """Per-key reconstruction losses (*B) (each summed over the key's dimensions)."""
         predictions = self(features, wide, narrow)
         losses = {}
         for key in self.image_keys:
             target = obs[key].astype(jnp.float32) / 255.0
-            losses[key] = jnp.sum(jnp.square(predictions[key] - target))
-        for key in self.vector_keys:
-            target = symlog(jnp.asarray(obs[key]).astype(jnp.float32).reshape(-1))
-            losses[key] = jnp.sum(jnp.square(predictions[key] - target))
+            losses[key] = jnp.sum(jnp.square(predictions[key] - target), (-3, -2, -1))
+        for key, space in zip(self.vector_keys, self.vector_spaces):
+            value = jnp.asarray(obs[key]).astype(jnp.float32)
+            lead = value.shape[: value.ndim - len(space.shape)]
+            target = symlog(value.reshape(*lead, -1))
+            losses[key] = jnp.sum(jnp.square(predictions[key] - target), -1)
         return losses

@@ -188,7 +188,7 @@ class DreamerV3(AbstractAgent):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         nets = state.nets
         observe_key, action_key = jax.random.split(key)
-        tokens = jax.vmap(nets.encoder)(self._sensors(obs))
+        tokens = nets.encoder(self._sensors(obs))
         is_first = jnp.asarray(obs["is_first"], bool)
         latent, _, _ = nets.dynamics.observe(
             carry["latent"], tokens[:, None], carry["action"][:, None], is_first[:, None], key=observe_key
@@ -242,7 +242,7 @@ class DreamerV3(AbstractAgent):
         context = min(self.config.report_context, data["is_first"].shape[1] - 1)
         take = lambda x: x[:rows]
         sensors = jax.tree.map(take, data["sensors"])
-        tokens = batched(nets.encoder, sensors)
+        tokens = nets.encoder(sensors)
         start = jax.tree.map(take, data["start"])
         prev_actions, is_first = take(data["prev_actions"]), take(data["is_first"])
         last, posts, _ = nets.dynamics.observe(
@@ -262,7 +262,7 @@ class DreamerV3(AbstractAgent):
         latents = jax.tree.map(lambda a, b: jnp.concatenate([a, b], 1), {k: posts[k] for k in last}, imagined)
         features = nets.dynamics.features(latents)
         wide, narrow = nets.dynamics.decoder_inputs(latents)
-        prediction = batched(nets.decoder, features, wide, narrow)[images[0]]
+        prediction = nets.decoder(features, wide, narrow)[images[0]]
         truth = sensors[images[0]].astype(jnp.float32) / 255.0
         error = (prediction - truth + 1.0) / 2.0
         out["openloop_mse"] = jnp.square(prediction - truth)[:, context:].sum((2, 3, 4)).mean()
@@ -353,7 +353,7 @@ class DreamerV3(AbstractAgent):
         cont_target = (1.0 - data["is_terminal"].astype(jnp.float32)) * discount
 
         # 1. Representation: encode and filter.
-        tokens = batched(nets.encoder, data["sensors"])
+        tokens = nets.encoder(data["sensors"])
         _, posteriors, priors = dynamics.observe(
             data["start"], tokens, data["prev_actions"], data["is_first"], key=observe_key
         )
@@ -363,7 +363,7 @@ class DreamerV3(AbstractAgent):
 
         # 2. World-model terms.
         wide, narrow = dynamics.decoder_inputs(latents)
-        reconstruction = batched(nets.decoder.loss, features, wide, narrow, data["sensors"])
+        reconstruction = nets.decoder.loss(features, wide, narrow, data["sensors"])
         losses = {"rec": sum(reconstruction.values())}
         head_input = features if cfg.reward_grad else sg(features)
         reward_bins = self._bins(cfg.reward_head.bins)
