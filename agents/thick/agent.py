@@ -158,7 +158,7 @@ class ThickWorldModel(AbstractDynamics):
         )
 
         coarse_features = self.coarse_features(posteriors)
-        coarse_rec = batched(self.coarse.reconstruction_loss, coarse_features, data.obs)
+        coarse_rec = self.coarse.reconstruction_loss(coarse_features, data.obs)
         reward_logits = batched(self.coarse.reward, coarse_features)
         reward_bins = dists.symexp_bins(self.reward_bins)
         coarse_rew = dists.twohot_loss(reward_logits, data.reward, reward_bins)
@@ -331,7 +331,7 @@ def thick_report(base: DreamerV3, state: DreamerV3State, batch: Mapping[str, Arr
     data = base._split_batch(batch)
     take = lambda x: x[:rows]
     sensors = jax.tree.map(take, data["sensors"])
-    tokens = batched(nets.encoder, sensors)
+    tokens = nets.encoder(sensors)
     start = jax.tree.map(take, data["start"])
     _, posteriors, _ = dynamics.observe(
         start, tokens, take(data["prev_actions"]), take(data["is_first"]), key=key
@@ -351,7 +351,7 @@ def thick_report(base: DreamerV3, state: DreamerV3State, batch: Mapping[str, Arr
     hl_actions = states.shape[1]
     contexts = jnp.repeat(latents["context"][:, None], hl_actions, 1)
     features = dynamics.crssm.coarse_features(states, contexts)  # (R T, A, G)
-    predicted = batched(dynamics.coarse.decode, features)[images[0]]  # (R T, A, H, W, C)
+    predicted = dynamics.coarse.decode(features)[images[0]]  # (R T, A, H, W, C)
     predicted = predicted.reshape(count, steps, hl_actions, *predicted.shape[2:])
     if predicted.shape[-1] == 1:
         predicted = jnp.repeat(predicted, 3, -1)

@@ -223,7 +223,8 @@ class CoarseHeads(eqx.Module):
 
     The decoder is DreamerV3's observation decoder with [z, c] as its only input: the wide (block-linear)
     image path reads [z, c] (zero-padded to a multiple of the decoder blocks) since there is no h, and the
-    narrow path is empty. One example per call; batch outside.
+    narrow path is empty. The decoder takes any leading batch shape (its convolutions see the whole batch); the
+    reward and continue heads take one example (batch outside).
     """
 
     decoder: ObservationDecoder
@@ -239,14 +240,17 @@ class CoarseHeads(eqx.Module):
         self.reward = MLPHead(coarse_size, bins, units, layers, act=act, outscale=0.0, key=keys[1])
         self.cont = MLPHead(coarse_size, 1, units, layers, act=act, key=keys[2])
 
-    def _decoder_inputs(self, features: Float[Array, " G"]) -> tuple[Array, Array, Array]:
-        wide = jnp.pad(features, (0, self.wide_size - features.shape[0]))
-        return features, wide, jnp.zeros((0,), features.dtype)
+    def _decoder_inputs(self, features: Float[Array, "*b G"]) -> tuple[Array, Array, Array]:
+        padding = [(0, 0)] * (features.ndim - 1) + [(0, self.wide_size - features.shape[-1])]
+        wide = jnp.pad(features, padding)
+        return features, wide, jnp.zeros((*features.shape[:-1], 0), features.dtype)
 
-    def decode(self, features: Float[Array, " G"]) -> dict[str, Array]:
+    def decode(self, features: Float[Array, "*b G"]) -> dict[str, Array]:
         return self.decoder(*self._decoder_inputs(features))
 
-    def reconstruction_loss(self, features: Float[Array, " G"], obs: Mapping[str, Array]) -> Float[Array, ""]:
+    def reconstruction_loss(
+        self, features: Float[Array, "*b G"], obs: Mapping[str, Array]
+    ) -> Float[Array, "*b"]:
         return sum(self.decoder.loss(*self._decoder_inputs(features), obs).values())
 
     def cont_logit(self, features: Float[Array, " G"]) -> Float[Array, ""]:
