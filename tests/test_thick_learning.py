@@ -61,8 +61,8 @@ def test_thick_learns_keydoor(tmp_path):
 
     As the VSG learning tests, the run shortens the discount horizon to 50 steps (keydoor episodes last at most
     40) and trains at ratio 128, so the sparse reward propagates within a short run; the rest is `debug`.
-    (With the debug preset's own horizon 333 and ratio 64, neither DreamerV3 nor THICK beat random on keydoor
-    within 12k steps.)
+    (With the debug preset's own horizon 333 and ratio 64, the training success rate of both DreamerV3 and
+    THICK stayed at 0.08-0.15 over 12k steps, random being 0.10.)
     """
     steps, last = 10_000, 2_000
     folder = _run(tmp_path, steps, **{"run.train_ratio": 128, "imagination.discount_horizon": 50})
