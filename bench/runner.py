@@ -413,8 +413,6 @@ class Trainer:
         counters = (np.int32(self.step),)
         self.carry, action, extras = self.compiled.act(self.carry, self.obs, counters, KEY_ACT, "train")
         action, extras = jax.device_get((action, extras))
-        stored = {k: v for k, v in self.obs.items() if not k.startswith(PRIVATE_PREFIX)}
-        self.replay.add_batch({**stored, **action, **extras})
         stepped = 0
         for w in range(n):
             episode = self.episodes[w]
@@ -428,7 +426,10 @@ class Trainer:
                 episode.actions.append(single)
                 self.envs.request(w, "step", single)
                 stepped += 1
-        self._train(stepped)  # while the workers step
+        # While the workers step: store the transition, then train.
+        stored = {k: v for k, v in self.obs.items() if not k.startswith(PRIVATE_PREFIX)}
+        self.replay.add_batch({**stored, **action, **extras})
+        self._train(stepped)
         collected = self.envs.collect()
         self.step += stepped
         observations = []
