@@ -1,4 +1,4 @@
-"""The `bench` command line: run, list, leaderboard, publish, perf."""
+"""The `bench` command line: run, list, leaderboard, publish, perf, plot."""
 
 from __future__ import annotations
 
@@ -196,8 +196,30 @@ def _cmd_perf(args, extra) -> int:
     return perf.run(args)
 
 
+def _add_plot(subparsers) -> None:
+    from bench import plot
+
+    parser = subparsers.add_parser(
+        "plot",
+        help="learning curves of runs, side by side",
+        description="Plot training-episode scores (moving average), evaluation rounds and chosen metrics of "
+        "one or more run folders.",
+        epilog="examples:\n  bench plot runs/toy/reach --out reach.png\n"
+        "  bench plot runs/minihack/keycorridor4 --field success --metrics context/change_rate --out kc4.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_arguments(parser)
+
+
+def _cmd_plot(args, extra) -> int:
+    from bench import plot
+
+    return plot.run(args)
+
+
 COMMANDS = {
     "run": _cmd_run,
+    "plot": _cmd_plot,
     "list": _cmd_list,
     "leaderboard": _cmd_leaderboard,
     "publish": _cmd_publish,
@@ -216,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(subparsers)
     _add_leaderboard(subparsers)
     _add_perf(subparsers)
+    _add_plot(subparsers)
     return parser
 
 
