@@ -39,6 +39,14 @@ def run_label(folder: Path) -> str:
     return f"{parts[-3]} {parts[-1]}" if len(parts) >= 3 else folder.name
 
 
+def run_labels(runs: list[Path]) -> list[str]:
+    """Labels of the runs; where two would read the same, each gets its config hash too."""
+    labels = [run_label(folder) for folder in runs]
+    return [
+        f"{label} ({folder.parent.name})" if labels.count(label) > 1 else label for label, folder in zip(labels, runs)
+    ]
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     if values.size == 0:
         return values
@@ -76,10 +84,10 @@ def plot(runs: list[Path], field: str, metrics: list[str], window: int, out: Pat
     panels = 1 + len(metrics)
     fig, axes = plt.subplots(panels, 1, figsize=(7.5, 3.2 * panels), sharex=True, squeeze=False)
     axes = axes[:, 0]
-    for index, folder in enumerate(runs):
+    labels = run_labels(runs)
+    for index, (folder, label) in enumerate(zip(runs, labels)):
         curves = run_curves(folder, field, metrics, window)
         color = f"C{index % 10}"
-        label = run_label(folder)
         steps, values = curves["train"]
         axes[0].plot(steps, values, color=color, label=f"{label} (train, mean of {window} episodes)")
         steps, values = curves["eval"]
@@ -96,7 +104,7 @@ def plot(runs: list[Path], field: str, metrics: list[str], window: int, out: Pat
     for axis in axes:
         axis.grid(alpha=0.3)
     axes[-1].set_xlabel("agent steps")
-    axes[0].set_title(title or " vs ".join(run_label(r) for r in runs))
+    axes[0].set_title(title or " vs ".join(labels))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(out.name + ".tmp" + out.suffix)

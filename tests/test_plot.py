@@ -11,13 +11,15 @@ from bench import cli, plot
 def _write_run(folder, returns, rates):
     folder.mkdir(parents=True)
     with open(folder / "scores.jsonl", "w") as file:
-        for index, value in enumerate(returns):
-            file.write(json.dumps({"step": 10 * (index + 1), "mode": "train", "return": value}) + "\n")
-        for value in (5.0, 7.0):
-            file.write(json.dumps({"step": 40, "mode": "eval", "return": value}) + "\n")
+        file.writelines(
+            json.dumps({"step": 10 * (index + 1), "mode": "train", "return": value}) + "\n"
+            for index, value in enumerate(returns)
+        )
+        file.writelines(json.dumps({"step": 40, "mode": "eval", "return": value}) + "\n" for value in (5.0, 7.0))
     with open(folder / "metrics.jsonl", "w") as file:
-        for index, rate in enumerate(rates):
-            file.write(json.dumps({"step": 20 * (index + 1), "context/change_rate": rate}) + "\n")
+        file.writelines(
+            json.dumps({"step": 20 * (index + 1), "context/change_rate": rate}) + "\n" for index, rate in enumerate(rates)
+        )
 
 
 def test_moving_average_grows_then_slides():
@@ -33,6 +35,8 @@ def test_curves_from_run_folders(tmp_path):
     np.testing.assert_allclose(curves["eval"][1], [6.0])  # the mean of the round's episodes
     np.testing.assert_allclose(curves["context/change_rate"][1], [0.5, 0.25])
     assert plot.run_label(run) == "thick seed0"
+    twin = tmp_path / "toy" / "reach" / "thick" / "def" / "seed0"
+    assert plot.run_labels([run, twin]) == ["thick seed0 (abc)", "thick seed0 (def)"]
     out = tmp_path / "curves.png"
     assert cli.main([
         "plot", str(tmp_path / "toy"), "--metrics", "context/change_rate", "--out", str(out),
