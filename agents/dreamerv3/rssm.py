@@ -18,10 +18,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.dynamics import AbstractDynamics, Latent, WorldModelData
+from agents.common.dynamics import (
+    AbstractDynamics,
+    Latent,
+    WorldModelData,
+    categorical_decoder_inputs,
+    categorical_features,
+    categorical_kl_terms,
+    reset_at_first,
+)
 from agents.common.nets import MLP, BlockGRU, Linear, batched
-
-sg = jax.lax.stop_gradient
 
 
 class RSSM(AbstractDynamics):
@@ -83,11 +89,8 @@ class RSSM(AbstractDynamics):
 
         def step(carry, inputs):
             token, action, first, step_key = inputs
-            keep = (~first).astype(jnp.float32)
-            deter = carry["deter"] * keep[:, None]
-            stoch = carry["stoch"] * keep[:, None, None]
-            action = action * keep[:, None]
-            deter = jax.vmap(self.core)(deter, stoch.reshape(batch, -1), action)
+            carry, action = reset_at_first(carry, action, first)
+            deter = jax.vmap(self.core)(carry["deter"], carry["stoch"].reshape(batch, -1), action)
             post = jax.vmap(self._post_one)(deter, token)
             stoch = dists.sample_onehot(step_key, post)
             return {"deter": deter, "stoch": stoch}, (deter, stoch, post)
@@ -108,27 +111,15 @@ class RSSM(AbstractDynamics):
         return {"deter": deter, "stoch": dists.sample_onehot(key, prior)}
 
     def features(self, latent: Latent) -> Float[Array, "... F"]:
-        stoch = latent["stoch"]
-        flat = stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
-        return jnp.concatenate([latent["deter"], flat], -1)
+        return categorical_features(latent)
 
     def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
-        stoch = latent["stoch"]
-        return latent["deter"], stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
+        return categorical_decoder_inputs(latent)
 
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        post, prior = posteriors["logits"], priors["logits"]
-        dyn = dists.categorical_kl(sg(post), prior).sum(-1)
-        rep = dists.categorical_kl(post, sg(prior)).sum(-1)
-        metrics = {
-            "dyn_kl": dyn.mean(),
-            "rep_kl": rep.mean(),
-            "prior_ent": dists.categorical_entropy(prior).sum(-1).mean(),
-            "post_ent": dists.categorical_entropy(post).sum(-1).mean(),
-        }
-        return {"dyn": jnp.maximum(dyn, self.free_nats), "rep": jnp.maximum(rep, self.free_nats)}, metrics
+        return categorical_kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
 
     def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
                        cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip

@@ -39,7 +39,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.dynamics import AbstractDynamics, Latent, WorldModelData
+from agents.common.dynamics import (
+    AbstractDynamics,
+    Latent,
+    WorldModelData,
+    categorical_decoder_inputs,
+    categorical_features,
+    categorical_kl_terms,
+    reset_at_first,
+)
 from agents.common.nets import MLP, BlockLinear, Linear, NormedLinear, batched
 from agents.vsg import gate as gate_lib
 
@@ -184,11 +192,8 @@ class GatedRSSM(AbstractDynamics):
         def step(carry, inputs):
             token, action, first, step_key = inputs
             gate_key, stoch_key = jax.random.split(step_key)
-            keep = (~first).astype(jnp.float32)
-            deter = carry["deter"] * keep[:, None]
-            stoch = carry["stoch"] * keep[:, None, None]
-            action = action * keep[:, None]
-            deter, gate, gate_logits = self._recurrent(deter, stoch, action, gate_key)
+            carry, action = reset_at_first(carry, action, first)
+            deter, gate, gate_logits = self._recurrent(carry["deter"], carry["stoch"], action, gate_key)
             post = jax.vmap(self._post_one)(deter, token)
             stoch = dists.sample_onehot(stoch_key, post)
             return {"deter": deter, "stoch": stoch}, (deter, stoch, post, gate, gate_logits)
@@ -208,34 +213,19 @@ class GatedRSSM(AbstractDynamics):
         return {"deter": deter, "stoch": dists.sample_onehot(stoch_key, prior)}
 
     def features(self, latent: Latent) -> Float[Array, "... F"]:
-        stoch = latent["stoch"]
-        flat = stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
-        return jnp.concatenate([latent["deter"], flat], -1)
+        return categorical_features(latent)
 
     def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
-        stoch = latent["stoch"]
-        return latent["deter"], stoch.reshape(*stoch.shape[:-2], self.stoch * self.classes)
+        return categorical_decoder_inputs(latent)
 
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        post, prior = posteriors["logits"], priors["logits"]
-        dyn = dists.categorical_kl(sg(post), prior).sum(-1)
-        rep = dists.categorical_kl(post, sg(prior)).sum(-1)
+        losses, metrics = categorical_kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
         gate_loss, gate_kl = gate_lib.gate_kl(posteriors["gate_logits"], prior=self.gate_prior, free=self.gate_free)
-        metrics = {
-            "dyn_kl": dyn.mean(),
-            "rep_kl": rep.mean(),
-            "prior_ent": dists.categorical_entropy(prior).sum(-1).mean(),
-            "post_ent": dists.categorical_entropy(post).sum(-1).mean(),
-            **_gate_metrics(posteriors["gate"], posteriors["gate_logits"], gate_kl),
-        }
-        losses = {
-            "dyn": jnp.maximum(dyn, self.free_nats),
-            "rep": jnp.maximum(rep, self.free_nats),
-            # a batch-level term spread over (B, T): its mean over the steps is the paper's value
-            "gate": jnp.broadcast_to(gate_loss, dyn.shape),
-        }
+        metrics.update(_gate_metrics(posteriors["gate"], posteriors["gate_logits"], gate_kl))
+        # a batch-level term spread over (B, T): its mean over the steps is the paper's value
+        losses["gate"] = jnp.broadcast_to(gate_loss, losses["dyn"].shape)
         return losses, metrics
 
     def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
@@ -311,9 +301,8 @@ class StochasticGatedSSM(AbstractDynamics):
         def step(carry, inputs):
             token, action, first, step_key = inputs
             gate_key, noise_key = jax.random.split(step_key)
-            keep = (~first).astype(jnp.float32)
-            previous = carry["stoch"] * keep[:, None]
-            action = action * keep[:, None]
+            carry, action = reset_at_first(carry, action, first)
+            previous = carry["stoch"]
             candidate, gate, gate_logits = self._gated_cell(previous, action, gate_key)
             mean, std = jax.vmap(self._post_one)(candidate, token)
             stoch = gated_update(previous, dists.sample_normal(noise_key, mean, std), gate)
