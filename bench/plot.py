@@ -95,7 +95,8 @@ def plot(runs: list[Path], field: str, metrics: list[str], window: int, out: Pat
             axes[0].plot(steps, values, "o", color=color, markersize=5, label=f"{label} (evaluation)")
         for axis, name in zip(axes[1:], metrics):
             steps, values = curves[name]
-            axis.plot(steps, values, color=color, label=label)
+            if steps.size:  # runs without this metric (e.g. DreamerV3 next to THICK) stay out of the panel
+                axis.plot(steps, values, color=color, label=label)
     axes[0].set_ylabel(field)
     axes[0].legend(fontsize=7)
     for axis, name in zip(axes[1:], metrics):
