@@ -402,6 +402,11 @@ class Trainer:
                     last_save_time = time.time()
                     while self.next["save"] <= self.step:
                         self.next["save"] += cfg.run.save_every
+            if not self._interrupted and self.step > self.next["log"] - cfg.run.log_every:
+                # the last, partial log interval (a budget that is not a multiple of log_every)
+                rate = (self.step - rate_step) / max(time.time() - rate_time, 1e-9)
+                self._log(rate)
+                self.next["log"] = self.step + cfg.run.log_every
             progress.update(self.step, rate, self.recent_scores[-1] if self.recent_scores else None)
         finally:
             progress.close()

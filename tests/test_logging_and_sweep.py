@@ -65,3 +65,15 @@ def test_periodic_and_final_evaluation_rounds(tmp_path):
     assert rounds == [(0, False), (1, False), (2, False), (3, True)]
     assert all(sum(1 for s in evals if s["eval_round"] == r) == 3 for r, _ in rounds)
     assert all("success" in s for s in scores)  # the suite's extra score field
+
+
+def test_last_partial_log_interval_is_written(tmp_path):
+    """A budget that is not a multiple of run.log_every still logs the training of its last interval."""
+    bench("run", "--agent", "tests.helpers:TINY", "--suite", "toy", "--task", "reach", "--steps", "130", "--quiet",
+          "--run.log_every", "100", "--run.train_fill", "20", "--run.final_eval", "false", root=tmp_path)  # fmt: skip
+    folder = only_run_dir(tmp_path)
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "train/updates" in r]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert logged[-1]["step"] == 130
+    assert logged[-1]["train/updates"] == manifest["updates"] > 0
