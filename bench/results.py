@@ -3,7 +3,7 @@
 A run folder is `ROOT/<suite>/<task>/<agent>/<config-hash>/seed<N>/` and holds:
 
 * `config.yaml`    the resolved config (sections run, replay, logger, env, agent)
-* `manifest.json`  see `new_manifest`: status ("running" | "finished"), code version and dirty flag, package
+* `manifest.json`  see `new_manifest`: status ("running" | "stopped" (Ctrl-C; resumable) | "finished"), code version and dirty flag, package
                    versions, hardware, seed, config hash, protocol, budget, wall time, agent steps, env frames
 * `metrics.jsonl`  one record per log interval: {"step": agent steps, "frames": env frames, <name>: float}
 * `scores.jsonl`   one record per finished episode (schema `SCORE_FIELDS` below, plus the suite's extra score
@@ -45,6 +45,7 @@ SCORE_FIELDS = {
     "broken": bool,
 }
 MANIFEST_FORMAT = 1
+RUN_STATUSES = ("running", "stopped", "finished")  # "stopped": Ctrl-C, checkpoint saved, resumable
 PACKAGES = (
     "jax", "jaxlib", "equinox", "optax", "numpy", "gymnasium", "ale-py", "crafter", "minihack", "nle",
     "dm-control", "mujoco", "pymunk", "pandas", "arch", "rliable", "wandb", "ray",

@@ -247,6 +247,7 @@ class Trainer:
                 budget=self.config.run.steps,
                 command=self.command,
             )
+        self.manifest["status"] = "running"  # also after a stop with Ctrl-C ("stopped")
         self.manifest["segments"].append({"started": results.now(), "resumed_from_step": header and header["step"]})
         results.atomic_write_json(manifest_path, self.manifest)
         self.say(f"{'resuming' if header else 'starting'} {self.folder}")
@@ -311,6 +312,7 @@ class Trainer:
                 self._restore(header)
             self._train_loop()
             if self._interrupted:
+                self._mark_stopped()
                 return self.folder
             if cfg.run.final_eval:
                 self._evaluate(final=True)
@@ -641,6 +643,12 @@ class Trainer:
             "updated": results.now(), "wall_time": self.wall_time, "agent_steps": self.step,
             "env_frames": self.step * self.frames_per_step, "updates": self.updates,
         })  # fmt: skip
+        results.atomic_write_json(self.folder / "manifest.json", self.manifest)
+
+    def _mark_stopped(self) -> None:
+        """Ctrl-C: the checkpoint is saved; the manifest says so until the same command resumes the run."""
+        self.manifest["status"] = "stopped"
+        self.manifest["segments"][-1]["ended"] = results.now()
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
 
     def _finish(self) -> None:

@@ -260,13 +260,13 @@ def validate_manifest(path: Path) -> dict:
     data = _parse_json(path, path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    from bench.results import MANIFEST_FORMAT
+    from bench.results import MANIFEST_FORMAT, RUN_STATUSES
 
     if data.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path}: field 'format' must be {MANIFEST_FORMAT}, got {data.get('format')!r}")
     status = _check(str(path), data, "status", "str")
-    if status not in ("running", "finished"):
-        raise ValueError(f"{path}: field 'status' must be 'running' or 'finished', got {status!r}")
+    if status not in RUN_STATUSES:
+        raise ValueError(f"{path}: field 'status' must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
     for field in ("suite", "task", "agent", "config_hash"):
         _check(str(path), data, field, "str")
     for field in ("seed", "budget", "agent_steps", "env_frames"):

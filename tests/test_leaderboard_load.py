@@ -104,6 +104,7 @@ def test_unusable_runs_are_reported_and_skipped(tmp_path):
     (write_run(tmp_path, seed=5) / "scores.jsonl").unlink()
     (write_run(tmp_path, seed=6) / "config.yaml").unlink()
     write_run(tmp_path, seed=7, agent_steps=10)  # "finished" but short of its own budget
+    write_run(tmp_path, seed=8, status="stopped", agent_steps=500)  # Ctrl-C, resumable
     methods, report = _load(tmp_path)
     assert methods == []
     reasons = {folder.rsplit("/", 1)[-1]: reason for folder, reason in report.skipped}
@@ -114,6 +115,7 @@ def test_unusable_runs_are_reported_and_skipped(tmp_path):
     assert reasons["seed5"] == "no scores.jsonl"
     assert reasons["seed6"] == "no config.yaml"
     assert "finished after 10" in reasons["seed7"]
+    assert "unfinished (status 'stopped'" in reasons["seed8"]
     # --any-budget takes the debug run
     methods, _ = _load(tmp_path, any_budget=True)
     assert [m.runs_per_task() for m in methods] == [{"reach": 1}]

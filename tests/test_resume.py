@@ -70,3 +70,29 @@ def test_finished_run_is_skipped(tmp_path):
     again = bench("run", *args[:-1], root=tmp_path)
     assert "already finished" in again.stderr
     assert (folder / "scores.jsonl").read_text() == before
+
+
+def test_ctrl_c_saves_marks_stopped_and_the_same_command_resumes(tmp_path):
+    args = ("run", "--agent", "random", "--suite", "toy", "--task", "reach", "--steps", "6000", "--quiet",
+            "--run.log_every", "100", "--run.final_eval", "false")  # fmt: skip
+    proc = bench_popen(*args, root=tmp_path)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(tmp_path.rglob("metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "the run did not log in time"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    folder = metrics.parent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+    stopped_at = manifest["agent_steps"]
+    assert 0 < stopped_at < 6000
+    bench(*args, root=tmp_path)  # the same command resumes from the checkpoint and finishes
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["agent_steps"] == 6000
+    assert [s["resumed_from_step"] for s in manifest["segments"]] == [None, stopped_at]
