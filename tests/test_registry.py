@@ -49,3 +49,14 @@ def test_duplicate_names_name_both_sources(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: fake(group))
     with pytest.raises(registry.RegistryError, match=r"'dreamer' is registered twice: by pkg_a\.agent:SPEC \(from pkg-a\) and by pkg_b\.agent:SPEC \(from pkg-b\)"):
         registry._entry_points(registry.AGENT_GROUP)
+
+
+@pytest.mark.parametrize("agent", ["dreamerv3", "thick", "vsg", "svsg"])
+def test_shared_quick_preset_reaches_every_dreamerv3_family_agent(agent):
+    from bench.runner import resolve
+
+    flags = {"run.train_ratio": "128", "optimizer.lr": "1e-3", "reward_head.bins": "255", "critic.bins": "255"}
+    quick = resolve(agent, "toy", "reach", ("debug", "quick"), {})[3]
+    spelled_out = resolve(agent, "toy", "reach", ("debug",), flags)[3]
+    assert quick.hash() == spelled_out.hash()
+    assert quick.run.train_ratio == 128 and quick.agent.optimizer.lr == 1e-3 and quick.agent.critic.bins == 255
