@@ -19,9 +19,9 @@ def _records(folder, name):
         return [json.loads(line) for line in file]
 
 
-def _run(tmp_path, steps, **overrides):
+def _run(tmp_path, steps, configs=("debug",), **overrides):
     return runner.run(
-        "thick", "toy", "keydoor", seed=0, configs=("debug",),
+        "thick", "toy", "keydoor", seed=0, configs=configs,
         overrides={"run.steps": steps, **overrides}, root=tmp_path, quiet=True,
     )  # fmt: skip
 
@@ -59,13 +59,16 @@ def random_successes(episodes: int = 500) -> np.ndarray:
 def test_thick_learns_keydoor(tmp_path):
     """The success rate of the last training episodes beats the random policy's by three standard errors.
 
-    As the VSG learning tests, the run shortens the discount horizon to 50 steps (keydoor episodes last at most
-    40) and trains at ratio 128, so the sparse reward propagates within a short run; the rest is `debug`.
-    (With the debug preset's own horizon 333 and ratio 64, the training success rate of both DreamerV3 and
-    THICK stayed at 0.08-0.15 over 12k steps, random being 0.10.)
+    Settings: `debug` + the shared `quick` preset (one update per policy step, lr 1e-3, 255 bins) and a discount
+    horizon of 50 steps (keydoor episodes last at most 40), so the sparse reward propagates within a short run.
+    Measured with these settings (`bench run --agent thick --suite toy --task keydoor --configs debug quick
+    --steps 10000 --imagination.discount_horizon 50`): success of the training episodes after step 8000 was
+    0.37 (n=63) with seed 0 and 0.59 (n=73) with seed 1, final evaluation 0.30 for both; random 0.12.
+    With `debug` alone (lr 3e-4, 31 bins, ratio 128) the same run gave 0.31 on one commit and 0.13 on a later
+    one whose only change was the batching of the coarse decoder's convolutions: too close to the bar.
     """
     steps, last = 10_000, 2_000
-    folder = _run(tmp_path, steps, **{"run.train_ratio": 128, "imagination.discount_horizon": 50})
+    folder = _run(tmp_path, steps, ("debug", "quick"), **{"imagination.discount_horizon": 50})
     scores = _records(folder, "scores.jsonl")
     late = [s["success"] for s in scores if s["mode"] == "train" and s["step"] > steps - last]
     final = [s["success"] for s in scores if s["mode"] == "eval" and s.get("final")]
