@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
+from agents.common.dynamics import reset_at_first
 from agents.common.nets import MLP, BlockGRU, Linear, MLPHead, NormedLinear
 from agents.common.observations import ObservationDecoder
 from agents.thick.gatel0rd import GateL0RDCell
@@ -132,12 +133,10 @@ class ContextRSSM(eqx.Module):
 
         def step(carry, inputs):
             token, action, first, noise, sample_key = inputs
-            keep = (~first).astype(jnp.float32)
-            deter = carry["deter"] * keep[:, None]
-            stoch = carry["stoch"] * keep[:, None, None]
-            context = carry["context"] * keep[:, None]
-            action = action * keep[:, None]
-            deter, context, gates, x = jax.vmap(self._transition_one)(deter, stoch, context, action, noise)
+            carry, action = reset_at_first(carry, action, first)
+            deter, context, gates, x = jax.vmap(self._transition_one)(
+                carry["deter"], carry["stoch"], carry["context"], action, noise
+            )
             post = jax.vmap(self._post_one)(deter, context, token)
             stoch = dists.sample_onehot(sample_key, post)
             new = {"deter": deter, "stoch": stoch, "context": context}
