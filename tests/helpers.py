@@ -152,3 +152,21 @@ class BadActionAgent(AbstractAgent):
 
 
 BAD_ACTION = AgentSpec("bad_action", TinyConfig, lambda c, o, a: BadActionAgent(c, dict(o), dict(a)))
+
+
+def random_policy_episodes(task: str, episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and successes of the uniform random policy on a toy task: the bar of the learning tests.
+
+    Episode seeds 10000.. and action generator seed 0, so the bar is the same on every run.
+    """
+    env = toy.make_env(task, toy.ToyProtocol())
+    rng = np.random.default_rng(0)
+    returns, successes = [], []
+    for episode in range(episodes):
+        obs, total = env.reset(seed=10_000 + episode), 0.0
+        while not obs["is_last"]:
+            obs = env.step({k: space.sample(rng) for k, space in env.act_space.items()})
+            total += float(obs["reward"])
+        returns.append(total)
+        successes.append(env.episode_stats().get("success", np.nan))  # NaN: the task has no success
+    return np.asarray(returns), np.asarray(successes, dtype=float)

@@ -1,7 +1,7 @@
 """DreamerV3 through the runner on the toy suite: a quick smoke run, and a (slow) learning run.
 
 Learning bar (measured, not guessed): the uniform random policy on toy `reach` returns 11.95 +- 3.22 per
-20-step episode (mean +- std over 300 episodes, `random_returns` below, seeds 10000..10299); the 100
+20-step episode (mean +- std over 300 episodes, `tests.helpers.random_policy_episodes`, seeds 10000..10299); the 100
 training episodes of `bench run --agent random --suite toy --task reach --run.steps 2000` gave 12.12 +- 3.36.
 The learning test asserts that the training episodes ending in the last 1500 agent steps beat that mean by
 three standard errors of the random mean plus three of the agent's own.
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from bench import runner
-from tasks import toy
+from tests.helpers import random_policy_episodes
 
 LEARNING_STEPS = 6000
 LATE_STEPS = 1500
@@ -48,20 +48,6 @@ SMOKE_OVERRIDES = {
 }
 
 
-def random_returns(task: str, episodes: int = 300) -> np.ndarray:
-    """Returns of the uniform random policy on a toy task (the bar the learning test must clear)."""
-    env = toy.make_env(task, toy.ToyProtocol())
-    rng = np.random.default_rng(0)
-    returns = []
-    for episode in range(episodes):
-        obs, total = env.reset(seed=10_000 + episode), 0.0
-        while not obs["is_last"]:
-            obs = env.step({k: space.sample(rng) for k, space in env.act_space.items()})
-            total += float(obs["reward"])
-        returns.append(total)
-    return np.asarray(returns)
-
-
 def read_jsonl(path) -> list[dict]:
     with open(path) as file:
         return [json.loads(line) for line in file]
@@ -82,7 +68,7 @@ def test_smoke_run_through_the_runner(tmp_path):
 
 @pytest.mark.slow
 def test_learns_reach(tmp_path):
-    baseline = random_returns("reach")
+    baseline, _ = random_policy_episodes("reach", 300)
     folder = runner.run("dreamerv3", "toy", "reach", seed=0, configs=("debug",), overrides=LEARNING_OVERRIDES,
                         root=tmp_path, quiet=True)  # fmt: skip
     scores = read_jsonl(folder / "scores.jsonl")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench import runner
-from tasks import toy
+from tests.helpers import random_policy_episodes
 
 
 def _records(folder, name):
@@ -42,19 +42,6 @@ def test_larger_sparsity_scale_gives_lower_context_change_rate(tmp_path):
     assert rates[100.0] < 0.5 * rates[1.0], rates
 
 
-def random_successes(episodes: int = 500) -> np.ndarray:
-    """Successes of the uniform random policy on keydoor (about 10%)."""
-    env = toy.make_env("keydoor", toy.ToyProtocol())
-    rng = np.random.default_rng(0)
-    successes = []
-    for episode in range(episodes):
-        obs = env.reset(seed=10_000 + episode)
-        while not obs["is_last"]:
-            obs = env.step({"action": env.act_space["action"].sample(rng)})
-        successes.append(env.episode_stats()["success"])
-    return np.asarray(successes)
-
-
 @pytest.mark.slow
 def test_thick_learns_keydoor(tmp_path):
     """The success rate of the last training episodes beats the random policy's by three standard errors.
@@ -72,7 +59,7 @@ def test_thick_learns_keydoor(tmp_path):
     scores = _records(folder, "scores.jsonl")
     late = [s["success"] for s in scores if s["mode"] == "train" and s["step"] > steps - last]
     final = [s["success"] for s in scores if s["mode"] == "eval" and s.get("final")]
-    baseline = random_successes()
+    _, baseline = random_policy_episodes("keydoor", 500)
     bar = baseline.mean() + 3.0 * baseline.std() / np.sqrt(len(late))
     print(f"thick keydoor: last {len(late)} training episodes success {np.mean(late):.2f}, final eval "
           f"{np.mean(final):.2f}; random {baseline.mean():.3f}, bar {bar:.3f}")  # fmt: skip

@@ -16,23 +16,10 @@ import numpy as np
 import pytest
 
 from bench import runner
-from tasks import toy
+from tests.helpers import random_policy_episodes
 
 STEPS = 6000
 LAST_STEPS = 1500  # training episodes that end in this final stretch are scored
-
-
-def random_returns(task: str, episodes: int = 300) -> np.ndarray:
-    env = toy.make_env(task, toy.ToyProtocol())
-    rng = np.random.default_rng(0)
-    returns = []
-    for episode in range(episodes):
-        obs, total = env.reset(seed=10_000 + episode), 0.0
-        while not obs["is_last"]:
-            obs = env.step({"action": env.act_space["action"].sample(rng)})
-            total += float(obs["reward"])
-        returns.append(total)
-    return np.asarray(returns)
 
 
 @pytest.mark.slow
@@ -44,7 +31,7 @@ def test_learns_reach(agent, tmp_path):
         scores = [json.loads(line) for line in file]
     late = [s["return"] for s in scores if s["mode"] == "train" and s["step"] > STEPS - LAST_STEPS]
     final = [s["return"] for s in scores if s["mode"] == "eval" and s.get("final")]
-    baseline = random_returns("reach")
+    baseline, _ = random_policy_episodes("reach", 300)
     bar = baseline.mean() + 3.0 * baseline.std() / np.sqrt(len(late))
     gates = [r["dyn/gate/open_rate"] for r in map(json.loads, open(folder / "metrics.jsonl")) if "dyn/gate/open_rate" in r]
     print(f"{agent}: last {len(late)} training episodes {np.mean(late):.2f}, final eval {np.mean(final):.2f}; "
