@@ -312,13 +312,14 @@ class Trainer:
                 self._restore(header)
             self._train_loop()
             if self._interrupted:
-                self._mark_stopped()
+                self._end_segment("stopped")
                 return self.folder
             if cfg.run.final_eval:
                 self._evaluate(final=True)
             self._report_media()
             self._save_checkpoint()
-            self._finish()
+            self._end_segment("finished")
+            self.say(f"finished {self.folder}")
             return self.folder
         finally:
             envs.close()
@@ -388,7 +389,7 @@ class Trainer:
                 if self.step >= self.next["eval"]:
                     self._evaluate(final=False)
                     self.next["eval"] += cfg.run.eval_every
-                if self.step >= self.next["log"]:
+                if self.step >= self.next["log"] or self.step >= total:  # the end logs its partial interval too
                     now = time.time()
                     rate = (self.step - rate_step) / max(now - rate_time, 1e-9)
                     rate_time, rate_step = now, self.step
@@ -404,11 +405,6 @@ class Trainer:
                     last_save_time = time.time()
                     while self.next["save"] <= self.step:
                         self.next["save"] += cfg.run.save_every
-            if not self._interrupted and self.step > self.next["log"] - cfg.run.log_every:
-                # the last, partial log interval (a budget that is not a multiple of log_every)
-                rate = (self.step - rate_step) / max(time.time() - rate_time, 1e-9)
-                self._log(rate)
-                self.next["log"] = self.step + cfg.run.log_every
             progress.update(self.step, rate, self.recent_scores[-1] if self.recent_scores else None)
         finally:
             progress.close()
@@ -645,18 +641,11 @@ class Trainer:
         })  # fmt: skip
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
 
-    def _mark_stopped(self) -> None:
-        """Ctrl-C: the checkpoint is saved; the manifest says so until the same command resumes the run."""
-        self.manifest["status"] = "stopped"
-        self.manifest["segments"][-1]["ended"] = results.now()
+    def _end_segment(self, status: str) -> None:
+        """"finished", or "stopped" (Ctrl-C: checkpoint saved; the same command resumes the run)."""
+        self.manifest["status"] = status
+        self.manifest["segments"][-1]["ended"] = self.manifest["updated"] = results.now()
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
-
-    def _finish(self) -> None:
-        self.manifest["status"] = "finished"
-        self.manifest["segments"][-1]["ended"] = results.now()
-        self.manifest["updated"] = results.now()
-        results.atomic_write_json(self.folder / "manifest.json", self.manifest)
-        self.say(f"finished {self.folder}")
 
 
 __all__ = ["run", "resolve", "Trainer", "RunError", "NonFiniteError", "CheckpointError"]
