@@ -7,9 +7,11 @@ Agents follow the Equinox abstract/final pattern and the "solver + explicit stat
 * Every array lives in an explicit state pytree returned by `init` and threaded through `update`.
 * The recurrent policy state (`carry`) is a separate pytree threaded through `act`.
 
-Batches handed to `update` and `report` are dicts of arrays shaped (B, T, ...): every observation key, the
-action keys, and whatever `act` returned as `extras` at that step (e.g. stored latents for replay context).
-`T = context + length` of the agent's stream (see `StreamSpec`).
+An agent trains on one or more named *streams* (`StreamSpec`): each has its own batch shape, ratio of
+replayed to policy steps, sampler, start step and replay table, and the runner keeps one update credit per
+stream. Batches handed to `update` and `report` are dicts of arrays shaped (B, T, ...): every observation key,
+the action keys, and whatever `act` returned as `extras` at that step (e.g. stored latents for replay
+context). `T = context + length` of the stream.
 
 Tasks are host environments: `reset(seed=...)` and `step(action)` return an observation dict carrying
 `reward`, `is_first`, `is_last`, `is_terminal` besides the sensors (`image` uint8 HxWx3, `vector` float32).
@@ -39,17 +41,48 @@ MODES = ("train", "eval")
 # ----------------------------------------------------------------------------------------------- agents
 
 
+SAMPLERS = ("uniform", "recency", "mixture")
+"""Built-in replay samplers (bench/replay.py registers them; agents may register more by name):
+"uniform" over all valid windows, "recency" (window age with weight exp(-replay.recency_decay * age)), and
+"mixture" (recency with probability `replay.recency`, else uniform: DreamerV3's default with recency 0)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamSpec:
-    """What batches an agent trains on: `batch` sequences of `context + length` consecutive steps.
+    """One training stream: `batch` sequences of `context + length` consecutive steps from replay table `table`.
 
-    The first `context` steps of each sequence only initialise the carry (e.g. DreamerV3's
-    `replay_context: 1` reads the latents stored at that step); losses use the last `length` steps.
+    * `context` first steps of each sequence only initialise the carry (e.g. DreamerV3's `replay_context: 1`
+      reads the latents stored at that step); losses use the last `length` steps.
+    * `ratio`: replayed steps per policy step (DreamerV3's train_ratio meaning: updates per policy step =
+      ratio / (batch * length)); None takes the run's `run.train_ratio`.
+    * `start`: the agent step from which this stream trains (IRIS starts its actor-critic later).
+    * `sampler`: a sampler name registered in `bench.replay.SAMPLERS`; None takes the run's replay config
+      ("mixture" of uniform and recency by `replay.recency`).
+    * `online`: whether fresh windows are trained on once first (DreamerV3's online queue; one queue per
+      stream); None takes `replay.online`.
+    * `table`: the replay table the windows come from. Table "main" holds every step of every env worker
+      (observations, actions, `act` extras). Any other table is written from `act` extras named
+      "<table>/<key>", for the env workers where the extra "<table>/write" (B,) bool is true (Hieros writes
+      level i's table every 4^i steps).
     """
 
     batch: int
     length: int
     context: int = 0
+    ratio: float | None = None
+    start: int = 0
+    sampler: str | None = None
+    online: bool | None = None
+    table: str = "main"
+
+    def __post_init__(self):
+        for name in ("batch", "length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StreamSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.context < 0 or self.start < 0:
+            raise ValueError(f"StreamSpec context and start must be >= 0, got {self.context}, {self.start}")
+        if self.ratio is not None and not self.ratio > 0:
+            raise ValueError(f"StreamSpec.ratio must be > 0, got {self.ratio}")
 
     @property
     def total_length(self) -> int:
@@ -68,33 +101,37 @@ class AbstractAgent(eqx.Module):
         """Create the full agent state pytree (networks, optimizer state, slow critics, counters)."""
 
     @abc.abstractmethod
-    def initial_carry(self, batch_size: int) -> Any:
-        """The policy carry for `batch_size` parallel environments at episode start."""
+    def initial_carry(self, state, batch_size: int) -> Any:
+        """The policy carry for `batch_size` parallel environments at episode start (may read the state)."""
 
     @abc.abstractmethod
     def act(self, state, carry, obs: Obs, *, key, mode: str) -> tuple[Any, Action, dict]:
         """One policy step for a batch of environments.
 
         `obs` holds (B, ...) arrays; the carry is reset where `obs["is_first"]`. Returns the new carry, the
-        action dict (B, ...) and `extras` (B, ...) that the runner stores in replay next to this step.
-        `mode` is "train" or "eval" (static).
+        action dict (B, ...) and `extras` (B, ...) that the runner stores in replay next to this step (keys
+        "<table>/..." go to another table, see `StreamSpec`). Extras may not reuse an observation or action
+        key. `mode` is "train" or "eval" (static).
         """
 
     @abc.abstractmethod
-    def update(self, state, batch: dict, *, key) -> tuple[Any, Metrics, dict]:
-        """One gradient update. Returns (new state, scalar metrics, replay updates).
+    def update(self, state, stream: str, batch: dict, *, key) -> tuple[Any, Metrics, dict]:
+        """One gradient update on one batch of stream `stream` (a static name from `streams()`).
 
-        Replay updates are arrays aligned with the batch's (B, T) axes (e.g. refreshed latents) that the
-        runner writes back into replay at the sampled positions; return {} for none.
+        The runner calls it once per due update of each stream, in the order `streams()` lists them.
+        Returns (new state, scalar metrics, replay updates). Replay updates are arrays aligned with the
+        batch's (B, T) axes (e.g. refreshed latents) that the runner writes back into the stream's table at
+        the sampled positions; return {} for none. Metric names should say what they measure; the runner
+        logs them as they are.
         """
 
     @abc.abstractmethod
     def report(self, state, batch: dict, *, key) -> Metrics:
-        """Diagnostics: scalar metrics plus images (H, W, 3) or videos (T, H, W, 3) as uint8 arrays."""
+        """Diagnostics on a batch of the first stream: scalars plus uint8 images (H, W, 3) / videos (T, H, W, 3)."""
 
     @abc.abstractmethod
     def streams(self) -> Mapping[str, StreamSpec]:
-        """The batches the agent trains on, by name ({"train": ...}); empty for agents that do not learn."""
+        """The training streams by name, in update order ({"train": ...}); empty for agents that do not learn."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -253,9 +253,9 @@ def measure(args) -> dict:
     obs = _obs_batch(obs_space, args.envs, rng)
     act = jax.jit(lambda s, c, o, k: agent.act(s, c, o, key=k, mode="train"))
     start = time.perf_counter()
-    act_compiled = act.lower(state, agent.initial_carry(args.envs), obs, key).compile()
+    act_compiled = act.lower(state, agent.initial_carry(state, args.envs), obs, key).compile()
     act_compile = time.perf_counter() - start
-    carry = agent.initial_carry(args.envs)
+    carry = agent.initial_carry(state, args.envs)
     carry, action, extras = act_compiled(state, carry, obs, key)
     jax.block_until_ready(action)
     obs["is_first"] = np.zeros(args.envs, bool)

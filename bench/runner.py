@@ -138,7 +138,7 @@ class CompiledAgent:
 
         def update(dynamic, batch, counter):
             state = eqx.combine(dynamic, self.static)
-            new_state, metrics, replay_updates = agent.update(state, batch, key=fold(KEY_UPDATE, (counter,)))
+            new_state, metrics, replay_updates = agent.update(state, "train", batch, key=fold(KEY_UPDATE, (counter,)))
             new_dynamic, new_static = eqx.partition(new_state, eqx.is_array)
             self._check_static(new_static)
             return new_dynamic, metrics, replay_updates
@@ -285,7 +285,7 @@ class Trainer:
         try:
             agent = self._build(envs.obs_space, envs.act_space)
             self.compiled.set_state(agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
-            self.carry = agent.initial_carry(n)
+            self.carry = agent.initial_carry(self.compiled.state(), n)
             self.replay = Replay(
                 num_streams=n,
                 capacity=cfg.replay.capacity,
@@ -533,7 +533,7 @@ class Trainer:
                                     max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
         envs = self.eval_envs
         round_ = self.eval_round
-        carry = self.agent.initial_carry(n)
+        carry = self.agent.initial_carry(self.compiled.state(), n)
         started = 0
         running: dict[int, Episode] = {}
         for w in range(n):

@@ -60,7 +60,7 @@ class TinyAgent(AbstractAgent):
         opt_state = self.optimizer().init((weights, bias))
         return TinyState(weights, bias, opt_state, jnp.zeros((), jnp.int32))
 
-    def initial_carry(self, batch_size):
+    def initial_carry(self, state, batch_size):
         return {"memory": jnp.zeros((batch_size, self.config.hidden))}
 
     def act(self, state, carry, obs, *, key, mode):
@@ -71,7 +71,7 @@ class TinyAgent(AbstractAgent):
         memory = 0.9 * memory + 0.1 * jnp.tanh(x[:, : self.config.hidden])
         return {"memory": memory}, {"action": action.astype(jnp.int32)}, {"memory": memory}
 
-    def update(self, state, batch, *, key):
+    def update(self, state, stream: str, batch, *, key):
         ctx = self.config.context
         x = self.features(batch["image"][:, ctx:-1])
         actions = batch["action"][:, ctx:-1]
@@ -135,13 +135,13 @@ class BadActionAgent(AbstractAgent):
     def init(self, *, key):
         return {}
 
-    def initial_carry(self, batch_size):
+    def initial_carry(self, state, batch_size):
         return {}
 
     def act(self, state, carry, obs, *, key, mode):
         return carry, {"action": jnp.full(obs["is_first"].shape, 7, jnp.int32)}, {}
 
-    def update(self, state, batch, *, key):
+    def update(self, state, stream: str, batch, *, key):
         return state, {}, {}
 
     def report(self, state, batch, *, key):

@@ -42,7 +42,7 @@ def test_agent_contract():
     assert agent.streams() == {} and agent.init(key=jax.random.key(0)) == {}
     obs = env.reset(seed=0)
     batch = {key: np.stack([obs[key]] * 3) for key in obs}
-    carry, action, extras = jax.jit(lambda o: agent.act({}, agent.initial_carry(3), o, key=jax.random.key(1),
+    carry, action, extras = jax.jit(lambda o: agent.act({}, agent.initial_carry({}, 3), o, key=jax.random.key(1),
                                                          mode="eval"))(batch)
     assert action["action"].shape == (3, 2) and extras == {}
     assert np.all(np.abs(np.asarray(action["action"])) <= 1.0)

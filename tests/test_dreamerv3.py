@@ -52,7 +52,7 @@ def make_batch(agent, rng: np.random.Generator, length: int | None = None) -> di
     batch["is_terminal"] = batch["is_last"] & (rng.uniform(size=(b, t)) < 0.5)
     for key, space in agent.act_space.items():
         batch[key] = space.sample(rng, (b, t))
-    for key, value in agent.initial_carry(1)["latent"].items():
+    for key, value in agent.initial_carry(None, 1)["latent"].items():
         batch[LATENT_PREFIX + key] = rng.uniform(size=(b, t, *value.shape[1:])).astype(np.float16)
     return batch
 
@@ -76,7 +76,7 @@ def jitted(image_agent):
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
     def update(state, batch, key):
-        return agent.update(state, batch, key=key)
+        return agent.update(state, "train", batch, key=key)
 
     act = eqx.filter_jit(lambda s, c, o, k, mode: agent.act(s, c, o, key=k, mode=mode))
     return update, act
@@ -123,7 +123,7 @@ def test_save_load_round_trip_gives_identical_outputs(image_agent, jitted):
     buffer.seek(0)
     restored = eqx.tree_deserialise_leaves(buffer, image_agent.init(key=jax.random.key(123)))
     obs = make_obs(image_agent, rng, 3, [True, False, True])
-    outs = [act(s, image_agent.initial_carry(3), obs, jax.random.key(7), "train") for s in (state, restored)]
+    outs = [act(s, image_agent.initial_carry(state, 3), obs, jax.random.key(7), "train") for s in (state, restored)]
     for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
         np.testing.assert_array_equal(a, b)
     batch = make_batch(image_agent, rng)
@@ -139,14 +139,14 @@ def test_act_resets_carry_on_first_and_returns_latents(image_agent, jitted):
     rng = np.random.default_rng(2)
     state = image_agent.init(key=jax.random.key(0))
     obs = make_obs(image_agent, rng, 2, [False, False])
-    carry, action, extras = act(state, image_agent.initial_carry(2), obs, jax.random.key(1), "train")
+    carry, action, extras = act(state, image_agent.initial_carry(state, 2), obs, jax.random.key(1), "train")
     assert action["action"].shape == (2,) and action["action"].dtype == jnp.int32
     assert action["move"].shape == (2, 2) and np.all(np.abs(np.asarray(action["move"])) <= 2.0)
     assert set(extras) == {LATENT_PREFIX + "deter", LATENT_PREFIX + "stoch"}
     # A different carry makes no difference where is_first is set.
     first = make_obs(image_agent, rng, 2, [True, True])
     a = act(state, carry, first, jax.random.key(3), "eval")
-    b = act(state, image_agent.initial_carry(2), first, jax.random.key(3), "eval")
+    b = act(state, image_agent.initial_carry(state, 2), first, jax.random.key(3), "eval")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
 
@@ -171,7 +171,7 @@ def test_without_replay_context_update_traces_and_returns_no_replay_updates():
     batch = make_batch(agent, np.random.default_rng(4))
     # Tracing is enough here (no compile): shapes, key sets and the loss-scale check all run at trace time.
     new_state, metrics, replay_updates = eqx.filter_eval_shape(
-        lambda s, b: agent.update(s, b, key=jax.random.key(2)), state, batch
+        lambda s, b: agent.update(s, "train", b, key=jax.random.key(2)), state, batch
     )
     assert replay_updates == {}
     assert metrics["loss/total"].shape == ()
@@ -183,7 +183,7 @@ def test_bad_inputs_raise_clear_errors(image_agent):
     batch = make_batch(image_agent, np.random.default_rng(5))
     del batch[LATENT_PREFIX + "deter"]
     with pytest.raises(ValueError, match="latent/deter"):
-        jax.eval_shape(lambda s, b: image_agent.update(s, b, key=jax.random.key(0)), state, batch)
+        jax.eval_shape(lambda s, b: image_agent.update(s, "train", b, key=jax.random.key(0)), state, batch)
     with pytest.raises(ValueError, match="no sensor keys"):
         SPEC.make(tiny_config(), spaces.step_spaces(), DISCRETE_ACT)
     with pytest.raises(ValueError, match="scales without a term"):

@@ -170,7 +170,7 @@ def compiled():
     env = toy.make_env("keydoor", config.env)
     agent = SPEC.make(config.agent, env.obs_space, env.act_space)
     state = agent.init(key=jax.random.key(0))
-    carry = agent.initial_carry(1)
+    carry = agent.initial_carry(state, 1)
     obs = {k: np.asarray(v)[None] for k, v in env.reset(seed=0).items()}
     _, _, extras = eqx.filter_jit(agent.act)(state, carry, obs, key=jax.random.key(1), mode="train")
     spec = agent.streams()["train"]
@@ -181,7 +181,7 @@ def compiled():
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
     def update(state, batch, key):
-        return agent.update(state, batch, key=key)
+        return agent.update(state, "train", batch, key=key)
 
     return agent, state, batch, update
 

@@ -100,7 +100,7 @@ def compiled(request):
     agent = spec.make(config.agent, env.obs_space, env.act_space)
     state = agent.init(key=jax.random.key(0))
     obs = {k: np.asarray(v)[None] for k, v in env.reset(seed=0).items()}
-    _, _, extras = eqx.filter_jit(agent.act)(state, agent.initial_carry(1), obs, key=jax.random.key(1), mode="train")
+    _, _, extras = eqx.filter_jit(agent.act)(state, agent.initial_carry(state, 1), obs, key=jax.random.key(1), mode="train")
     stream = agent.streams()["train"]
     batch = toy_batch(env, stream.batch, stream.total_length)
     for name, value in extras.items():
@@ -109,7 +109,7 @@ def compiled(request):
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
     def update(state, batch, key):
-        return agent.update(state, batch, key=key)
+        return agent.update(state, "train", batch, key=key)
 
     return request.param, agent, state, batch, update
 

@@ -176,7 +176,7 @@ class DreamerV3(AbstractAgent):
             updates=jnp.zeros((), jnp.int32),
         )
 
-    def initial_carry(self, batch_size: int) -> dict:
+    def initial_carry(self, state, batch_size: int) -> dict:
         return {
             "latent": self._skeleton().dynamics.initial(batch_size),
             "action": jnp.zeros((batch_size, self.layout.size), jnp.float32),
@@ -201,7 +201,7 @@ class DreamerV3(AbstractAgent):
         extras = {LATENT_PREFIX + k: v.astype(LATENT_STORAGE_DTYPE) for k, v in latent.items()}
         return {"latent": latent, "action": action}, self.layout.to_env(action), extras
 
-    def update(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray):
+    def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
         params, static = eqx.partition(state.nets, eqx.is_inexact_array)
 
         def loss_fn(params):

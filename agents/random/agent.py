@@ -25,7 +25,7 @@ class RandomAgent(AbstractAgent):
     def init(self, *, key):
         return {"policy_steps": jnp.zeros((), jnp.int32)}
 
-    def initial_carry(self, batch_size: int):
+    def initial_carry(self, state, batch_size: int):
         return {}
 
     def act(self, state, carry, obs, *, key, mode: str):
@@ -42,7 +42,7 @@ class RandomAgent(AbstractAgent):
                 action[name] = jax.random.uniform(subkey, shape, jnp.float32, low, high)
         return carry, action, {}
 
-    def update(self, state, batch, *, key):
+    def update(self, state, stream: str, batch, *, key):
         return state, {}, {}
 
     def report(self, state, batch, *, key):

@@ -284,16 +284,16 @@ class ThickDreamer(AbstractAgent):
     def init(self, *, key: PRNGKeyArray) -> DreamerV3State:
         return self.base.init(key=key)
 
-    def initial_carry(self, batch_size: int) -> dict:
-        return self.base.initial_carry(batch_size)
+    def initial_carry(self, state, batch_size: int) -> dict:
+        return self.base.initial_carry(state, batch_size)
 
     def act(
         self, state: DreamerV3State, carry: dict, obs: Mapping[str, Array], *, key: PRNGKeyArray, mode: str
     ):
         return self.base.act(state, carry, obs, key=key, mode=mode)
 
-    def update(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray):
-        state, metrics, replay_updates = self.base.update(state, batch, key=key)
+    def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
+        state, metrics, replay_updates = self.base.update(state, stream, batch, key=key)
         dynamics = state.nets.dynamics
         slow = ema_update(dynamics.coarse_slow_critic, dynamics.coarse_critic, self.config.critic.slow_rate)
         state = eqx.tree_at(lambda s: s.nets.dynamics.coarse_slow_critic, state, slow)

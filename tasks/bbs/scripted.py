@@ -151,14 +151,14 @@ class ScriptedAgent(AbstractAgent):
     def init(self, *, key):
         return {}
 
-    def initial_carry(self, batch_size: int):
+    def initial_carry(self, state, batch_size: int):
         return {}
 
     def act(self, state, carry, obs, *, key, mode: str):
         policy = jax.vmap(lambda priv: scripted_action(self.config, self.num_objects, priv))
         return carry, {"action": policy(jnp.asarray(obs["priv_state"], jnp.float32))}, {}
 
-    def update(self, state, batch, *, key):
+    def update(self, state, stream: str, batch, *, key):
         return state, {}, {}
 
     def report(self, state, batch, *, key):
