@@ -44,6 +44,8 @@ def _add_run(subparsers) -> None:
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time in a sweep (local executor)")
     parser.add_argument("--executor", default="local", choices=["local"], help="sweep executor")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    parser.add_argument("--restart", action="store_true",
+                        help="start over a run folder whose results cannot be resumed (deletes its results)")
 
 
 def _cmd_run(args, extra: list[str]) -> int:
@@ -59,12 +61,16 @@ def _cmd_run(args, extra: list[str]) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed or 0]
     suite = registry.get_suite(args.suite)
     tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
-    # validate the config once, up front, so a typo fails before any run starts
-    runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
+    # resolve the config once, up front, so a typo fails before any run starts
+    resolved = runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
     command = shlex.join(["bench", *sys.argv[1:]])
     if len(tasks) == 1 and len(seeds) == 1:
-        folder = runner.run(args.agent, args.suite, tasks[0], seed=seeds[0], configs=args.configs,
-                            overrides=overrides, root=args.logdir, quiet=args.quiet, command=command)  # fmt: skip
+        try:
+            folder = runner.run(resolved, seed=seeds[0], root=args.logdir, quiet=args.quiet, command=command,
+                                restart=args.restart)  # fmt: skip
+        except runner.RunStopped as stopped:
+            print(f"bench: {stopped}", file=sys.stderr)
+            return 130
         if not args.quiet:
             print(folder)
         return 0

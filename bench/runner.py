@@ -1,47 +1,63 @@
 """The runner: one (agent, suite, task, seed) run from config to results, resumable at any point.
 
-Loop (one iteration = one policy step for every env worker):
+The loop (`Run.execute`, read it top to bottom) — one iteration is one policy step of every env worker:
 
-    obs --jitted act--> actions --> replay.add(obs, action, extras)
-        --> send actions to the env workers (they step in their processes) ...
-        ... meanwhile: the due number of jitted, state-donating updates on replayed batches ...
+    obs --jitted act--> actions --> send them to the env workers (they step in their processes) ...
+        ... meanwhile: store the transition in replay; run the due updates of every training stream ...
         --> collect the new observations; record finished episodes in scores.jsonl
+    then, when due: an evaluation round, a metrics record, an agent report, a checkpoint.
+    After the budget: the final evaluation (once: whether it is done is in the checkpoint), the report, the
+    last checkpoint, and the manifest says "finished".
 
-`run.train_ratio` follows DreamerV3: it is the number of *replayed* steps per *policy* step, so the number of
-updates per policy step is train_ratio / (batch * length) (context steps not counted; action repeat ignored).
-For example train_ratio 256 with 16 x 64 batches is one update every 4 policy steps.
+Training streams (`bench.api.StreamSpec`): each has its own ratio of replayed to policy steps (DreamerV3's
+`train_ratio` meaning: updates per policy step = ratio / (batch * length), context steps and action repeat
+not counted; every policy step of every worker counts, reset steps included, as upstream), its own start
+step, sampler, online queue and replay table. The runner keeps one update credit per stream.
 
-Every source of randomness derives from the run seed: the agent's init/act/update keys are folded from it
-with counters, the replay has its own generator (saved), and every episode is seeded from
-(seed, train|eval, worker, episode). Checkpoints hold everything else (agent state, policy carry, replay,
-counters, each worker's current episode seed and actions, file positions), so a killed run started again
-with the same command continues exactly: the same episodes, none lost, none duplicated.
+Everything that lives across policy steps is one `RunState`, created in `Run.__init__`/`_fresh_start`, saved
+in `_save` and restored in `_restore`; nothing else carries counters. Every source of randomness derives from
+the run seed: the agent's init/act/update keys are folded from it with counters, each replay table has its own
+generator (saved), and every episode is seeded from (seed, train|eval, worker or round, episode). A checkpoint
+holds everything else (agent state, policy carry, replay, run state, each worker's current episode seed and
+actions, file positions), so a killed run started again with the same command continues exactly: the same
+episodes, none lost, none duplicated.
+
+One process writes a run folder: `Run` holds an exclusive lock on `<folder>/.lock` for the whole run.
+SIGINT (Ctrl-C), SIGTERM and SIGHUP save a checkpoint and stop; the manifest says "stopped" and `run` raises
+`RunStopped` (the CLI exits 130); the same command resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bench import config as config_lib
 from bench import registry, results
-from bench.api import AbstractAgent
+from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
 from bench.checkpoint import Checkpointer, CheckpointError
 from bench.envs import VecEnv, episode_seed, stack
 from bench.logging import Logger, MetricAccumulator, Progress
-from bench.replay import Replay
+from bench.replay import Replay, Table, make_sampler
 from bench.spaces import PRIVATE_PREFIX
 
 KEY_INIT, KEY_ACT, KEY_UPDATE, KEY_EVAL, KEY_REPORT = range(5)
+MAIN_TABLE = "main"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RunError(RuntimeError):
@@ -52,10 +68,42 @@ class NonFiniteError(RunError):
     pass
 
 
+class RunStopped(Exception):
+    """The run stopped on a signal after saving a checkpoint; the same command resumes it."""
+
+    def __init__(self, folder: Path, step: int):
+        super().__init__(f"stopped at step {step}; run the same command again to resume ({folder})")
+        self.folder = folder
+        self.step = step
+
+
+# ------------------------------------------------------------------------------------------ resolving
+
+
+class Resolved(NamedTuple):
+    """A run's inputs, resolved once: the registry's specs, the canonical task and the full config."""
+
+    agent_spec: AgentSpec
+    suite_spec: SuiteSpec
+    task: str
+    config: Any
+    suite_ref: str  # what env workers resolve in their processes (a registered name or module:NAME)
+
+
+def resolve(agent: str, suite: str, task: str, configs=(), overrides=None) -> Resolved:
+    agent_spec = registry.get_agent(agent)
+    suite_spec = registry.get_suite(suite)
+    task = suite_spec.resolve_task(task)
+    config = registry.build_config(agent_spec, suite_spec, configs, overrides, task)
+    if config.run.steps <= 0:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=suite_spec.budget))
+    return Resolved(agent_spec, suite_spec, task, config, suite)
+
+
 def run(
-    agent: str,
-    suite: str,
-    task: str,
+    agent: str | Resolved,
+    suite: str | None = None,
+    task: str | None = None,
     *,
     seed: int = 0,
     configs: Sequence[str] = (),
@@ -63,22 +111,99 @@ def run(
     root=None,
     quiet: bool = False,
     command: str = "",
+    restart: bool = False,
 ) -> Path:
-    """Run (or resume, or skip if finished) one run and return its folder."""
-    trainer = Trainer.create(
-        agent, suite, task, seed=seed, configs=configs, overrides=overrides, root=root, quiet=quiet, command=command
-    )
-    return trainer.run()
+    """Run (or resume, or skip if finished) one run and return its folder.
+
+    `agent` is an agent name (then `suite`, `task`, `configs` and `overrides` are resolved here) or a
+    `Resolved` from `resolve`. `restart` deletes the results of a folder that cannot be resumed and starts over.
+    Raises `RunStopped` when a signal stopped the run (checkpoint saved).
+    """
+    resolved = agent if isinstance(agent, Resolved) else resolve(agent, suite, task, configs, overrides)
+    folder = results.run_dir(
+        root or results.default_root(), resolved.suite_spec.name, resolved.task, resolved.agent_spec.name,
+        resolved.config.hash(), seed,
+    )  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder, command):
+        if results.is_finished(folder):
+            if not quiet:
+                print(f"already finished: {folder}", file=sys.stderr, flush=True)
+            return folder
+        header = _check_folder(folder, resolved.config, restart)
+        return Run(resolved, seed, folder, quiet=quiet, command=command).execute(header)
 
 
-def resolve(agent: str, suite: str, task: str, configs=(), overrides=None):
-    agent_spec = registry.get_agent(agent)
-    suite_spec = registry.get_suite(suite)
-    task = suite_spec.resolve_task(task)
-    config = registry.build_config(agent_spec, suite_spec, configs, overrides, task)
-    if config.run.steps <= 0:
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=suite_spec.budget))
-    return agent_spec, suite_spec, task, config
+class RunLock:
+    """An exclusive lock on a run folder for the lifetime of a run (released by the OS if the process dies)."""
+
+    def __init__(self, folder: Path, command: str):
+        self.path = folder / ".lock"
+        self.command = command
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunError(f"run folder {self.path.parent} is in use by {holder}; one writer per run folder") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"process {os.getpid()} ({self.command or 'bench.runner.run'})\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # closing releases the lock
+
+
+def _check_folder(folder: Path, config, restart: bool) -> dict | None:
+    """Validate an existing run folder before touching it; return the checkpoint header if resuming.
+
+    A folder with results (episodes or metrics) that cannot be resumed is refused unless `restart`.
+    """
+    config_file = folder / "config.yaml"
+    if config_file.exists():
+        stored = config_lib.load_yaml(config_file)
+        differing = [
+            k for k in config_lib.diff(stored, config.to_dict()) if not k.startswith(config_lib.UNHASHED_SECTIONS)
+        ]
+        if differing:
+            raise RunError(
+                f"results folder {folder} was written by a different config (differs at "
+                f"{', '.join(differing[:5])}); refusing to touch it"
+            )
+    checkpointer = Checkpointer(folder / "ckpt")
+    problem = None
+    if not config_file.exists():
+        problem = "no config.yaml"
+    elif not checkpointer.exists():
+        problem = "no checkpoint (ckpt/LATEST)"
+    else:
+        try:
+            return checkpointer.load_header()  # verifies every checksum first
+        except CheckpointError as error:
+            problem = str(error)
+    has_results = any((folder / name).exists() and (folder / name).stat().st_size > 0
+                      for name in ("scores.jsonl", "metrics.jsonl"))  # fmt: skip
+    if has_results and not restart:
+        raise RunError(
+            f"run folder {folder} has results but cannot be resumed ({problem}); "
+            "rerun with --restart to delete its results and start it over"
+        )
+    if has_results:
+        for name in ("scores.jsonl", "metrics.jsonl", "manifest.json", "config.yaml"):
+            (folder / name).unlink(missing_ok=True)
+        for name in ("ckpt", "media"):
+            shutil.rmtree(folder / name, ignore_errors=True)
+    return None
+
+
+# --------------------------------------------------------------------------------------- run state
 
 
 @dataclasses.dataclass
@@ -111,20 +236,65 @@ class Episode:
         return cls(data["index"], data["seed"], data["score"], data["length"], actions)
 
 
+@dataclasses.dataclass
+class RunState:
+    """Everything of a run that lives across policy steps (besides the agent, replay and open files)."""
+
+    step: int  # agent steps taken by all train workers together (reset steps not counted)
+    updates: dict[str, int]  # updates done, per training stream
+    credit: dict[str, float]  # update credit, per training stream
+    due: dict[str, float]  # the agent step at which each periodic task is next due: log, save, eval, report
+    episodes: list[Episode]  # each train worker's running episode
+    eval_round: int = 0  # evaluation rounds done (the final one included)
+    final_eval_done: bool = False
+    wall_time: float = 0.0  # seconds of training, summed over segments
+    recent_scores: list[float] = dataclasses.field(default_factory=list)  # last 100 training returns
+
+    @classmethod
+    def fresh(cls, config, streams, workers: int, seed: int) -> RunState:
+        every = config.run
+        return cls(
+            step=0,
+            updates={name: 0 for name in streams},
+            credit={name: 0.0 for name in streams},
+            due={"log": 0, "save": every.save_every, "report": 0,
+                 "eval": every.eval_every if every.eval_every > 0 else math.inf},  # fmt: skip
+            episodes=[Episode(index=0, seed=episode_seed(seed, "train", w, 0)) for w in range(workers)],
+        )
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["due"] = {k: (None if v == math.inf else v) for k, v in self.due.items()}
+        data["episodes"] = [e.to_json() for e in self.episodes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict, act_space) -> RunState:
+        data = dict(data)
+        data["due"] = {k: (math.inf if v is None else v) for k, v in data["due"].items()}
+        data["episodes"] = [Episode.from_json(e, act_space) for e in data["episodes"]]
+        return cls(**data)
+
+
+# ------------------------------------------------------------------------------------- compiled agent
+
+
 class CompiledAgent:
     """The agent's act/update/report compiled with `jax.jit` over the *array* part of the state.
 
     The non-array part (activation functions, static fields) is split off once and closed over, so a call
     only flattens arrays in C++: for DreamerV3 this cuts a policy step's dispatch from ~5 ms
     (`eqx.filter_jit`, which partitions the whole state in Python on every call) to ~1 ms. Keys are folded
-    inside the compiled functions from integer counters (no eager JAX op per step). The update donates the
-    state, the policy step donates the carry.
+    inside the compiled functions from integer counters (no eager JAX op per step). The update (one
+    compilation per stream) donates the state, the policy step donates the carry. `bench perf agent` times
+    this same object.
     """
 
     def __init__(self, agent: AbstractAgent, base_key):
         self.agent = agent
         self.dynamic = None
         self.static = None
+        self.stream_index = {name: i for i, name in enumerate(agent.streams())}
 
         def fold(purpose, counters):
             key = jax.random.fold_in(base_key, purpose)
@@ -136,9 +306,10 @@ class CompiledAgent:
             state = eqx.combine(dynamic, self.static)
             return agent.act(state, carry, obs, key=fold(purpose, counters), mode=mode)
 
-        def update(dynamic, batch, counter):
+        def update(dynamic, batch, counter, stream):
             state = eqx.combine(dynamic, self.static)
-            new_state, metrics, replay_updates = agent.update(state, "train", batch, key=fold(KEY_UPDATE, (counter,)))
+            key = fold(KEY_UPDATE, (self.stream_index[stream], counter))
+            new_state, metrics, replay_updates = agent.update(state, stream, batch, key=key)
             new_dynamic, new_static = eqx.partition(new_state, eqx.is_array)
             self._check_static(new_static)
             return new_dynamic, metrics, replay_updates
@@ -146,9 +317,15 @@ class CompiledAgent:
         def report(dynamic, batch, counter):
             return agent.report(eqx.combine(dynamic, self.static), batch, key=fold(KEY_REPORT, (counter,)))
 
+        def all_finite(dynamic):
+            leaves = [x for x in jax.tree.leaves(dynamic) if jnp.issubdtype(x.dtype, jnp.inexact)]
+            return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+        self.update_function = update  # the un-jitted update, for `bench perf agent`'s FLOP count
         self._act = jax.jit(act, static_argnames=("purpose", "mode"), donate_argnums=(1,))
-        self._update = jax.jit(update, donate_argnums=(0,))
+        self.jitted_update = self._update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
         self._report = jax.jit(report)
+        self._all_finite = jax.jit(all_finite)
 
     def _check_static(self, new_static) -> None:
         same_structure = jax.tree_util.tree_structure(new_static) == jax.tree_util.tree_structure(self.static)
@@ -164,329 +341,336 @@ class CompiledAgent:
     def state(self):
         return eqx.combine(self.dynamic, self.static)
 
+    def initial_carry(self, batch_size: int):
+        return self.agent.initial_carry(self.state(), batch_size)
+
     def act(self, carry, obs, counters, purpose: int, mode: str):
         return self._act(self.dynamic, carry, obs, counters, purpose, mode)
 
-    def update(self, batch, counter):
-        self.dynamic, metrics, replay_updates = self._update(self.dynamic, batch, counter)
+    def update(self, stream: str, batch, counter):
+        self.dynamic, metrics, replay_updates = self._update(self.dynamic, batch, counter, stream)
         return metrics, replay_updates
 
     def report(self, batch, counter):
         return self._report(self.dynamic, batch, counter)
 
+    def state_is_finite(self) -> bool:
+        return bool(self._all_finite(self.dynamic))
 
-class Trainer:
-    def __init__(self, agent_spec, suite_spec, task, config, seed, folder: Path, quiet: bool, command: str,
-                 suite_ref: str | None = None):  # fmt: skip
-        self.agent_spec = agent_spec
-        self.suite = suite_spec
-        self.suite_ref = suite_ref or suite_spec.name  # what env workers resolve (a name or module:NAME)
-        self.task = task
-        self.config = config
-        self.seed = seed
-        self.folder = folder
-        self.quiet = quiet
-        self.command = command
-        self.frames_per_step = suite_spec.frames_per_step(config.env)
-        self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
-        self._interrupted = False
 
-    @classmethod
-    def create(cls, agent, suite, task, *, seed=0, configs=(), overrides=None, root=None, quiet=False, command=""):
-        agent_spec, suite_spec, task, config = resolve(agent, suite, task, configs, overrides)
-        folder = results.run_dir(
-            root or results.default_root(), suite_spec.name, task, agent_spec.name, config.hash(), seed
-        )
-        return cls(agent_spec, suite_spec, task, config, seed, folder, quiet, command, suite_ref=suite)
+# --------------------------------------------------------------------------------------- env stepping
 
-    # ------------------------------------------------------------------------------------------- setup
 
-    def say(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+Finished = tuple[int, Episode, dict, bool]  # (worker, episode, episode stats, broken)
 
-    def _check_folder(self) -> dict | None:
-        """Validate an existing run folder before touching it; return the checkpoint header if resuming."""
-        config_file = self.folder / "config.yaml"
-        if not config_file.exists():
-            return None
-        stored = config_lib.load_yaml(config_file)
-        ours = self.config.to_dict()
-        differing = [
-            k for k in config_lib.diff(stored, ours) if not k.startswith(config_lib.UNHASHED_SECTIONS)
-        ]
-        if differing:
-            raise RunError(
-                f"results folder {self.folder} was written by a different config (differs at "
-                f"{', '.join(differing[:5])}); refusing to touch it"
-            )
-        checkpointer = Checkpointer(self.folder / "ckpt")
-        if checkpointer.exists():
-            return checkpointer.load_header()  # verifies every checksum first
-        return None
 
-    def run(self) -> Path:
-        if results.is_finished(self.folder):
-            self.say(f"already finished: {self.folder}")
-            return self.folder
-        header = self._check_folder()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not (self.folder / "config.yaml").exists():
-            results.atomic_write_text(self.folder / "config.yaml", config_lib.dump_yaml(self.config))
-        manifest_path = self.folder / "manifest.json"
-        if manifest_path.exists():
-            self.manifest = results.read_manifest(self.folder)
-        else:
-            self.manifest = results.new_manifest(
-                suite=self.suite.name,
-                task=self.task,
-                agent=self.agent_spec.name,
-                seed=self.seed,
-                config_hash=self.config.hash(),
-                protocol=registry.protocol_dict(self.suite, self.config.env),
-                budget=self.config.run.steps,
-                command=self.command,
-            )
-        self.manifest["status"] = "running"  # also after a stop with Ctrl-C ("stopped")
-        self.manifest["segments"].append({"started": results.now(), "resumed_from_step": header and header["step"]})
-        results.atomic_write_json(manifest_path, self.manifest)
-        self.say(f"{'resuming' if header else 'starting'} {self.folder}")
-        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
-        try:
-            return self._run(header)
-        finally:
-            signal.signal(signal.SIGINT, previous_handler)
+class Rollout:
+    """Env workers plus the running episode of each: one policy step of all of them, for training and evaluation.
 
-    def _on_interrupt(self, *_):
-        if self._interrupted:
-            raise KeyboardInterrupt
-        self._interrupted = True
-        print("\ninterrupt: saving a checkpoint, then stopping (press Ctrl-C again to stop at once)", file=sys.stderr)
+    A worker whose observation ended an episode is reset on its next step (the action there is not used, as
+    in DreamerV3); `next_episode(worker)` says which episode it starts, or None to leave the worker idle
+    (evaluation stops after its episode count). A crashed worker's episode is reported as broken and the
+    worker starts its next episode at once. `send` and `receive` are split so the caller can train while the
+    workers step.
+    """
 
-    def _build(self, obs_space, act_space) -> AbstractAgent:
-        agent = self.agent_spec.make(self.config.agent, obs_space, act_space)
-        self.agent = agent
-        self.stream = agent.streams().get("train")
-        extra = set(agent.streams()) - {"train"}
-        if extra:
-            raise RunError(f"agent {self.agent_spec.name!r} declares streams {sorted(extra)}; the runner trains on 'train'")
-
-        self.compiled = CompiledAgent(agent, self.base_key)
-        return agent
-
-    # -------------------------------------------------------------------------------------- main loop
-
-    def _run(self, header: dict | None) -> Path:
-        cfg = self.config
-        n = cfg.run.envs
-        envs = VecEnv(self.suite_ref, self.task, cfg.env, n, max_restarts=cfg.run.max_worker_restarts)
+    def __init__(self, envs: VecEnv, episodes: list[Episode | None], obs: dict,
+                 next_episode: Callable[[int], Episode | None]):  # fmt: skip
         self.envs = envs
-        self.eval_envs = None
-        try:
-            agent = self._build(envs.obs_space, envs.act_space)
-            self.compiled.set_state(agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
-            self.carry = agent.initial_carry(self.compiled.state(), n)
-            self.replay = Replay(
-                num_streams=n,
-                capacity=cfg.replay.capacity,
-                chunk=cfg.replay.chunk,
-                online=cfg.replay.online,
-                recency=cfg.replay.recency,
-                recency_decay=cfg.replay.recency_decay,
-                seed=int(np.random.SeedSequence([self.seed, 7]).generate_state(1)[0]),
-            )
-            self.checkpointer = Checkpointer(self.folder / "ckpt")
-            self.scores = results.JsonlWriter(self.folder / "scores.jsonl")
-            self.logger = Logger(
-                self.folder,
-                cfg.logger.outputs,
-                config_dict=cfg.to_dict(),
-                run_name=f"{self.suite.name}/{self.task}/{self.agent_spec.name}/{cfg.hash()}/seed{self.seed}",
-                wandb_project=cfg.logger.wandb_project,
-                wandb_mode=cfg.logger.wandb_mode,
-            )
-            self.accumulator = MetricAccumulator()
-            if header is None:
-                self._fresh_start()
-            else:
-                self._restore(header)
-            self._train_loop()
-            if self._interrupted:
-                self._end_segment("stopped")
-                return self.folder
-            if cfg.run.final_eval:
-                self._evaluate(final=True)
-            self._report_media()
-            self._save_checkpoint()
-            self._end_segment("finished")
-            self.say(f"finished {self.folder}")
-            return self.folder
-        finally:
-            envs.close()
-            if self.eval_envs is not None:
-                self.eval_envs.close()
-            if hasattr(self, "logger"):
-                self.logger.close()
+        self.episodes = episodes
+        self.obs = obs
+        self.next_episode = next_episode
 
-    def _fresh_start(self) -> None:
-        self.scores.truncate(0)
-        self.logger.metrics.truncate(0)
-        self.step = 0
-        self.updates = 0
-        self.update_credit = 0.0
-        self.eval_round = 0
-        self.wall_time = 0.0
-        self.recent_scores: list[float] = []
-        self.next = {"log": 0, "save": self.config.run.save_every, "eval": self._first_eval(), "report": 0}
-        self.episodes = [Episode() for _ in range(self.envs.num_envs)]
-        for w, episode in enumerate(self.episodes):
-            episode.seed = episode_seed(self.seed, "train", w, 0)
-        results_ = self.envs.reset_all([e.seed for e in self.episodes])
-        self.obs = stack([results_[w].obs for w in range(self.envs.num_envs)])
-
-    def _first_eval(self) -> int:
-        every = self.config.run.eval_every
-        return every if every > 0 else math.inf
-
-    def _restore(self, header: dict) -> None:
-        """Continue exactly from a verified checkpoint header."""
-        like = (self.compiled.state(), self.carry)
-        state, self.carry = self.checkpointer.load_agent(header, like)
-        self.compiled.set_state(state)
-        self.checkpointer.load_replay(header, self.replay)
-        self.scores.truncate(header["positions"]["scores"])
-        self.logger.metrics.truncate(header["positions"]["metrics"])
-        self.step = header["counters"]["step"]
-        self.updates = header["counters"]["updates"]
-        self.update_credit = header["counters"]["update_credit"]
-        self.eval_round = header["counters"]["eval_round"]
-        self.wall_time = header["counters"]["wall_time"]
-        self.recent_scores = header["recent_scores"]
-        self.next = {k: (math.inf if v is None else v) for k, v in header["next"].items()}
-        self.accumulator.load(header["accumulator"])
-        self.episodes = [Episode.from_json(e, self.envs.act_space) for e in header["episodes"]]
-        for w, episode in enumerate(self.episodes):
-            self.envs.request(w, "restore", (episode.seed, episode.actions))
-        restored = self.envs.collect()
-        for w, result in restored.items():
-            if result.crashed:
-                raise RunError(f"env worker {w} crashed while restoring its episode: {result.error.strip()}")
-        self.obs = stack([restored[w].obs for w in range(self.envs.num_envs)])
-        self.say(f"resumed at step {self.step} ({self.updates} updates)")
-
-    def _train_loop(self) -> None:
-        cfg = self.config
-        total = cfg.run.steps
-        progress = Progress(total, f"{self.agent_spec.name} {self.suite.name}/{self.task} seed {self.seed}",
-                            cfg.logger.progress and not self.quiet and sys.stderr.isatty())  # fmt: skip
-        start_time = time.time() - self.wall_time
-        rate_time, rate_step, rate = time.time(), self.step, 0.0
-        last_save_time = time.time()
-        try:
-            while self.step < total and not self._interrupted:
-                self._policy_step()
-                self.wall_time = time.time() - start_time
-                if self.step >= self.next["eval"]:
-                    self._evaluate(final=False)
-                    self.next["eval"] += cfg.run.eval_every
-                if self.step >= self.next["log"] or self.step >= total:  # the end logs its partial interval too
-                    now = time.time()
-                    rate = (self.step - rate_step) / max(now - rate_time, 1e-9)
-                    rate_time, rate_step = now, self.step
-                    self._log(rate)
-                    progress.update(self.step, rate, self.recent_scores[-1] if self.recent_scores else None)
-                    self.next["log"] = self.step + cfg.run.log_every
-                if cfg.run.report_every > 0 and self.step >= self.next["report"] and self.step > 0:
-                    self._report_media()
-                    self.next["report"] = self.step + cfg.run.report_every
-                due_time = time.time() - last_save_time > cfg.run.save_every_secs
-                if self.step >= self.next["save"] or due_time or self._interrupted:
-                    self._save_checkpoint()
-                    last_save_time = time.time()
-                    while self.next["save"] <= self.step:
-                        self.next["save"] += cfg.run.save_every
-            progress.update(self.step, rate, self.recent_scores[-1] if self.recent_scores else None)
-        finally:
-            progress.close()
-        if self._interrupted:
-            self.say(f"stopped at step {self.step}; run the same command again to resume")
-
-    def _policy_step(self) -> None:
-        n = self.envs.num_envs
-        counters = (np.int32(self.step),)
-        self.carry, action, extras = self.compiled.act(self.carry, self.obs, counters, KEY_ACT, "train")
-        action, extras = jax.device_get((action, extras))
+    def send(self, action: dict) -> int:
+        """Request every active worker's step (or reset); return the number of env steps (not resets)."""
         stepped = 0
-        for w in range(n):
-            episode = self.episodes[w]
+        for w, episode in enumerate(self.episodes):
+            if episode is None:
+                continue
             if self.obs["is_last"][w]:
-                episode.index += 1
-                episode.seed = episode_seed(self.seed, "train", w, episode.index)
-                episode.score, episode.length, episode.actions = 0.0, 0, []
-                self.envs.request(w, "reset", episode.seed)
+                episode = self.episodes[w] = self.next_episode(w)
+                if episode is not None:
+                    self.envs.request(w, "reset", episode.seed)
             else:
                 single = {k: v[w] for k, v in action.items()}
                 episode.actions.append(single)
                 self.envs.request(w, "step", single)
                 stepped += 1
-        # While the workers step: store the transition, then train.
-        stored = {k: v for k, v in self.obs.items() if not k.startswith(PRIVATE_PREFIX)}
-        self.replay.add_batch({**stored, **action, **extras})
-        self._train(stepped)
+        return stepped
+
+    def receive(self) -> list[Finished]:
         collected = self.envs.collect()
-        self.step += stepped
-        observations = []
-        for w in range(n):
-            result = collected[w]
+        finished: list[Finished] = []
+        observations = [{k: v[w] for k, v in self.obs.items()} for w in range(len(self.episodes))]
+        for w, result in collected.items():
             episode = self.episodes[w]
             if result.crashed:
-                self._record_episode(w, episode, {}, broken=True)
-                self.say(f"env worker {w} crashed; episode {episode.index} recorded as broken, worker restarted")
-                episode.index += 1
-                episode.seed = episode_seed(self.seed, "train", w, episode.index)
-                episode.score, episode.length, episode.actions = 0.0, 0, []
+                finished.append((w, episode, {}, True))
+                episode = self.episodes[w] = self.next_episode(w)
+                if episode is None:
+                    continue
                 self.envs.request(w, "reset", episode.seed)
-                retry = self.envs.collect()[w]
-                if retry.crashed:
-                    raise RunError(f"env worker {w} crashed again right after a restart: {retry.error.strip()}")
-                result = retry
+                result = self.envs.collect()[w]
+                if result.crashed:
+                    raise RunError(f"env worker {w} crashed again right after a restart: {result.error.strip()}")
             elif not result.obs["is_first"]:
                 episode.score += float(result.obs["reward"])
                 episode.length += 1
                 if result.obs["is_last"]:
-                    self._record_episode(w, episode, result.stats or {}, broken=False)
-            observations.append(result.obs)
+                    finished.append((w, episode, result.stats or {}, False))
+            observations[w] = result.obs
         self.obs = stack(observations)
+        return finished
 
-    def _train(self, stepped: int) -> None:
-        spec = self.stream
-        if spec is None:
-            return
-        self.update_credit += stepped * self.config.run.train_ratio / (spec.batch * spec.length)
-        if len(self.replay) < self.config.run.train_fill or not self.replay.ready(spec.total_length):
-            self.update_credit = min(self.update_credit, 1.0)
-            return
-        while self.update_credit >= 1.0:
-            self.update_credit -= 1.0
-            batch, positions = self.replay.sample(spec.batch, spec.total_length)
-            metrics, replay_updates = self.compiled.update(batch, np.int32(self.updates))
-            metrics, replay_updates = jax.device_get((metrics, replay_updates))
-            self.updates += 1
-            bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-            if bad:
-                raise NonFiniteError(
-                    f"non-finite {', '.join(bad[:3])} at update {self.updates} (agent step {self.step}); "
-                    f"stopped without saving the broken state; the last checkpoint in {self.folder / 'ckpt'} "
-                    f"is intact (try a lower learning rate or check the inputs)"
-                )
-            self.accumulator.add(metrics)
-            self.replay.write_back(positions, replay_updates)
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+class Run:
+    """One run in its (locked, validated) folder. `execute` is the whole loop."""
+
+    def __init__(self, resolved: Resolved, seed: int, folder: Path, *, quiet: bool, command: str):
+        cfg = resolved.config
+        self.resolved = resolved
+        self.config = cfg
+        self.seed = seed
+        self.folder = folder
+        self.quiet = quiet
+        self.command = command
+        self.frames_per_step = resolved.suite_spec.frames_per_step(cfg.env)
+        self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
+        self.stop_requested = False
+        self.envs = VecEnv(resolved.suite_ref, resolved.task, cfg.env, cfg.run.envs,
+                           max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
+        self.eval_envs: VecEnv | None = None
+        self.agent = resolved.agent_spec.make(cfg.agent, self.envs.obs_space, self.envs.act_space)
+        self.streams: dict[str, StreamSpec] = dict(self.agent.streams())
+        self.compiled = CompiledAgent(self.agent, self.base_key)
+        self.samplers = {
+            name: make_sampler(spec.sampler or "mixture", cfg.replay) for name, spec in self.streams.items()
+        }
+        tables = [MAIN_TABLE] + sorted({spec.table for spec in self.streams.values()} - {MAIN_TABLE})
+        self.replay = Replay({
+            name: Table(name, workers=cfg.run.envs, capacity=cfg.replay.capacity, chunk=cfg.replay.chunk,
+                        seed=int(np.random.SeedSequence([seed, 7, *([i] if i else [])]).generate_state(1)[0]))
+            for i, name in enumerate(tables)
+        })  # fmt: skip
+        self.checkpointer = Checkpointer(folder / "ckpt")
+        self.scores = results.JsonlWriter(folder / "scores.jsonl")
+        self.logger = Logger(
+            folder, cfg.logger.outputs, config_dict=cfg.to_dict(),
+            run_name=f"{resolved.suite_spec.name}/{resolved.task}/{resolved.agent_spec.name}/{cfg.hash()}/seed{seed}",
+            wandb_project=cfg.logger.wandb_project, wandb_mode=cfg.logger.wandb_mode,
+        )  # fmt: skip
+        self.accumulator = MetricAccumulator()
+        self.state: RunState | None = None  # set by _fresh_start or _restore
+        self.carry = None
+        self.rollout: Rollout | None = None
+        self.manifest: dict = {}
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    # -------------------------------------------------------------------------------------- the loop
+
+    def execute(self, header: dict | None) -> Path:
+        cfg, name = self.config, self.resolved.agent_spec.name
+        handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
+        try:
+            self.compiled.set_state(self.agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
+            self.carry = self.compiled.initial_carry(cfg.run.envs)
+            if header is None:
+                self._fresh_start()
+            else:
+                self._restore(header)
+            self._begin_segment(header)
+            state = self.state
+            progress = Progress(cfg.run.steps, f"{name} {self.resolved.suite_spec.name}/{self.resolved.task} "
+                                f"seed {self.seed}", cfg.logger.progress and not self.quiet and sys.stderr.isatty())  # fmt: skip
+            clock = Clock(state.wall_time, state.step)
+            with progress:
+                while state.step < cfg.run.steps and not self.stop_requested:
+                    self._policy_step()  # acts, steps the workers and trains the due updates meanwhile
+                    state.wall_time = clock.elapsed()
+                    if state.step >= state.due["eval"]:
+                        self._evaluate(final=False)
+                        state.due["eval"] += cfg.run.eval_every
+                    if state.step >= state.due["log"] or state.step >= cfg.run.steps:  # the end logs its partial interval
+                        self._log(clock.rate(state.step))
+                        progress.update(state.step, clock.last_rate, state.recent_scores[-1] if state.recent_scores else None)
+                        state.due["log"] = state.step + cfg.run.log_every
+                    if cfg.run.report_every > 0 and state.step >= state.due["report"] and state.step > 0:
+                        self._report_media()
+                        state.due["report"] = state.step + cfg.run.report_every
+                    if state.step >= state.due["save"] or clock.save_due(cfg.run.save_every_secs) or self.stop_requested:
+                        self._save()
+                        clock.saved()
+                        while state.due["save"] <= state.step:
+                            state.due["save"] += cfg.run.save_every
+            if self.stop_requested:
+                self._end_segment("stopped")
+                raise RunStopped(self.folder, state.step)
+            if cfg.run.final_eval and not state.final_eval_done:
+                self._evaluate(final=True)
+            state.final_eval_done = True
+            self._report_media()
+            self._save()
+            self._end_segment("finished")
+            self.say(f"finished {self.folder}")
+            return self.folder
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.envs.close()
+            if self.eval_envs is not None:
+                self.eval_envs.close()
+            self.logger.close()
+
+    def _on_stop_signal(self, signum, _frame):
+        if self.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint, then stopping "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr)  # fmt: skip
+
+    # ------------------------------------------------------------------------------ starting, resuming
+
+    def _fresh_start(self) -> None:
+        cfg = self.config
+        self.scores.truncate(0)
+        self.logger.metrics.truncate(0)
+        if not (self.folder / "config.yaml").exists():
+            results.atomic_write_text(self.folder / "config.yaml", config_lib.dump_yaml(cfg))
+        self.state = RunState.fresh(cfg, self.streams, cfg.run.envs, self.seed)
+        first = self.envs.reset_all([e.seed for e in self.state.episodes])
+        obs = stack([first[w].obs for w in range(cfg.run.envs)])
+        self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
+        self.manifest = results.new_manifest(
+            suite=self.resolved.suite_spec.name, task=self.resolved.task, agent=self.resolved.agent_spec.name,
+            seed=self.seed, config_hash=cfg.hash(), protocol=registry.protocol_dict(self.resolved.suite_spec, cfg.env),
+            budget=cfg.run.steps, command=self.command,
+        )  # fmt: skip
+        self._save()  # a checkpoint at step 0: from now on every kill leaves a resumable folder
+
+    def _restore(self, header: dict) -> None:
+        """Continue exactly from a verified checkpoint header."""
+        if "run_state" not in header:
+            raise CheckpointError(f"checkpoint in {self.folder / 'ckpt'} was written by an older bench version")
+        state, self.carry = self.checkpointer.load_agent(header, (self.compiled.state(), self.carry))
+        self.compiled.set_state(state)
+        self.checkpointer.load_replay(header, self.replay)
+        self.state = RunState.from_json(header["run_state"], self.envs.act_space)
+        if sorted(self.state.credit) != sorted(self.streams):
+            raise CheckpointError(f"checkpoint streams {sorted(self.state.credit)} != the agent's {sorted(self.streams)}")
+        self.accumulator.load(header["accumulator"])
+        for w, episode in enumerate(self.state.episodes):
+            self.envs.request(w, "restore", (episode.seed, episode.actions))
+        restored = self.envs.collect()
+        for w, result in restored.items():
+            if result.crashed:
+                raise RunError(f"env worker {w} crashed while restoring its episode: {result.error.strip()}")
+        obs = stack([restored[w].obs for w in range(self.envs.num_envs)])
+        self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
+        # Only now, with everything verified, are the result files cut back to the checkpoint.
+        self.scores.truncate(header["positions"]["scores"])
+        self.logger.metrics.truncate(header["positions"]["metrics"])
+        self.manifest = results.read_manifest(self.folder)
+        self.say(f"resumed at step {self.state.step} ({sum(self.state.updates.values())} updates)")
+
+    def _begin_segment(self, header: dict | None) -> None:
+        self.manifest["status"] = "running"
+        self.manifest["segments"].append({
+            "started": results.now(), "resumed_from_step": header and header["step"],
+            "code": results.code_version(), "packages": results.package_versions(), "hardware": results.hardware(),
+        })  # fmt: skip
+        results.atomic_write_json(self.folder / "manifest.json", self.manifest)
+        self.say(f"{'resuming' if header else 'starting'} {self.folder}")
+
+    def _next_train_episode(self, worker: int) -> Episode:
+        index = self.state.episodes[worker].index + 1
+        self.state.episodes[worker] = Episode(index=index, seed=episode_seed(self.seed, "train", worker, index))
+        return self.state.episodes[worker]
+
+    # ---------------------------------------------------------------------------------- policy + training
+
+    def _policy_step(self) -> None:
+        state, rollout = self.state, self.rollout
+        obs = rollout.obs
+        self.carry, action, extras = self.compiled.act(self.carry, obs, (np.int32(state.step),), KEY_ACT, "train")
+        action, extras = jax.device_get((action, extras))
+        stepped = rollout.send(action)
+        # While the workers step: store the transition, then train.
+        self._store(obs, action, extras)
+        self._train(policy_steps=self.envs.num_envs)
+        finished = rollout.receive()
+        state.step += stepped
+        for worker, episode, stats, broken in finished:
+            self._record_episode(worker, episode, stats, broken=broken)
+            if broken:
+                for table in self.replay.tables.values():
+                    table.mark_last(worker)  # the abandoned episode ends at its last stored step
+                self.say(f"env worker {worker} crashed; episode {episode.index} recorded as broken, worker restarted")
+
+    def _store(self, obs: dict, action: dict, extras: dict) -> None:
+        """One replay row per worker: observation + action + extras in "main"; "<table>/..." extras elsewhere."""
+        other = {name for name in self.replay.tables if name != MAIN_TABLE}
+        routed = {k for k in extras if k.split("/", 1)[0] in other}
+        row = {k: v for k, v in obs.items() if not k.startswith(PRIVATE_PREFIX)}
+        for part, values in (("action", action), ("extras", {k: v for k, v in extras.items() if k not in routed})):
+            clash = set(row) & set(values)
+            if clash:
+                raise RunError(f"agent {self.resolved.agent_spec.name!r}: {part} key(s) {sorted(clash)} "
+                               "collide with observation/action keys of the replay row")  # fmt: skip
+            row.update(values)
+        self.replay[MAIN_TABLE].add_batch(row)
+        for name in sorted(other):
+            values = {k[len(name) + 1 :]: v for k, v in extras.items() if k.startswith(name + "/")}
+            write = values.pop("write", None)
+            if write is None:
+                raise RunError(f"agent {self.resolved.agent_spec.name!r} declares table {name!r} but its act "
+                               f"extras lack '{name}/write'")  # fmt: skip
+            self.replay[name].add_batch(values, lanes=np.flatnonzero(write))
+
+    def _train(self, policy_steps: int) -> None:
+        """Run every stream's due updates: its credit grows by ratio / (batch * length) per policy step."""
+        state, cfg = self.state, self.config
+        filled = len(self.replay[MAIN_TABLE]) >= cfg.run.train_fill
+        for name, spec in self.streams.items():
+            if state.step < spec.start:
+                continue
+            ratio = cfg.run.train_ratio if spec.ratio is None else spec.ratio
+            state.credit[name] += policy_steps * ratio / (spec.batch * spec.length)
+            table = self.replay[spec.table]
+            if not filled or not table.ready(spec.total_length):
+                state.credit[name] = min(state.credit[name], 1.0)
+                continue
+            online = cfg.replay.online if spec.online is None else spec.online
+            while state.credit[name] >= 1.0:
+                state.credit[name] -= 1.0
+                batch, positions = table.sample(spec.batch, spec.total_length, sampler=self.samplers[name],
+                                                stream=name if online else None)  # fmt: skip
+                metrics, replay_updates = self.compiled.update(name, batch, np.int32(state.updates[name]))
+                metrics, replay_updates = jax.device_get((metrics, replay_updates))
+                state.updates[name] += 1
+                bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+                if bad:
+                    raise NonFiniteError(
+                        f"non-finite {', '.join(bad[:3])} at update {state.updates[name]} of stream {name!r} "
+                        f"(agent step {state.step}); stopped without saving the broken state; the last checkpoint "
+                        f"in {self.folder / 'ckpt'} is intact (try a lower learning rate or check the inputs)"
+                    )
+                prefix = "" if len(self.streams) == 1 else f"{name}/"
+                self.accumulator.add({prefix + k: v for k, v in metrics.items()})
+                table.write_back(positions, replay_updates)
+
+    # ------------------------------------------------------------------------------------ bookkeeping
 
     def _record_episode(self, worker, episode: Episode, stats: dict, *, broken: bool, mode="train",
-                        eval_round=None, final=False) -> None:  # fmt: skip
+                        final=False) -> None:  # fmt: skip
         record = {
-            "step": self.step,
-            "frames": self.step * self.frames_per_step,
+            "step": self.state.step,
+            "frames": self.state.step * self.frames_per_step,
             "mode": mode,
             "worker": worker,
             "episode": episode.index,
@@ -495,14 +679,14 @@ class Trainer:
             "broken": broken,
         }
         if mode == "eval":
-            record.update({"eval_round": eval_round, "final": final})
+            record.update({"eval_round": self.state.eval_round, "final": final})
         for key, value in stats.items():
             if key in record:
-                raise RunError(f"episode stat {key!r} of suite {self.suite.name!r} clashes with a score field")
+                raise RunError(f"episode stat {key!r} of suite {self.resolved.suite_spec.name!r} clashes with a score field")
             record[key] = float(value)
         self.scores.write([record])
         if mode == "train" and not broken:
-            self.recent_scores = (self.recent_scores + [episode.score])[-100:]
+            self.state.recent_scores = (self.state.recent_scores + [episode.score])[-100:]
             self.accumulator.add({"episode/score": episode.score, "episode/length": episode.length})
 
     def _log(self, rate: float) -> None:
@@ -510,92 +694,69 @@ class Trainer:
         self.accumulator.reset()
         values.update({
             "perf/policy_steps_per_sec": rate,
-            "replay/steps": len(self.replay),
-            "train/updates": self.updates,
+            "replay/steps": len(self.replay[MAIN_TABLE]),
+            "train/updates": sum(self.state.updates.values()),
             "env/worker_restarts": self.envs.restarts,
         })  # fmt: skip
-        self.logger.write(self.step, self.step * self.frames_per_step, values)
+        if len(self.streams) > 1:
+            values.update({f"train/updates/{name}": count for name, count in self.state.updates.items()})
+        self.logger.write(self.state.step, self.state.step * self.frames_per_step, values)
 
     # ------------------------------------------------------------------------------------- evaluation
 
     def _evaluate(self, *, final: bool) -> None:
-        """One round of evaluation episodes (mode "eval") in separate env workers."""
-        cfg = self.config
-        episodes = cfg.run.eval_episodes or self.suite.eval_episodes
-        protocol = getattr(cfg.env, "eval_protocol", self.suite.eval_protocol)
+        """One round of evaluation episodes (mode "eval") in separate env workers, with the shared `Rollout`."""
+        cfg, state = self.config, self.state
+        episodes = cfg.run.eval_episodes or self.resolved.suite_spec.eval_episodes
+        protocol = getattr(cfg.env, "eval_protocol", self.resolved.suite_spec.eval_protocol)
         if final and protocol != "final_eval" and not cfg.run.eval_episodes:
             return  # the protocol scores training episodes (train_window, crafter_score, success_rate)
         n = min(cfg.run.envs, episodes)
         if self.eval_envs is None or self.eval_envs.num_envs != n:
             if self.eval_envs is not None:
                 self.eval_envs.close()
-            self.eval_envs = VecEnv(self.suite_ref, self.task, cfg.env, n,
+            self.eval_envs = VecEnv(self.resolved.suite_ref, self.resolved.task, cfg.env, n,
                                     max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
-        envs = self.eval_envs
-        round_ = self.eval_round
-        carry = self.agent.initial_carry(self.compiled.state(), n)
-        started = 0
-        running: dict[int, Episode] = {}
-        for w in range(n):
-            running[w] = Episode(index=started, seed=episode_seed(self.seed, "eval", round_, started))
-            envs.request(w, "reset", running[w].seed)
+        round_, started = state.eval_round, 0
+
+        def next_episode(_worker) -> Episode | None:
+            nonlocal started
+            if started >= episodes:
+                return None
             started += 1
-        collected = envs.collect()
-        obs = stack([collected[w].obs for w in range(n)])
-        finished = 0
-        returns = []
-        t = 0
-        while finished < episodes:
-            counters = (np.int32(round_), np.int32(t))
+            return Episode(index=started - 1, seed=episode_seed(self.seed, "eval", round_, started - 1))
+
+        first = [next_episode(w) for w in range(n)]
+        reset = self.eval_envs.reset_all([e.seed for e in first])
+        rollout = Rollout(self.eval_envs, first, stack([reset[w].obs for w in range(n)]), next_episode)
+        carry = self.compiled.initial_carry(n)
+        returns, done, t = [], 0, 0
+        while done < episodes:
+            carry, action, _ = self.compiled.act(carry, rollout.obs, (np.int32(round_), np.int32(t)), KEY_EVAL, "eval")
+            rollout.send(jax.device_get(action))
             t += 1
-            carry, action, _ = self.compiled.act(carry, obs, counters, KEY_EVAL, "eval")
-            action = jax.device_get(action)
-            for w, episode in running.items():
-                envs.request(w, "step", {k: v[w] for k, v in action.items()})
-            collected = envs.collect()
-            new_obs = [None] * n
-            for w in range(n):
-                if w not in running:
-                    new_obs[w] = {k: v[w] for k, v in obs.items()}
-                    continue
-                result, episode = collected[w], running[w]
-                done = result.crashed or result.obs["is_last"]
-                if not result.crashed:
-                    episode.score += float(result.obs["reward"])
-                    episode.length += 1
-                if done:
-                    self._record_episode(w, episode, (result.stats or {}) if not result.crashed else {},
-                                         broken=result.crashed, mode="eval", eval_round=round_, final=final)  # fmt: skip
-                    finished += 1
-                    if not result.crashed:
-                        returns.append(episode.score)
-                    if started < episodes:
-                        running[w] = Episode(index=started, seed=episode_seed(self.seed, "eval", round_, started))
-                        envs.request(w, "reset", running[w].seed)
-                        started += 1
-                        result = envs.collect()[w]
-                        if result.crashed:
-                            raise RunError(f"eval env worker {w} crashed right after a restart: {result.error}")
-                    else:
-                        del running[w]
-                        if result.obs is None:  # crashed and nothing left to run: keep a placeholder
-                            result.obs = {k: v[w] for k, v in obs.items()}
-                new_obs[w] = result.obs
-            obs = stack(new_obs)
-        self.eval_round += 1
+            for worker, episode, stats, broken in rollout.receive():
+                self._record_episode(worker, episode, stats, broken=broken, mode="eval", final=final)
+                done += 1
+                if not broken:
+                    returns.append(episode.score)
+        state.eval_round += 1
         if returns:
-            self.logger.write(self.step, self.step * self.frames_per_step, {
+            self.logger.write(state.step, state.step * self.frames_per_step, {
                 "eval/score": float(np.mean(returns)), "eval/episodes": len(returns), "eval/final": float(final)})  # fmt: skip
         self.say(f"eval round {round_}{' (final)' if final else ''}: mean return "
                  f"{np.mean(returns) if returns else float('nan'):.3f} over {len(returns)} episodes")  # fmt: skip
 
     def _report_media(self) -> None:
-        spec = self.stream
-        if spec is None or not self.replay.ready(spec.total_length):
+        if not self.streams:
             return
-        rng = np.random.default_rng([self.seed, self.step, 11])
-        batch, _ = self.replay.sample(spec.batch, spec.total_length, rng=rng, online=False)
-        report = jax.device_get(self.compiled.report(batch, np.int32(self.step)))
+        spec = next(iter(self.streams.values()))
+        table = self.replay[spec.table]
+        if not table.ready(spec.total_length):
+            return
+        step = self.state.step
+        batch, _ = table.sample(spec.batch, spec.total_length, rng=np.random.default_rng([self.seed, step, 11]))
+        report = jax.device_get(self.compiled.report(batch, np.int32(step)))
         scalars = {}
         media = self.folder / "media"
         for name, value in report.items():
@@ -608,44 +769,67 @@ class Trainer:
 
                 safe = name.replace("/", "_")
                 if value.ndim == 3:
-                    iio.imwrite(media / f"{safe}_{self.step:09d}.png", value)
+                    iio.imwrite(media / f"{safe}_{step:09d}.png", value)
                 else:
-                    iio.imwrite(media / f"{safe}_{self.step:09d}.gif", value, duration=100, loop=0)
+                    iio.imwrite(media / f"{safe}_{step:09d}.gif", value, duration=100, loop=0)
         if scalars:
-            self.logger.write(self.step, self.step * self.frames_per_step, scalars)
+            self.logger.write(step, step * self.frames_per_step, scalars)
 
     # ---------------------------------------------------------------------------------------- saving
 
-    def _save_checkpoint(self) -> None:
+    def _save(self) -> None:
+        """Checkpoint everything `_restore` reads; a non-finite agent state is never saved."""
+        if not self.compiled.state_is_finite():
+            raise NonFiniteError(
+                f"the agent state has non-finite values at agent step {self.state.step}; not saved; the last "
+                f"checkpoint in {self.folder / 'ckpt'} is intact"
+            )
         self.scores.sync()
         self.logger.metrics.sync()
         header = {
-            "counters": {
-                "step": self.step,
-                "updates": self.updates,
-                "update_credit": self.update_credit,
-                "eval_round": self.eval_round,
-                "wall_time": self.wall_time,
-            },
-            "next": {k: (None if v == math.inf else v) for k, v in self.next.items()},
-            "episodes": [e.to_json() for e in self.episodes],
+            "run_state": self.state.to_json(),
             "positions": {"scores": self.scores.position(), "metrics": self.logger.metrics.position()},
             "accumulator": self.accumulator.state(),
-            "recent_scores": self.recent_scores,
             "config_hash": self.config.hash(),
         }
-        self.checkpointer.save(step=self.step, header=header, agent_tree=(self.compiled.state(), self.carry), replay=self.replay)
+        self.checkpointer.save(step=self.state.step, header=header, agent_tree=(self.compiled.state(), self.carry),
+                               replay=self.replay)  # fmt: skip
         self.manifest.update({
-            "updated": results.now(), "wall_time": self.wall_time, "agent_steps": self.step,
-            "env_frames": self.step * self.frames_per_step, "updates": self.updates,
+            "updated": results.now(), "wall_time": self.state.wall_time, "agent_steps": self.state.step,
+            "env_frames": self.state.step * self.frames_per_step, "updates": sum(self.state.updates.values()),
         })  # fmt: skip
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
 
     def _end_segment(self, status: str) -> None:
-        """"finished", or "stopped" (Ctrl-C: checkpoint saved; the same command resumes the run)."""
+        """"finished", or "stopped" (a stop signal: checkpoint saved; the same command resumes the run)."""
         self.manifest["status"] = status
         self.manifest["segments"][-1]["ended"] = self.manifest["updated"] = results.now()
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
 
 
-__all__ = ["run", "resolve", "Trainer", "RunError", "NonFiniteError", "CheckpointError"]
+class Clock:
+    """Wall time of the run (continuing the saved total), the policy-step rate between logs, save timing."""
+
+    def __init__(self, wall_time: float, step: int):
+        self.start = time.time() - wall_time
+        self.rate_time, self.rate_step, self.last_rate = time.time(), step, 0.0
+        self.last_save = time.time()
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def rate(self, step: int) -> float:
+        now = time.time()
+        self.last_rate = (step - self.rate_step) / max(now - self.rate_time, 1e-9)
+        self.rate_time, self.rate_step = now, step
+        return self.last_rate
+
+    def save_due(self, every_secs: float) -> bool:
+        return time.time() - self.last_save > every_secs
+
+    def saved(self) -> None:
+        self.last_save = time.time()
+
+
+__all__ = ["run", "resolve", "Resolved", "Run", "RunState", "CompiledAgent", "Rollout", "RunError",
+           "NonFiniteError", "RunStopped", "CheckpointError"]  # fmt: skip

@@ -29,6 +29,7 @@ class TinyConfig:
     context: int = 1
     hidden: int = 8
     nan_after: int = -1  # make the loss NaN from this update on (tests the NaN guard); -1 = never
+    nan_state_after: int = -1  # make the weights NaN (metrics stay finite) from this update on; -1 = never
 
 
 class TinyState(eqx.Module):
@@ -36,6 +37,7 @@ class TinyState(eqx.Module):
     bias: jax.Array
     opt_state: optax.OptState
     updates: jax.Array
+    shadow: jax.Array  # a float the loss never reads (`nan_state_after` poisons it: state NaN, metrics finite)
 
 
 class TinyAgent(AbstractAgent):
@@ -58,7 +60,7 @@ class TinyAgent(AbstractAgent):
         weights = 0.01 * jax.random.normal(key, (size, self.classes))
         bias = jnp.zeros(self.classes)
         opt_state = self.optimizer().init((weights, bias))
-        return TinyState(weights, bias, opt_state, jnp.zeros((), jnp.int32))
+        return TinyState(weights, bias, opt_state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
 
     def initial_carry(self, state, batch_size):
         return {"memory": jnp.zeros((batch_size, self.config.hidden))}
@@ -90,7 +92,8 @@ class TinyAgent(AbstractAgent):
         loss, grads = jax.value_and_grad(loss_fn)((state.weights, state.bias))
         updates, opt_state = self.optimizer().update(grads, state.opt_state)
         weights, bias = optax.apply_updates((state.weights, state.bias), updates)
-        new_state = TinyState(weights, bias, opt_state, state.updates + 1)
+        poison = (self.config.nan_state_after >= 0) & (state.updates >= self.config.nan_state_after)
+        new_state = TinyState(weights, bias, opt_state, state.updates + 1, jnp.where(poison, jnp.nan, state.shadow))
         refreshed = batch["memory"] * 0.5 + 0.5 * jnp.tanh(jnp.mean(x)) * jnp.ones_like(batch["memory"])
         return new_state, {"loss": loss, "memory_norm": jnp.abs(batch["memory"][:, :ctx]).mean()}, {"memory": refreshed}
 
@@ -170,3 +173,81 @@ def random_policy_episodes(task: str, episodes: int) -> tuple[np.ndarray, np.nda
         returns.append(total)
         successes.append(env.episode_stats().get("success", np.nan))  # NaN: the task has no success
     return np.asarray(returns), np.asarray(successes, dtype=float)
+
+
+# Two training streams with different batch, length, context, ratio, start and replay table.
+@dataclasses.dataclass(frozen=True)
+class TwoStreamConfig:
+    fast: tuple[int, int, float] = (2, 4, 16.0)  # batch, length, ratio
+    slow: tuple[int, int, float] = (3, 6, 9.0)
+    slow_context: int = 1
+    slow_start: int = 300  # agent steps before the slow stream trains
+    pair_every: int = 2  # the "pairs" table gets a row every this many steps of an episode
+
+
+class TwoStreamState(eqx.Module):
+    sums: dict  # per stream: running sum of the batch values it trained on (depends on every sampled batch)
+    updates: dict
+
+
+class TwoStreamAgent(AbstractAgent):
+    """Stream "fast" trains on table "main"; stream "slow" on table "pairs", written from act extras."""
+
+    config: TwoStreamConfig
+    obs_space: dict
+    act_space: dict
+
+    def init(self, *, key):
+        zero = lambda: jnp.zeros((), jnp.float32)  # noqa: E731
+        return TwoStreamState({"fast": zero(), "slow": zero()},
+                              {"fast": jnp.zeros((), jnp.int32), "slow": jnp.zeros((), jnp.int32)})  # fmt: skip
+
+    def initial_carry(self, state, batch_size):
+        return {"t": jnp.zeros((batch_size,), jnp.int32)}
+
+    def act(self, state, carry, obs, *, key, mode):
+        t = jnp.where(obs["is_first"], 0, carry["t"] + 1)
+        n = self.act_space["action"].num_classes
+        action = jax.random.randint(key, t.shape, 0, n, jnp.int32)
+        extras = {
+            "pairs/write": (t % self.config.pair_every) == 0,
+            "pairs/t": t,
+            "pairs/reward": obs["reward"].astype(jnp.float32),
+            "pairs/is_first": obs["is_first"],
+            "trained_sum": jnp.broadcast_to(state.sums["fast"], t.shape),
+        }
+        return {"t": t}, {"action": action}, extras
+
+    def update(self, state, stream, batch, *, key):
+        c = self.config
+        batch_size, length, _ = c.fast if stream == "fast" else c.slow
+        context = 0 if stream == "fast" else c.slow_context
+        leading = next(iter(batch.values())).shape[:2]
+        if leading != (batch_size, context + length):
+            raise ValueError(f"stream {stream}: batch shape {leading} != {(batch_size, context + length)}")
+        if stream == "fast":
+            value = batch["reward"].astype(jnp.float32).sum() + 0.001 * batch["action"].sum()
+        else:
+            value = batch["t"].astype(jnp.float32).sum() + batch["reward"].sum()
+        sums = {**state.sums, stream: state.sums[stream] + value + jax.random.uniform(key)}
+        updates = {**state.updates, stream: state.updates[stream] + 1}
+        metrics = {"value": value, "count": updates[stream]}
+        if stream == "slow":  # the "pairs" table holds only the steps act marked for it
+            metrics["odd_steps"] = (batch["t"] % c.pair_every != 0).sum().astype(jnp.float32)
+        return TwoStreamState(sums, updates), metrics, {}
+
+    def report(self, state, batch, *, key):
+        return {"fast_sum": state.sums["fast"]}
+
+    def streams(self):
+        c = self.config
+        return {
+            "fast": StreamSpec(c.fast[0], c.fast[1], ratio=c.fast[2]),
+            "slow": StreamSpec(c.slow[0], c.slow[1], context=c.slow_context, ratio=c.slow[2], start=c.slow_start,
+                               table="pairs", online=False, sampler="uniform"),
+        }
+
+
+TWO_STREAMS = AgentSpec("two_streams", TwoStreamConfig,
+                        lambda config, obs, act: TwoStreamAgent(config, dict(obs), dict(act)),
+                        description="test agent with two training streams and two replay tables")  # fmt: skip

@@ -40,5 +40,6 @@ def final_agent_bytes(folder: Path) -> bytes:
 
 
 def tree_digest(root) -> dict[str, str]:
+    """sha256 of every file under root, except run-folder locks (`.lock` names the process holding the folder)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}  # fmt: skip
+            for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name != ".lock"}  # fmt: skip

@@ -14,6 +14,7 @@ COMMON = ["--suite", "toy", "--task", "reach", "--seed", "3", "--run.envs", "2",
 AGENTS = {
     "random": ["--agent", "random", "--steps", "3000"],
     "tiny": ["--agent", "tests.helpers:TINY", "--steps", "1500", "--run.train_fill", "60", "--run.train_ratio", "8"],
+    "two_streams": ["--agent", "tests.helpers:TWO_STREAMS", "--steps", "1500", "--run.train_fill", "60"],
 }
 
 
@@ -72,7 +73,8 @@ def test_finished_run_is_skipped(tmp_path):
     assert (folder / "scores.jsonl").read_text() == before
 
 
-def test_ctrl_c_saves_marks_stopped_and_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_stop_signal_saves_marks_stopped_exits_130_and_the_same_command_resumes(stop_signal, tmp_path):
     args = ("run", "--agent", "random", "--suite", "toy", "--task", "reach", "--steps", "6000", "--quiet",
             "--run.log_every", "100", "--run.final_eval", "false")  # fmt: skip
     proc = bench_popen(*args, root=tmp_path)
@@ -85,8 +87,8 @@ def test_ctrl_c_saves_marks_stopped_and_the_same_command_resumes(tmp_path):
             break
         time.sleep(0.05)
     assert metrics is not None, "the run did not log in time"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    proc.send_signal(stop_signal)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
     folder = metrics.parent
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "stopped"

@@ -111,5 +111,5 @@ def test_nan_loss_stops_the_run_with_a_clear_error_and_keeps_the_checkpoint(tmp_
     # the kept checkpoint is a good one: it loads and verifies
     from bench.checkpoint import Checkpointer
 
-    assert Checkpointer(folder / "ckpt").load_header()["counters"]["updates"] <= 40
+    assert Checkpointer(folder / "ckpt").load_header()["run_state"]["updates"]["train"] <= 40
     assert header
