@@ -2,9 +2,10 @@
 
     bench perf agent --agent dreamerv3 --configs size12m [--batch 16 --length 64] [--suite atari100k --task pong]
 
-Measures, for any registered agent (the batch is synthetic, shaped like the agent's train stream):
+Measures, for any registered agent (each stream's batch is synthetic, shaped like the stream):
 
-* compile time of the jitted update (trace + XLA compile) and of the policy step,
+* compile time of each training stream's jitted update (trace + XLA compile) and of the policy step, all
+  through the runner's own compiled agent (`bench.runner.CompiledAgent`),
 * update wall time (median of `--updates` timed runs after a warm-up), updates/s and replayed steps/s
   (batch x length per update; context steps not counted, as train_ratio counts them),
 * policy steps/s for `--envs` parallel environments,
@@ -115,29 +116,44 @@ def _agent_config(spec, args):
     return agent_config
 
 
-def _synthetic_batch(agent, obs_space, extras, batch, length, rng):
-    """A (B, T) batch of the stream's shape: random sensors and actions, episode flags, stored extras."""
+def _synthetic_batch(obs_space, act_space, extras, spec, rng):
+    """A (B, T) batch of the stream's shape and table: random sensors and actions, episode flags, stored extras.
+
+    Table "main" holds observations, actions and the un-prefixed extras; another table holds the extras that
+    `act` named "<table>/..." (see bench.api.StreamSpec).
+    """
     import numpy as np
 
     from bench.spaces import PRIVATE_PREFIX
 
+    batch, length = spec.batch, spec.total_length
     data = {}
-    for key, space in obs_space.items():
-        if key.startswith(PRIVATE_PREFIX):
-            continue
-        if key in ("is_first", "is_last", "is_terminal"):
-            data[key] = np.zeros((batch, length), bool)
-        elif key == "reward":
-            data[key] = rng.normal(size=(batch, length)).astype(np.float32)
-        else:
+    if spec.table == "main":
+        for key, space in obs_space.items():
+            if key.startswith(PRIVATE_PREFIX):
+                continue
+            if key in ("is_first", "is_last", "is_terminal"):
+                data[key] = np.zeros((batch, length), bool)
+            elif key == "reward":
+                data[key] = rng.normal(size=(batch, length)).astype(np.float32)
+            else:
+                data[key] = space.sample(rng, (batch, length))
+        data["is_first"][:, 0] = True
+        for key, space in act_space.items():
             data[key] = space.sample(rng, (batch, length))
-    data["is_first"][:, 0] = True
-    for key, space in agent.act_space.items():
-        data[key] = space.sample(rng, (batch, length))
-    for key, value in extras.items():
+        stored = {k: v for k, v in extras.items() if "/" not in k or k.split("/", 1)[0] not in _tables(extras)}
+    else:
+        prefix = spec.table + "/"
+        stored = {k[len(prefix):]: v for k, v in extras.items() if k.startswith(prefix) and k != prefix + "write"}
+    for key, value in stored.items():
         value = np.asarray(value)
         data[key] = np.zeros((batch, length, *value.shape[1:]), value.dtype)
     return data
+
+
+def _tables(extras) -> set[str]:
+    """Tables other than "main" that act writes: those with a "<table>/write" extra."""
+    return {k.split("/", 1)[0] for k in extras if k.endswith("/write")}
 
 
 def _obs_batch(obs_space, envs, rng):
@@ -227,125 +243,147 @@ def _peak_rss_mib() -> float:
 
 
 def measure(args) -> dict:
+    """Time the runner's own compiled agent (`bench.runner.CompiledAgent`): policy steps and each stream's update."""
     import equinox as eqx
     import jax
     import numpy as np
 
     from bench import registry
+    from bench.runner import KEY_ACT, CompiledAgent
 
     spec = registry.get_agent(args.agent)
     agent_config = _agent_config(spec, args)
     obs_space, act_space, spaces_label = _spaces(args)
     agent = spec.make(agent_config, obs_space, act_space)
-    streams = agent.streams()
-    if "train" not in streams:
-        raise SystemExit(f"agent {spec.name!r} does not train (no 'train' stream); nothing to measure")
-    stream = streams["train"]
+    streams = dict(agent.streams())
+    if not streams:
+        raise SystemExit(f"agent {spec.name!r} does not train (no streams); nothing to measure")
     rng = np.random.default_rng(args.seed)
-    key = jax.random.key(args.seed)
-    state = agent.init(key=jax.random.fold_in(key, 0))
+    compiled = CompiledAgent(agent, jax.random.key(args.seed))
+    compiled.set_state(agent.init(key=jax.random.key(args.seed)))
     # Trainable networks when the state exposes them (DreamerV3 family: `state.nets`); otherwise every float
     # array of the state (which then includes optimizer moments and slow copies).
+    state = compiled.state()
     counted = getattr(state, "nets", state)
     params = sum(x.size for x in jax.tree.leaves(eqx.filter(counted, eqx.is_inexact_array)))
 
-    # Policy: compile, then steps/s.
+    # Policy: compile, then steps/s, through the runner's jitted act (arrays only, counters folded inside).
     obs = _obs_batch(obs_space, args.envs, rng)
-    act = jax.jit(lambda s, c, o, k: agent.act(s, c, o, key=k, mode="train"))
     start = time.perf_counter()
-    act_compiled = act.lower(state, agent.initial_carry(state, args.envs), obs, key).compile()
-    act_compile = time.perf_counter() - start
-    carry = agent.initial_carry(state, args.envs)
-    carry, action, extras = act_compiled(state, carry, obs, key)
+    carry, action, extras = compiled.act(compiled.initial_carry(args.envs), obs, (np.int32(0),), KEY_ACT, "train")
     jax.block_until_ready(action)
+    act_compile = time.perf_counter() - start
     obs["is_first"] = np.zeros(args.envs, bool)
     start = time.perf_counter()
     for step in range(args.policy_steps):
-        carry, action, extras = act_compiled(state, carry, obs, jax.random.fold_in(key, step))
-        action = jax.device_get(action)  # the runner fetches every action to send it to the envs
+        carry, action, extras = compiled.act(carry, obs, (np.int32(step + 1),), KEY_ACT, "train")
+        action, extras = jax.device_get((action, extras))  # the runner fetches both to store them
     policy_seconds = (time.perf_counter() - start) / args.policy_steps
 
-    # Update: compile (with the state donated, as the runner does), then timed runs.
-    batch = _synthetic_batch(agent, obs_space, jax.device_get(extras), stream.batch, stream.total_length, rng)
-    arrays, static = eqx.partition(state, eqx.is_array)
-
-    def update(arrays, batch, key):
-        new_state, metrics, replay_updates = agent.update(eqx.combine(arrays, static), batch, key=key)
-        return eqx.filter(new_state, eqx.is_array), metrics, replay_updates
-
-    product_flops = jaxpr_flops(jax.make_jaxpr(update)(arrays, batch, key))
-    start = time.perf_counter()
-    lowered = jax.jit(update, donate_argnums=0).lower(arrays, batch, key)
-    trace_seconds = time.perf_counter() - start
-    compiled = lowered.compile()
-    compile_seconds = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    memory = compiled.memory_analysis()
-    arrays, metrics, _ = compiled(arrays, batch, jax.random.fold_in(key, 1))  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for index in range(args.updates):
-        start = time.perf_counter()
-        arrays, metrics, replay_updates = compiled(arrays, batch, jax.random.fold_in(key, 2 + index))
-        jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
-        times.append(time.perf_counter() - start)
-    update_seconds = statistics.median(times)
-    bad = [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))]
-
+    stream_figures = {}
+    for name, stream in streams.items():
+        stream_figures[name] = _measure_update(compiled, name, stream, obs_space, act_space, extras, args, rng)
+    main = stream_figures[next(iter(streams))]
     peak = matmul_peak(args.matmul)
-    achieved = product_flops / update_seconds / 1e9
+    total_products = sum(f["update_gflop_products"] for f in stream_figures.values())
+    total_seconds = sum(f["update_s_median"] for f in stream_figures.values())
+    for f in stream_figures.values():
+        f["achieved_gflops"] = f["update_gflop_products"] / f["update_s_median"]
+        f["utilisation"] = f["achieved_gflops"] / peak
     figures = {
         "agent": spec.name,
         "configs": list(args.configs),
         "overrides": list(args.set),
         "spaces": spaces_label,
-        "batch": stream.batch,
-        "length": stream.length,
-        "context": stream.context,
         "parameters": int(params),
         "device": str(jax.devices()[0]),
-        "update_trace_s": trace_seconds,
-        "update_compile_s": compile_seconds,
-        "update_s_median": update_seconds,
-        "update_s_all": times,
-        "updates_per_s": 1.0 / update_seconds,
-        "replayed_steps_per_s": stream.batch * stream.length / update_seconds,
+        "streams": stream_figures,
         "policy_compile_s": act_compile,
         "policy_envs": args.envs,
         "policy_steps_per_s": args.envs / policy_seconds,
-        "update_gflop_xla": flops / 1e9,
-        "update_gflop_products": product_flops / 1e9,
-        "achieved_gflops": achieved,
         "matmul_peak_gflops": peak,
-        "utilisation": achieved / peak,
-        "xla_argument_mib": getattr(memory, "argument_size_in_bytes", 0) / 2**20,
-        "xla_output_mib": getattr(memory, "output_size_in_bytes", 0) / 2**20,
-        "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
         "peak_rss_mib": _peak_rss_mib(),
-        "non_finite_metrics": bad,
+        # the first stream's figures at the top level (one-stream agents: the update)
+        **{k: main[k] for k in ("batch", "length", "context", "update_trace_s", "update_compile_s", "update_s_median",
+                                "update_s_all", "updates_per_s", "replayed_steps_per_s", "update_gflop_xla",
+                                "update_gflop_products", "xla_argument_mib", "xla_output_mib", "xla_temp_mib")},
+        "achieved_gflops": total_products / total_seconds,
+        "utilisation": total_products / total_seconds / peak,
+        "non_finite_metrics": [m for f in stream_figures.values() for m in f["non_finite_metrics"]],
     }
     return figures
 
 
+def _measure_update(compiled, name, stream, obs_space, act_space, extras, args, rng) -> dict:
+    """Compile (state donated, as the runner does) and time one stream's update of the runner's compiled agent."""
+    import jax
+    import numpy as np
+
+    batch = _synthetic_batch(obs_space, act_space, jax.device_get(extras), stream, rng)
+    counter = np.int32(0)
+    product_flops = jaxpr_flops(jax.make_jaxpr(compiled.update_function, static_argnums=(3,))(
+        compiled.dynamic, batch, counter, name))  # fmt: skip
+    start = time.perf_counter()
+    lowered = compiled.jitted_update.lower(compiled.dynamic, batch, counter, stream=name)
+    trace_seconds = time.perf_counter() - start
+    executable = lowered.compile()
+    compile_seconds = time.perf_counter() - start
+    cost = executable.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    memory = executable.memory_analysis()
+    metrics, _ = compiled.update(name, batch, np.int32(1))  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for index in range(args.updates):
+        start = time.perf_counter()
+        metrics, replay_updates = compiled.update(name, batch, np.int32(2 + index))
+        jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "batch": stream.batch,
+        "length": stream.length,
+        "context": stream.context,
+        "update_trace_s": trace_seconds,
+        "update_compile_s": compile_seconds,
+        "update_s_median": seconds,
+        "update_s_all": times,
+        "updates_per_s": 1.0 / seconds,
+        "replayed_steps_per_s": stream.batch * stream.length / seconds,
+        "update_gflop_xla": flops / 1e9,
+        "update_gflop_products": product_flops / 1e9,
+        "xla_argument_mib": getattr(memory, "argument_size_in_bytes", 0) / 2**20,
+        "xla_output_mib": getattr(memory, "output_size_in_bytes", 0) / 2**20,
+        "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
+        "non_finite_metrics": [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))],
+    }
+
+
 def report_lines(f: dict) -> list[str]:
-    return [
+    lines = [
         f"agent {f['agent']} {' '.join(f['configs'])} {' '.join(f['overrides'])}".rstrip(),
-        f"  spaces {f['spaces']}; batch {f['batch']} x {f['length']} (+{f['context']} context); "
-        f"{f['parameters'] / 1e6:.2f}M parameters; {f['device']}",
-        f"  update:  compile {f['update_compile_s']:.1f} s (trace {f['update_trace_s']:.1f} s); "
-        f"{f['update_s_median']:.3f} s median ({', '.join(f'{t:.3f}' for t in f['update_s_all'])})",
-        f"           {f['updates_per_s']:.2f} updates/s, {f['replayed_steps_per_s']:.0f} replayed steps/s",
+        f"  spaces {f['spaces']}; {f['parameters'] / 1e6:.2f}M parameters; {f['device']}",
         f"  policy:  compile {f['policy_compile_s']:.1f} s; {f['policy_steps_per_s']:.0f} steps/s "
         f"({f['policy_envs']} envs)",
-        f"  FLOPs:   XLA cost analysis {f['update_gflop_xla']:.1f} GFLOP per update (loop bodies counted once);"
-        f" matmuls + convolutions with loops unrolled {f['update_gflop_products']:.1f} GFLOP",
-        f"           -> {f['achieved_gflops']:.1f} GFLOP/s of products; float32 matmul peak"
-        f" {f['matmul_peak_gflops']:.1f} GFLOP/s -> utilisation {100 * f['utilisation']:.0f}%",
-        f"  memory:  XLA arguments {f['xla_argument_mib']:.0f} MiB, outputs {f['xla_output_mib']:.0f} MiB, "
-        f"temporaries {f['xla_temp_mib']:.0f} MiB; process peak RSS {f['peak_rss_mib']:.0f} MiB",
-    ] + ([f"  WARNING: non-finite metrics {f['non_finite_metrics']}"] if f["non_finite_metrics"] else [])
+    ]
+    for name, s in f["streams"].items():
+        lines += [
+            f"  update '{name}': batch {s['batch']} x {s['length']} (+{s['context']} context); compile "
+            f"{s['update_compile_s']:.1f} s (trace {s['update_trace_s']:.1f} s); {s['update_s_median']:.3f} s median "
+            f"({', '.join(f'{t:.3f}' for t in s['update_s_all'])})",
+            f"           {s['updates_per_s']:.2f} updates/s, {s['replayed_steps_per_s']:.0f} replayed steps/s",
+            f"  FLOPs:   XLA cost analysis {s['update_gflop_xla']:.1f} GFLOP per update (loop bodies counted once);"
+            f" matmuls + convolutions with loops unrolled {s['update_gflop_products']:.1f} GFLOP",
+            f"           -> {s['achieved_gflops']:.1f} GFLOP/s of products; float32 matmul peak"
+            f" {f['matmul_peak_gflops']:.1f} GFLOP/s -> utilisation {100 * s['utilisation']:.0f}%",
+            f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
+            f"temporaries {s['xla_temp_mib']:.0f} MiB",
+        ]
+    lines.append(f"  process peak RSS {f['peak_rss_mib']:.0f} MiB")
+    if f["non_finite_metrics"]:
+        lines.append(f"  WARNING: non-finite metrics {f['non_finite_metrics']}")
+    return lines
 
 
 def run(args) -> int:
