@@ -59,8 +59,8 @@ from tasks import wrappers
 
 MOVES = ("north", "east", "south", "west")
 KEY_ACTIONS = MOVES + ("pickup", "apply")
-# MiniHack's default penalty_step, which THICK's env keeps: the reward of a key press that leaves the game clock
-# unchanged (added to reward_win on a win; see `success_thick`). Fixed, whatever our protocol charges.
+# MiniHack's default penalty_step, which THICK's env keeps: the reward of a key press that leaves the game
+# clock unchanged (added to reward_win on a win; see `success_thick`). Fixed, whatever our protocol charges.
 THICK_PENALTY_STEP = -0.01
 
 
@@ -84,7 +84,9 @@ TASKS: dict[str, TaskSpec] = {
     "keyroomfixed5": TaskSpec("keyroom_fixed5", KEY_ACTIONS, 200, "rog-hum-cha-mal"),
     "river": TaskSpec("river", MOVES, 400, "arc-hum-neu-mal", autopickup=True),
     # THICK builds miniwod on MiniHackSkill, whose autopickup is off: the wand must be picked up (levels.md).
-    "miniwod": TaskSpec("navigation", MOVES + ("pickup", "zap", "eat"), 400, "val-hum-neu-fem", "miniwod.des"),
+    "miniwod": TaskSpec(
+        "navigation", MOVES + ("pickup", "zap", "eat"), 400, "val-hum-neu-fem", "miniwod.des", autopickup=False
+    ),
     "escaperoom": TaskSpec("keydoor", KEY_ACTIONS, 400, "sam-hum-law-fem", "escaperoom.des", single_item=True),
     "escaperoomwater": TaskSpec(
         "keydoor", KEY_ACTIONS, 400, "sam-hum-law-fem", "escaperoomwater.des", single_item=True

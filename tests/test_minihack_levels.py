@@ -3,8 +3,8 @@
 The expected maps and placements are embedded here, copied from the project's reference sheet of level facts
 (`reference/levels.md`, read from THICK's published `thick/des_envs/*.des`), not derived from our level files.
 Two checks per level: the MAP block and the flags/attributes of our .des file (terrain letters exactly), and
-the screen of the level MiniHack builds at reset (every wall, floor, liquid, door and stair cell, and where the
-player, items and monsters are).
+the screen of the level MiniHack builds at reset (every wall, floor, liquid, door and stair cell, and where
+the player, items and monsters are).
 """
 
 import re
@@ -74,7 +74,7 @@ LEVELS = {
         place={">": (1, 6), "+": (2, 6), "@": (7, 7), "`": (3, 2), "=": (3, 7)},
         hidden={"(": (5, 1)},
     ),
-    # levels.md: "escaperoomwater: W instead of L" (its map puts them at x=7; the prose's (6,2), (6,3) is a slip).
+    # levels.md: "escaperoomwater: W instead of L"; its map puts them at x=7 (the prose's (6,2), (6,3) is a slip).
     "escaperoomwater.des": dict(
         map=tuple(row.replace("L", "W") for row in ESCAPEROOM),
         flags={"premapped"},
@@ -124,7 +124,8 @@ def test_level_file_map_flags_and_objects(level):
     if level.startswith("keycorridor"):
         n = int(level[len("keycorridor") : -len(".des")])
         assert re.search(
-            rf'^OBJECT: \(\'\(\', "skeleton key"\), \({n},3\), blessed, 0, name:"The Master Key of Thievery"$',
+            rf'^OBJECT: \(\'\(\', "skeleton key"\), \({n},3\), blessed, 0, '
+            r'name:"The Master Key of Thievery"$',
             text,
             re.M,
         )
@@ -174,7 +175,8 @@ def check_screen(env, level):
             elif cell in "|-":
                 assert char in "|-", where  # NetHack draws each wall by its junctions
             elif cell in LIQUID_CMAP:
-                assert char == "}" and glyphs[top + y, left + x] - nethack.GLYPH_CMAP_OFF == LIQUID_CMAP[cell], where
+                cmap = glyphs[top + y, left + x] - nethack.GLYPH_CMAP_OFF
+                assert char == "}" and cmap == LIQUID_CMAP[cell], where
             else:
                 assert char == cell, where
     return shown

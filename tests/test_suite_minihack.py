@@ -1,4 +1,4 @@
-"""MiniHack (THICK tasks): action subsets, success (ours and THICK's rule) and death, truncation, seeding, bad input.
+"""MiniHack (THICK tasks): actions, success (ours and THICK's rule), death, truncation, seeding, bad input.
 
 The levels themselves are checked cell by cell in tests/test_minihack_levels.py.
 """
