@@ -57,7 +57,7 @@ def box(x0, y0, x1, y1):
 
 # Placements: symbol -> fixed (x, y) cell or a set of allowed cells (random placement). '@' is the player.
 # `hidden`: items out of the player's sight at reset (premapped shows terrain and boulders only); the escape
-# rooms' key is checked where the scripted solution picks it up (tests/test_suite_minihack.py).
+# rooms' key is checked by walking to it (test_escape_room_key_lies_where_the_map_says).
 LEFT_BANK = box(1, 1, 5, 5)
 LEVELS = {
     **{
