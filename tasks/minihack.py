@@ -1,8 +1,20 @@
 """MiniHack tasks of THICK (Gumbsch et al., ICLR 2024), with our own level files.
 
 Observation: MiniHack's `pixel_crop`, the 5x5 tiles around the player (16x16 pixels each, so 80x80),
-resized to 64x64 with nearest-neighbour sampling. Success: the episode reached the goal, i.e. a step
-reward >= 1 (THICK's SuccessWrapper); score field `success`, reduced to a success rate.
+resized to 64x64 with nearest-neighbour sampling.
+
+Success, two score fields (both reduced to a success rate):
+
+* `success` (ours, what the leaderboard scores): the episode reached the goal (MiniHack paid `reward_win`).
+* `success_thick`: THICK's rule, a step reward >= 1 in THICK's env (its SuccessWrapper). There MiniHack adds
+  its constant `penalty_step` (-0.01) to every key press that leaves the game clock unchanged, the winning
+  one included, so a win whose last move takes no game time (intrinsically fast roles) pays 0.99 and THICK
+  does not count it. Report this field beside ours when comparing with THICK's numbers.
+
+The levels follow THICK's published maps cell by cell (geometry, terrain, object and monster placement,
+flags; see `tests/test_minihack_levels.py`): the 2-row key corridors with the blessed Master Key of
+Thievery in the far corner, the 9x9 escape rooms, the one-cell lava river, and miniwod with autopickup
+off, so the wand must be picked up (as in THICK, whose miniwod is a MiniHackSkill env).
 
 | task                        | level (ours)            | actions                          | steps |
 |-----------------------------|-------------------------|----------------------------------|-------|
@@ -47,6 +59,9 @@ from tasks import wrappers
 
 MOVES = ("north", "east", "south", "west")
 KEY_ACTIONS = MOVES + ("pickup", "apply")
+# MiniHack's default penalty_step, which THICK's env keeps: the reward of a key press that leaves the game
+# clock unchanged (added to reward_win on a win; see `success_thick`). Fixed, whatever our protocol charges.
+THICK_PENALTY_STEP = -0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +83,9 @@ TASKS: dict[str, TaskSpec] = {
     },
     "keyroomfixed5": TaskSpec("keyroom_fixed5", KEY_ACTIONS, 200, "rog-hum-cha-mal"),
     "river": TaskSpec("river", MOVES, 400, "arc-hum-neu-mal", autopickup=True),
+    # THICK builds miniwod on MiniHackSkill, whose autopickup is off: the wand must be picked up (levels.md).
     "miniwod": TaskSpec(
-        "navigation", MOVES + ("pickup", "zap", "eat"), 400, "val-hum-neu-fem", "miniwod.des", autopickup=True
+        "navigation", MOVES + ("pickup", "zap", "eat"), 400, "val-hum-neu-fem", "miniwod.des", autopickup=False
     ),
     "escaperoom": TaskSpec("keydoor", KEY_ACTIONS, 400, "sam-hum-law-fem", "escaperoom.des", single_item=True),
     "escaperoomwater": TaskSpec(
@@ -151,6 +167,7 @@ class MiniHackEnv(Env):
         self._crop = None
         self._steps = 0
         self._success = False
+        self._success_thick = False
         self._awaiting_direction = False  # a zap waits for its direction: the next action answers it
         # Accumulated over the key presses of one agent step (see _press).
         self._reward, self._done, self._truncated = 0.0, False, False
@@ -244,6 +261,7 @@ class MiniHackEnv(Env):
         self._crop = observation["pixel_crop"]
         self._steps = 0
         self._success = False
+        self._success_thick = False
         self._awaiting_direction = False
         self._guard.start()
         return wrappers.step_obs(self._image(), 0.0, is_first=True, is_last=False, is_terminal=False)
@@ -275,7 +293,7 @@ class MiniHackEnv(Env):
         return wrappers.step_obs(self._image(), reward, is_first=False, is_last=is_last, is_terminal=is_terminal)
 
     def episode_stats(self) -> dict[str, float]:
-        return {"success": float(self._success)}
+        return {"success": float(self._success), "success_thick": float(self._success_thick)}
 
     # ------------------------------------------------------------------------------- composite actions
 
@@ -288,6 +306,14 @@ class MiniHackEnv(Env):
         self._reward += float(reward)
         if reward >= self.protocol.success_reward:
             self._success = True
+        # The reward THICK's env pays for this press: ours (no inner step penalty) plus MiniHack's constant
+        # penalty when the clock stood still (see the module docstring). NLE counts clock-frozen presses in
+        # `_frozen_steps` (nle 1.3.0, pinned) while it computes the reward, before a won game is quit and
+        # its observation blanked, so the count is right on the winning press too.
+        frozen = self._env._frozen_steps > 0
+        thick_reward = reward + (THICK_PENALTY_STEP if frozen else 0.0)
+        if thick_reward >= 1.0:  # THICK's SuccessWrapper threshold
+            self._success_thick = True
         self._done = bool(terminated)
         self._truncated = bool(truncated)
 
@@ -356,7 +382,7 @@ SUITE = SuiteSpec(
     make_env=make_env,
     budget=1_000_000,  # THICK's configs (minihack, thick_minihack): steps 1e6, action repeat 1
     eval_protocol="success_rate",
-    score_fields=("success",),
+    score_fields=("success", "success_thick"),
     normaliser="identity",
     description="THICK's MiniHack tasks (key corridors, escape rooms, crossings, miniwod, river), success rate.",
 )

@@ -1,18 +1,23 @@
-"""VisualPinpad (Director's environment, used by THICK): visit coloured pads in the order 1 -> 2 -> ... -> N.
+"""VisualPinpad (Director's env, used by DreamerV3 and THICK): visit coloured pads in order 1 -> ... -> N.
 
-Rules (our implementation of the published description; the layouts are our own):
+The layouts, rules and rendering follow the published environment (Director / DreamerV3
+`embodied/envs/pinpad.py`; THICK's pinpad env has the same layouts), written anew from its description;
+`tests/test_pinpad_layouts.py` checks the layouts cell by cell and the spawn cells.
 
 * The world is 16 columns x 14 rows of floor (' '), wall ('#') and pad cells ('1'..'5'); tasks `three`,
-  `four` and `five` have 3, 4 and 5 pads. The agent starts on a random floor cell (episode seed).
-* 5 actions: no-op, up, down, left, right. Moves into walls or off the grid leave the agent in place.
-* The game keeps the sequence of pads visited: entering a pad that differs from the last pad of the sequence
-  appends it (only the last N entries are kept). When the sequence reads 1, 2, ..., N the agent gets +10
-  and a 10-step countdown starts (the image is tinted green). When the countdown runs out the agent
-  respawns on a random floor cell and the sequence is cleared; no reward is given during the countdown.
-* Observation: 64x64 RGB = the 16x16 cell grid drawn with 4x4-pixel cells: the 14 world rows plus a 2-row
-  strip at the bottom showing the colours of the pads in the current sequence. Pads are drawn faded except
-  the one the agent stands on, which lights up; the agent is black.
-* Episodes last 2000 steps (THICK; THIX uses 1000) and end by truncation only.
+  `four` and `five` have 3, 4 and 5 pads. The agent spawns on a uniformly random non-wall cell, pads
+  included (episode seed).
+* 5 actions: no-op, +y (down), -y (up), +x (right), -x (left); the target cell is clipped to the grid and a
+  wall leaves the agent in place.
+* Entering a pad (moving onto, or staying on, a pad cell) appends it to the visited sequence unless it equals
+  the sequence's last entry; only the last N entries are kept. When the sequence reads 1, 2, ..., N and no
+  countdown runs the agent gets +10 and a 10-step countdown starts; when it runs out the agent respawns and
+  the sequence is cleared. No reward is given during the countdown.
+* Observation: 64x64 RGB = a 16x16 cell grid of 4x4-pixel cells: the 14 world rows plus a 2-row grey strip at
+  the bottom, where the visited sequence is drawn as coloured cells at x = 1, 3, 5, ... of its first row.
+  Background white, tinted (223, 255, 223) during the countdown; walls (192, 192, 192); a pad is drawn at 10%
+  of its colour over 90% white, in full colour while the agent stands on it; the agent is black.
+* Episodes last 2000 steps (THICK; DreamerV3 uses 10000) and end by truncation only.
 """
 
 from __future__ import annotations
@@ -27,67 +32,69 @@ from tasks import wrappers
 
 WIDTH, HEIGHT = 16, 14  # world cells; the rendered grid is 16 x 16 with the bottom strip
 CELL_PIXELS = 4
-MOVES = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))  # (dx, dy): no-op, up, down, left, right
+MOVES = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))  # (dx, dy): no-op, +y, -y, +x, -x (the published order)
 
+# The published layouts (rows top to bottom).
 LAYOUTS = {
     "three": (
         "################",
-        "#111        222#",
-        "#111        222#",
-        "#111        222#",
+        "#1111      3333#",
+        "#1111      3333#",
+        "#1111      3333#",
+        "#1111      3333#",
         "#              #",
         "#              #",
         "#              #",
         "#              #",
-        "#              #",
-        "#              #",
-        "#     3333     #",
-        "#     3333     #",
-        "#     3333     #",
+        "#     2222     #",
+        "#     2222     #",
+        "#     2222     #",
+        "#     2222     #",
         "################",
     ),
     "four": (
         "################",
-        "#111        222#",
-        "#111        222#",
-        "#111        222#",
+        "#1111      4444#",
+        "#1111      4444#",
+        "#1111      4444#",
+        "#1111      4444#",
         "#              #",
         "#              #",
-        "#     ####     #",
-        "#     ####     #",
         "#              #",
         "#              #",
-        "#444        333#",
-        "#444        333#",
-        "#444        333#",
+        "#3333      2222#",
+        "#3333      2222#",
+        "#3333      2222#",
+        "#3333      2222#",
         "################",
     ),
     "five": (
         "################",
-        "#11    22    33#",
-        "#11    22    33#",
-        "#11          33#",
-        "#              #",
-        "#     ####     #",
-        "#     ####     #",
-        "#     ####     #",
-        "#              #",
-        "#44          55#",
-        "#44          55#",
-        "#44          55#",
-        "#              #",
+        "#          4444#",
+        "#111       4444#",
+        "#111       4444#",
+        "#111           #",
+        "#111        555#",
+        "#           555#",
+        "#           555#",
+        "#333        555#",
+        "#333           #",
+        "#333       2222#",
+        "#333       2222#",
+        "#          2222#",
         "################",
     ),
 }
 PAD_COLOURS = {
-    "1": (230, 50, 50),  # red
-    "2": (50, 120, 240),  # blue
-    "3": (240, 200, 30),  # yellow
-    "4": (160, 60, 220),  # purple
-    "5": (250, 130, 20),  # orange (green is reserved for the countdown tint)
+    "1": (255, 0, 0),
+    "2": (0, 255, 0),
+    "3": (0, 0, 255),
+    "4": (255, 255, 0),
+    "5": (255, 0, 255),
 }
-FLOOR, WALL, AGENT, STRIP = (255, 255, 255), (110, 110, 110), (0, 0, 0), (190, 190, 190)
-GREEN_TINT = np.array((0, 255, 0), np.float32)
+FLOOR, COUNTDOWN_FLOOR = (255, 255, 255), (223, 255, 223)
+WALL = STRIP = (192, 192, 192)
+AGENT = (0, 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +124,7 @@ class PinpadEnv(Env):
         self.protocol = protocol
         self.layout = parse_layout(task)
         self.pads = tuple(sorted(set(self.layout.flat) - {" ", "#"}))
-        self.floor = [(x, y) for y in range(HEIGHT) for x in range(WIDTH) if self.layout[y, x] == " "]
+        self.spawns = [(x, y) for y in range(HEIGHT) for x in range(WIDTH) if self.layout[y, x] != "#"]
         self._obs_space = {"image": spaces.image(protocol.image_size, protocol.image_size), **spaces.step_spaces()}
         self._act_space = {"action": spaces.discrete(len(MOVES))}
         self._guard = wrappers.EpisodeGuard(f"pinpad {task}")
@@ -151,12 +158,14 @@ class PinpadEnv(Env):
             self.countdown -= 1
             if self.countdown == 0:
                 self._respawn()
-        x, y = self.position[0] + move[0], self.position[1] + move[1]
-        if 0 <= x < WIDTH and 0 <= y < HEIGHT and self.layout[y, x] != "#":
+        x = min(max(self.position[0] + move[0], 0), WIDTH - 1)
+        y = min(max(self.position[1] + move[1], 0), HEIGHT - 1)
+        # The target cell decides: a wall blocks (and enters no pad), a pad is entered even on a no-op.
+        target = self.layout[y, x]
+        if target != "#":
             self.position = (x, y)
-        cell = self.layout[self.position[1], self.position[0]]
-        if cell in self.pads and (not self.sequence or self.sequence[-1] != cell):
-            self.sequence = (self.sequence + [cell])[-len(self.pads) :]
+        if target in self.pads and (not self.sequence or self.sequence[-1] != target):
+            self.sequence = (self.sequence + [target])[-len(self.pads) :]
         reward = 0.0
         if not self.countdown and tuple(self.sequence) == self.pads:
             reward = self.protocol.sequence_reward
@@ -167,33 +176,33 @@ class PinpadEnv(Env):
         return wrappers.step_obs({"image": self._image()}, reward, is_first=False, is_last=is_last, is_terminal=False)
 
     def _respawn(self):
-        self.position = self.floor[int(self._rng.integers(len(self.floor)))]
+        self.position = self.spawns[int(self._rng.integers(len(self.spawns)))]
         self.sequence = []
 
-    def _draw_background(self) -> np.ndarray:
-        grid = np.zeros((HEIGHT + 2, WIDTH, 3), np.float32)
-        grid[:] = STRIP
-        for (y, x), cell in np.ndenumerate(self.layout):
-            if cell == "#":
-                grid[y, x] = WALL
-            elif cell == " ":
-                grid[y, x] = FLOOR
-            else:  # pads are faded towards white unless the agent stands on them
-                grid[y, x] = 0.25 * np.array(PAD_COLOURS[cell]) + 0.75 * np.array(FLOOR)
+    def _draw_world(self, floor) -> np.ndarray:
+        """The (HEIGHT + 2, WIDTH, 3) uint8 grid without the agent, its pad lit, or the sequence."""
+        grid = np.empty((HEIGHT + 2, WIDTH, 3), np.uint8)
+        grid[:HEIGHT] = floor
+        grid[HEIGHT:] = STRIP
+        grid[:HEIGHT][self.layout == "#"] = WALL
+        for pad in self.pads:  # 10% of the colour over 90% white, rounded down like the published uint8 cast
+            faded = (10 * np.array(PAD_COLOURS[pad]) + 90 * np.array(FLOOR)) // 100
+            grid[:HEIGHT][self.layout == pad] = faded
         return grid
 
+    def _draw_background(self) -> dict[bool, np.ndarray]:
+        return {False: self._draw_world(FLOOR), True: self._draw_world(COUNTDOWN_FLOOR)}
+
     def _image(self) -> np.ndarray:
-        grid = self._background.copy()
+        grid = self._background[bool(self.countdown)].copy()
         x, y = self.position
         cell = self.layout[y, x]
         if cell in PAD_COLOURS:  # the whole pad the agent stands on lights up in full colour
             grid[:HEIGHT][self.layout == cell] = PAD_COLOURS[cell]
-        for index, pad in enumerate(self.sequence):
-            grid[HEIGHT : HEIGHT + 2, 1 + 3 * index : 3 + 3 * index] = PAD_COLOURS[pad]
         grid[y, x] = AGENT
-        if self.countdown:
-            grid = 0.5 * grid + 0.5 * GREEN_TINT
-        image = np.repeat(np.repeat(grid.astype(np.uint8), CELL_PIXELS, 0), CELL_PIXELS, 1)
+        for index, pad in enumerate(self.sequence):
+            grid[HEIGHT, 2 * index + 1] = PAD_COLOURS[pad]
+        image = np.repeat(np.repeat(grid, CELL_PIXELS, 0), CELL_PIXELS, 1)
         return wrappers.resize_image(image, self.protocol.image_size, "nearest")
 
     def render(self):
@@ -214,5 +223,5 @@ SUITE = SuiteSpec(
     eval_protocol="final_eval",
     eval_episodes=10,
     normaliser="identity",
-    description="VisualPinpad three/four/five: visit coloured pads in order, +10 per sequence, 2000-step episodes.",
+    description="VisualPinpad three/four/five (Director's layouts): visit pads in order, +10 per sequence.",
 )

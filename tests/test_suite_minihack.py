@@ -1,16 +1,19 @@
-"""MiniHack (THICK tasks): level layouts, action subsets, success and death, truncation, seeding, bad input."""
+"""MiniHack (THICK tasks): actions, success (ours and THICK's rule), death, truncation, seeding, bad input.
 
-import re
+The levels themselves are checked cell by cell in tests/test_minihack_levels.py.
+"""
 
 import numpy as np
 import pytest
 
 from tasks.minihack import SUITE, TASKS, MiniHackEnv, MiniHackProtocol, level_text
 
-# Display characters of the map symbols our levels use. NetHack draws a wall as '-' or '|' depending on its
-# junctions, and lava and pools both as '}'.
-DISPLAY = {"-": "-|", "|": "-|", "L": "}", "P": "}"}
-CUSTOM = sorted({spec.level for spec in TASKS.values() if spec.level})
+# The scripted escape (levels.md's 9x9 map): ring at (3,7) four cells west of the start, float north over the
+# east liquid, swap the ring for the key at (5,1), push the boulder at (3,2) into the water, unlock, stairs.
+ESCAPE = (
+    ["west"] * 4 + ["pickup"] + ["east"] * 4 + ["north"] * 6 + ["west"] * 2 + ["pickup"] + ["west"] * 2
+    + ["south"] * 5 + ["apply", "west", "west"]
+)  # fmt: skip
 
 
 def screen(env) -> list[str]:
@@ -47,11 +50,6 @@ def walk_to(env, target, vertical_first=False):
     raise AssertionError(f"could not reach {target} from {position(env)}")
 
 
-def des_map(name):
-    text = level_text(name)
-    return text.split("MAP\n", 1)[1].split("\nENDMAP", 1)[0].split("\n")
-
-
 def test_task_table():
     assert set(TASKS) == {f"keycorridor{n}" for n in (2, 4, 5, 6, 7, 8, 9, 10, 11, 12)} | {
         "keyroomfixed5", "river", "miniwod", "escaperoom", "escaperoomwater", "lavacrossing", "watercrossing",
@@ -65,34 +63,7 @@ def test_task_table():
     limits = {name: spec.max_steps for name, spec in TASKS.items()}
     assert {limits[t] for t in ("keycorridor4", "keyroomfixed5", "lavacrossing", "watercrossing")} == {200}
     assert {limits[t] for t in ("river", "miniwod", "escaperoom", "escaperoomwater")} == {400}
-    assert SUITE.score_fields == ("success",) and SUITE.eval_protocol == "success_rate"
-
-
-@pytest.mark.parametrize("n", [2, 4, 5, 6, 7, 8, 9, 10, 11, 12])
-def test_keycorridor_files_have_an_n_cell_corridor_with_the_key_at_the_far_end(n):
-    rows = des_map(f"keycorridor{n}.des")
-    assert rows[3] == "|" + "." * n + "|"
-    text = level_text(f"keycorridor{n}.des")
-    assert re.search(rf'OBJECT: \(\'\(\', "skeleton key"\), \({n},3\)', text)
-    assert "BRANCH: (1,3,1,3)" in text and "DOOR: locked, (1,2)" in text and "STAIR: (1,1), down" in text
-
-
-@pytest.mark.parametrize("level", CUSTOM)
-def test_level_files_compile_and_are_the_map_we_play(level):
-    task = next(name for name, spec in TASKS.items() if spec.level == level)
-    env = MiniHackEnv(task)
-    env.reset(seed=0)
-    rows = des_map(level)
-    shown = screen(env)
-    # Locate the map by its top-left wall on screen, then compare every wall, door and liquid cell.
-    top = next(y for y, row in enumerate(shown) if row.strip() and y > 0)
-    left = min(len(row) - len(row.lstrip()) for row in shown[top : top + len(rows)])
-    left -= min(len(row) - len(row.lstrip()) for row in rows)
-    for dy, row in enumerate(rows):
-        for dx, char in enumerate(row):
-            if char in "-|LP":
-                assert shown[top + dy][left + dx] in DISPLAY[char], (level, dx, dy)
-    env.close()
+    assert SUITE.score_fields == ("success", "success_thick") and SUITE.eval_protocol == "success_rate"
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -113,30 +84,54 @@ def test_keycorridor_success_needs_key_and_door():
     for name in ("apply", "north", "north"):
         obs = act(env, name)
     assert not obs["is_last"] and position(env)[1] == find(env, "+")[0][1] + 1
-    plan = ["east"] * 3 + ["pickup"] + ["west"] * 3 + ["apply", "north", "north"]
+    plan = ["east"] * 3 + ["south", "pickup", "north"] + ["west"] * 3 + ["apply", "north", "north"]
     rewards = [float(act(env, name)["reward"]) for name in plan[:-1]]
     obs = act(env, plan[-1])
     assert obs["is_last"] and obs["is_terminal"] and float(obs["reward"]) == 1.0
     assert all(r <= 0 for r in rewards)
-    assert env.episode_stats() == {"success": 1.0}
+    assert env.episode_stats()["success"] == 1.0
 
 
 def test_escaperoom_solution_with_ring_swap_and_boulder():
     env = MiniHackEnv("escaperoom")
     env.reset(seed=0)
-    plan = ["west"] * 6 + ["pickup"]
-    for name in plan:
+    for name in ESCAPE[:5]:
         act(env, name)
     assert env._ring_worn()  # picking up the ring puts it on
-    for name in ["east"] * 6 + ["north"] * 6 + ["west"] * 4:  # float over the lava to the key
+    for name in ESCAPE[5:17]:  # float over the lava to the key
         obs = act(env, name)
     assert not obs["is_last"]
-    act(env, "pickup")  # swap: ring off and dropped, key carried
+    act(env, ESCAPE[17])  # swap: ring off and dropped, key carried
     assert env._find("key") and not env._find("ring")
-    for name in ["west"] * 3 + ["south"] * 5 + ["apply", "west"]:
+    for name in ESCAPE[18:]:
         obs = act(env, name)
-    obs = act(env, "west")
-    assert obs["is_terminal"] and env.episode_stats() == {"success": 1.0}
+    assert obs["is_terminal"] and env.episode_stats()["success"] == 1.0
+
+
+def test_success_thick_misses_wins_that_thicks_env_pays_099():
+    # THICK's env is MiniHack with its default penalty_step (-0.01 on a key press that leaves the clock
+    # unchanged): its winning reward is 1.0 or 0.99, and THICK counts reward >= 1. Play the same escapes in
+    # that env (set the penalty on the inner MiniHack env) and compare with our `success_thick`.
+    env = MiniHackEnv("escaperoom")
+    env._env.penalty_step = -0.01
+    presses = []
+    inner_step = env._env.step
+    env._env.step = lambda action: presses.append(inner_step(action)) or presses[-1]
+    thick_rewards = []
+    for seed in range(3):
+        env.reset(seed=seed)
+        for name in ESCAPE:
+            obs = act(env, name)
+        assert obs["is_terminal"] and presses[-1][2]  # the last press won the game
+        thick_rewards.append(float(presses[-1][1]))
+        assert env.episode_stats()["success_thick"] == float(thick_rewards[-1] >= 1.0)
+    assert sorted(thick_rewards) == pytest.approx([0.99, 1.0, 1.0])  # both cases occur
+    # In our env (no inner penalty) every such win pays 1.0 and counts as ours; THICK's rule misses 0.99 wins.
+    env = MiniHackEnv("escaperoom")
+    env.reset(seed=thick_rewards.index(min(thick_rewards)))
+    for name in ESCAPE:
+        obs = act(env, name)
+    assert float(obs["reward"]) == 1.0 and env.episode_stats() == {"success": 1.0, "success_thick": 0.0}
 
 
 def test_lava_kills_without_the_ring_and_the_ring_saves():
@@ -145,7 +140,7 @@ def test_lava_kills_without_the_ring_and_the_ring_saves():
     obs = walk_to(env, find(env, ">")[0])
     assert obs["is_last"] and obs["is_terminal"]
     assert float(obs["reward"]) == pytest.approx(-0.1)  # THICK's lava penalty on death
-    assert env.episode_stats() == {"success": 0.0}
+    assert env.episode_stats() == {"success": 0.0, "success_thick": 0.0}
     for seed in range(2):
         env.reset(seed=seed)
         ring = (find(env, "=") or [position(env)])[0]  # the ring may lie under the player
@@ -153,14 +148,15 @@ def test_lava_kills_without_the_ring_and_the_ring_saves():
         walk_to(env, ring)
         act(env, "pickup")
         obs = walk_to(env, stairs)
-        assert obs["is_terminal"] and float(obs["reward"]) == 1.0 and env.episode_stats() == {"success": 1.0}
+        assert obs["is_terminal"] and float(obs["reward"]) == 1.0 and env.episode_stats()["success"] == 1.0
 
 
 def test_miniwod_zap_takes_the_direction_from_the_next_action():
     env = MiniHackEnv("miniwod")
     env.reset(seed=0)
     stairs = find(env, ">")[0]
-    walk_to(env, find(env, "/")[0])  # autopickup
+    walk_to(env, find(env, "/")[0])
+    act(env, "pickup")  # autopickup is off, as in THICK
     assert env._find("wand")
     walk_to(env, (stairs[0] - 9, stairs[1]), vertical_first=True)
     assert find(env, "H")  # the sleeping minotaur blocks the corridor
@@ -169,7 +165,7 @@ def test_miniwod_zap_takes_the_direction_from_the_next_action():
     act(env, "east")
     assert not env._awaiting_direction and not find(env, "H")
     obs = walk_to(env, stairs)
-    assert obs["is_terminal"] and env.episode_stats() == {"success": 1.0}
+    assert obs["is_terminal"] and env.episode_stats()["success"] == 1.0
 
 
 def test_step_limit_is_a_truncation_and_bumping_costs():
@@ -180,7 +176,7 @@ def test_step_limit_is_a_truncation_and_bumping_costs():
     assert [(bool(o["is_last"]), bool(o["is_terminal"])) for o in observations] == [(False, False)] * 2 + [
         (True, False)
     ]
-    assert env.episode_stats() == {"success": 0.0}
+    assert env.episode_stats() == {"success": 0.0, "success_thick": 0.0}
     with pytest.raises(RuntimeError, match="reset"):
         act(env, "west")
 
