@@ -27,6 +27,22 @@ def test_crashed_worker_is_restarted_and_its_episode_marked_broken(tmp_path):
     assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert max(m.get("env/worker_restarts", 0) for m in metrics) >= 1
+    # In replay, the abandoned episode ends (is_last) at its last stored step: no episode runs into the next.
+    import numpy as np
+
+    from bench.checkpoint import Checkpointer
+
+    header = Checkpointer(folder / "ckpt").load_header()
+    for worker in range(2):
+        entries = sorted((e for e in header["replay"]["chunks"] if e["lane"] == worker), key=lambda e: e["index"])
+        lane = {}
+        for entry in entries:
+            with np.load(folder / "ckpt" / "replay" / entry["obs"]) as data:
+                for key in ("is_first", "is_last"):
+                    lane.setdefault(key, []).append(data[key][: entry["filled"]])
+        is_first, is_last = (np.concatenate(lane[k]) for k in ("is_first", "is_last"))
+        starts = np.flatnonzero(is_first)[1:]
+        assert is_last[starts - 1].all(), f"worker {worker}: an episode runs into the next one in replay"
 
 
 @pytest.fixture(scope="module")
