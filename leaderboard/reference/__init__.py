@@ -66,8 +66,8 @@ def _dmc_curve(suite, key, method, protocol, note=""):
 
 # Where DreamerV3's published Atari runs left the 100k protocol (protocols.md); our flags that reproduce it.
 _DREAMERV3_2024_NOTE = (
-    "ran with sticky actions at p = 0.25: its wrapper sets repeat_action_probability after loadROM, which ALE "
-    "ignores, so ALE's default 0.25 stayed on; like-for-like: --env.sticky_actions 0.25"
+    "ran with sticky actions at p = 0.25: its wrapper sets repeat_action_probability after loadROM, which "
+    "ALE ignores, so ALE's default 0.25 stayed on; like-for-like: --env.sticky_actions 0.25"
 )
 _DREAMERV3_2023_NOTE = (
     "its code resized frames with OpenCV INTER_AREA and drew 0-29 no-ops; like-for-like: --env.resize area "
