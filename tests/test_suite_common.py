@@ -72,6 +72,9 @@ def test_protocol_values_are_checked_and_named():
         AtariProtocol(eval_protocol="best")
     with pytest.raises(ValueError, match=r"env.crop_tiles=4.*odd"):
         MiniHackProtocol(crop_tiles=4)
+    with pytest.raises(ValueError, match=r"env.resize='area'.*only shrinks"):
+        MiniHackProtocol(crop_tiles=3, resize="area")  # a 48 px crop enlarged to 64
+    assert MiniHackProtocol(resize="area").resize == "area"  # 80 px -> 64 shrinks
     # The same checks run on dotted command-line overrides of the `env` section.
     config = config_lib.Config(
         run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(), logger=config_lib.LoggerConfig(),
