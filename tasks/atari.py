@@ -2,10 +2,14 @@
 
 Protocol (defaults = the published one, every choice a field of `AtariProtocol`, i.e. `env.*` in the config):
 
-* 64x64 RGB, resized with PIL bilinear like DreamerV3; frame skip 4 with a max-pool over the last two
-  frames of each agent step (removes Atari sprite flicker).
+* 64x64 RGB, resized with PIL bilinear like DreamerV3 (2024); `resize="area"` is OpenCV's INTER_AREA, which
+  DreamerV3's 2023 code used. Frame skip 4 with a max-pool over the last two frames of each agent step
+  (removes Atari sprite flicker).
 * Up to 30 no-op frames after reset, the count drawn uniformly from 0..30 (DreamerV3: `integers(noops + 1)`)
   from the episode seed. No sticky actions (repeat_action_probability 0). Minimal action set.
+  DreamerV3's 2024 published runs had sticky actions at p = 0.25 (its wrapper set the probability after
+  `loadROM`, which ALE ignores): `--env.sticky_actions 0.25` reproduces them, with ALE's semantics (each
+  frame repeats the previously emitted action with that probability).
 * Episodes are capped at 108k frames (27k agent steps); hitting the cap is a truncation (is_last without
   is_terminal). DreamerV3 upstream marks it terminal; we do not copy that.
 * Lives are ignored (DreamerV3, Hieros). `life_loss_terminal=True` gives the IRIS/STORM/DIAMOND training
@@ -41,11 +45,11 @@ EVAL_PROTOCOLS = ("final_eval", "train_window")
 class AtariProtocol:
     image_size: int = 64  # square observation side in pixels
     grayscale: bool = False  # TWM and the DER/SPR lineage use grey; the world-model agents use RGB
-    resize: str = "bilinear"  # PIL filter: bilinear (DreamerV3), nearest, area
+    resize: str = "bilinear"  # bilinear (PIL; DreamerV3 2024), nearest (PIL), area (OpenCV INTER_AREA)
     action_repeat: int = 4  # frames per agent step (frame skip)
     max_pool: bool = True  # max over the last two frames of each agent step
     noops: int = 30  # at most this many no-op frames after reset, count uniform in 0..noops
-    sticky_actions: float = 0.0  # repeat_action_probability; the 100k protocol uses 0
+    sticky_actions: float = 0.0  # repeat_action_probability: 100k protocol 0; DreamerV3 2024 ran 0.25
     full_action_space: bool = False  # False = the game's minimal action set
     life_loss_terminal: bool = False  # mark life loss as terminal (IRIS/STORM/DIAMOND training signal)
     episode_frames: int = 108_000  # truncation cap in frames, including the no-op frames

@@ -102,7 +102,7 @@ TASKS: dict[str, TaskSpec] = {
 class MiniHackProtocol:
     image_size: int = 64  # observation side in pixels
     crop_tiles: int = 5  # side of the egocentric crop in tiles (odd)
-    resize: str = "nearest"  # PIL filter from the crop's 16 px tiles to image_size
+    resize: str = "nearest"  # from the crop's 16 px tiles to image_size (see tasks.wrappers.RESIZE_METHODS)
     max_steps: int = 0  # episode limit in agent steps; 0 = the task's (200 or 400, see the table)
     penalty_step: float = -0.01  # reward for an agent step in which the game clock did not advance
     success_reward: float = 1.0  # a step reward at least this large marks the episode a success
@@ -112,6 +112,8 @@ class MiniHackProtocol:
         wrappers.require(self.crop_tiles % 2 == 1, self, "crop_tiles", "must be odd (the player is the centre)")
         wrappers.require(self.max_steps >= 0, self, "max_steps", "must be >= 0 (0 = the task's limit)")
         wrappers.require_choice(self, "resize", wrappers.RESIZE_METHODS)
+        shrinks = self.image_size <= 16 * self.crop_tiles  # 16 px per tile
+        wrappers.require(self.resize != "area" or shrinks, self, "resize", "'area' only shrinks the crop")
 
 
 def level_text(name: str) -> str:

@@ -119,6 +119,71 @@ def test_no_sticky_actions_and_determinism():
     assert (trajectory(3) == trajectory(3)).all()
 
 
+class RecordingALE:
+    """Delegates to an ALEInterface and records every action the env emits to it."""
+
+    def __init__(self, ale):
+        self.ale, self.emitted = ale, []
+
+    def act(self, action, strength=1.0):
+        self.emitted.append(action)
+        return self.ale.act(action, strength)
+
+    def __getattr__(self, name):
+        return getattr(self.ale, name)
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.25])
+def test_sticky_actions_repeat_the_previous_action_per_frame(probability):
+    # ALE's semantics (what DreamerV3 2024 ran with p = 0.25): each frame, with probability p, the previously
+    # emitted action is emitted again instead of the chosen one.
+    env = AtariEnv("pong", AtariProtocol(sticky_actions=probability))
+    env.reset(seed=0)
+    env._ale = recorder = RecordingALE(env._ale)
+    minimal = env._actions
+    chosen = []
+    for step in range(600):
+        index = step % len(minimal)  # a different action every step
+        env.step({"action": index})
+        chosen += [minimal[index]] * 4
+    previous = [Action.NOOP] + recorder.emitted[:-1]
+    assert all(e in (c, p) for e, c, p in zip(recorder.emitted, chosen, previous))
+    if probability == 0.0:
+        assert recorder.emitted == chosen
+        return
+    # frames whose chosen action differs from the last emitted one: the first of each step, and later ones
+    # after a stick (every frame draws, not only the first of a step)
+    for first, tolerance in ((True, 0.06), (False, 0.1)):
+        stuck = [e == p for i, (e, c, p) in enumerate(zip(recorder.emitted, chosen, previous))
+                 if c != p and (i % 4 == 0) == first]  # fmt: skip
+        assert len(stuck) > (500 if first else 100) and np.mean(stuck) == pytest.approx(probability, abs=tolerance)
+
+
+def test_sticky_and_area_flags_reach_the_protocol():
+    from bench import config as config_lib
+
+    config = config_lib.Config(
+        run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(), logger=config_lib.LoggerConfig(),
+        env=AtariProtocol(), agent=config_lib.RunConfig(),
+    )  # fmt: skip
+    like_dreamerv3 = config_lib.apply(config, {"env.sticky_actions": "0.25", "env.resize": "area"}).env
+    assert like_dreamerv3.sticky_actions == 0.25 and like_dreamerv3.resize == "area"
+    with pytest.raises(config_lib.ConfigError, match="env.sticky_actions"):  # the close match is suggested
+        config_lib.apply(config, {"env.sticky": "0.25"})
+
+
+def test_area_resize_observation_is_opencv_inter_area_of_the_screen():
+    seed = 4
+    env = AtariEnv("ms_pacman", AtariProtocol(resize="area"))
+    obs = env.reset(seed=seed)
+    ale = reference_ale("ms_pacman")
+    ale.reset_game()
+    for _ in range(noop_count(seed)):
+        ale.act(Action.NOOP)
+    assert (obs["image"] == wrappers.area_resize(ale.getScreenRGB(), 64, 64)).all()
+    assert not (obs["image"] == wrappers.resize_image(ale.getScreenRGB(), 64, "bilinear")).all()
+
+
 def test_seeding_of_first_observations():
     env = AtariEnv("ms_pacman")
     firsts = {seed: env.reset(seed=seed)["image"] for seed in range(6)}

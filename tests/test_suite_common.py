@@ -72,6 +72,9 @@ def test_protocol_values_are_checked_and_named():
         AtariProtocol(eval_protocol="best")
     with pytest.raises(ValueError, match=r"env.crop_tiles=4.*odd"):
         MiniHackProtocol(crop_tiles=4)
+    with pytest.raises(ValueError, match=r"env.resize='area'.*only shrinks"):
+        MiniHackProtocol(crop_tiles=3, resize="area")  # a 48 px crop enlarged to 64
+    assert MiniHackProtocol(resize="area").resize == "area"  # 80 px -> 64 shrinks
     # The same checks run on dotted command-line overrides of the `env` section.
     config = config_lib.Config(
         run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(), logger=config_lib.LoggerConfig(),
@@ -119,6 +122,58 @@ def test_resize_and_grayscale():
     assert wrappers.resize_image(grey, 32, "area").shape == (32, 32, 1)
     with pytest.raises(ValueError, match="resize method"):
         wrappers.resize_image(image, 64, "cubic")
+
+
+def test_area_resize_weighs_overlaps_as_opencv_inter_area():
+    # 3 -> 2 px (s = 1.5): output 0 covers [0, 1.5) -> weights (1, 0.5) / 1.5 = (2/3, 1/3, 0), output 1 covers
+    # [1.5, 3) -> (0, 1/3, 2/3). Image 9 (3 r + c + 1): 9 (3 E[r] + E[c] + 1) with E = 1/3 or 5/3.
+    r, c = np.mgrid[0:3, 0:3]
+    image = (9 * (3 * r + c + 1)).astype(np.uint8)[..., None]
+    np.testing.assert_array_equal(wrappers.area_resize(image, 2, 2)[..., 0], [[21, 33], [57, 69]])
+    # 5 -> 2 px (s = 2.5, Atari's width ratio): (0.4, 0.4, 0.2, 0, 0) and (0, 0, 0.2, 0.4, 0.4), E = 0.8, 3.2.
+    r, c = np.mgrid[0:5, 0:5]
+    image = np.repeat((20 * r + 5 * c).astype(np.uint8)[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(wrappers.area_resize(image, 2, 2)[..., 1], [[20, 32], [68, 80]])
+    # both at once, 5 rows x 3 columns: 20 E5[r] + 9 E3[c]
+    r, c = np.mgrid[0:5, 0:3]
+    image = (20 * r + 9 * c).astype(np.uint8)[..., None]
+    np.testing.assert_array_equal(wrappers.area_resize(image, 2, 2)[..., 0], [[19, 31], [67, 79]])
+    assert (wrappers.resize_image(image, 2, "area") == wrappers.area_resize(image, 2, 2)).all()
+
+
+def overlap_weights(source: int, target: int) -> np.ndarray:
+    """(target, source): the length of [d s, (d + 1) s) inside source pixel [k, k + 1), over s."""
+    scale = source / target
+    starts = np.arange(target)[:, None] * scale
+    k = np.arange(source)[None, :]
+    return np.clip(np.minimum(starts + scale, k + 1) - np.maximum(starts, k), 0, None) / scale
+
+
+def test_area_resize_of_an_atari_frame_is_the_overlap_mean():
+    frame = np.random.default_rng(0).integers(0, 256, (210, 160, 3), dtype=np.uint8)
+    weights_y, weights_x = overlap_weights(210, 64), overlap_weights(160, 64)
+    exact = np.einsum("ik,jl,klc->ijc", weights_y, weights_x, frame.astype(float))
+    resized = wrappers.resize_image(frame, 64, "area")
+    near_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3  # float32 arithmetic may round these either way
+    np.testing.assert_array_equal(resized[~near_tie], np.rint(exact)[~near_tie])
+    assert near_tie.mean() < 0.01
+
+
+def test_area_resize_integer_factors_round_like_opencv():
+    # 2x2 blocks (1, 3 or 4 channels): (sum + 2) >> 2, i.e. half up: sums 2, 6, 10 -> 1, 2, 3
+    blocks = np.array([[0, 1, 1, 2, 2, 3], [0, 1, 1, 2, 2, 3]], np.uint8)
+    np.testing.assert_array_equal(wrappers.area_resize(blocks[..., None], 1, 3)[0, :, 0], [1, 2, 3])
+    rgb = np.repeat(blocks[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(wrappers.area_resize(rgb, 1, 3)[0], [[1] * 3, [2] * 3, [3] * 3])
+    # other integer factors: sum * float32(1 / area), half to even: pairs 0+1, 1+2, 2+3 -> 0, 2, 2
+    pairs = np.array([[0, 1, 1, 2, 2, 3]], np.uint8)[..., None]
+    np.testing.assert_array_equal(wrappers.area_resize(pairs, 1, 3)[0, :, 0], [0, 2, 2])
+    # 3x3 blocks: the plain mean
+    image = np.arange(36, dtype=np.uint8).reshape(6, 6)[..., None]
+    expected = image[..., 0].reshape(2, 3, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_array_equal(wrappers.area_resize(image, 2, 2)[..., 0], np.rint(expected))
+    with pytest.raises(ValueError, match="only shrinks"):
+        wrappers.area_resize(image, 12, 12)
 
 
 def test_episode_guard_names_the_fix():

@@ -64,6 +64,15 @@ def _dmc_curve(suite, key, method, protocol, note=""):
     )  # fmt: skip
 
 
+# Where DreamerV3's published Atari runs left the 100k protocol (protocols.md); our flags that reproduce it.
+_DREAMERV3_2024_NOTE = (
+    "ran with sticky actions at p = 0.25: its wrapper sets repeat_action_probability after loadROM, which "
+    "ALE ignores, so ALE's default 0.25 stayed on; like-for-like: --env.sticky_actions 0.25"
+)
+_DREAMERV3_2023_NOTE = (
+    "its code resized frames with OpenCV INTER_AREA and drew 0-29 no-ops; like-for-like: --env.resize area "
+    "--env.noops 29"
+)
 _DMC_BASELINE_NOTE = "baseline curve from DreamerV3's published score files; curve type (train/eval) unstated"
 
 CATALOG: tuple[Reference, ...] = (
@@ -81,19 +90,21 @@ CATALOG: tuple[Reference, ...] = (
     _atari("DreamerV3 (2023)", "atari100k_DreamerV3_2023.json",
            "leor-c/REM results/data/dreamerv3.json (DreamerV3 arXiv v1 per-seed scores)",
            protocol="train_window",
-           detail="mean of the training episodes ending in the last 10k env frames (390k-400k), DreamerV3's protocol"),
+           detail="mean of the training episodes ending in the last 10k env frames (390k-400k), DreamerV3's protocol",
+           note=_DREAMERV3_2023_NOTE),
     Reference(
         "atari100k", "DreamerV3 (2024)", "atari100k-dreamerv3.json.gz", "curves", "train_window",
         "mean of the training episodes ending in (390k, 400k] env frames; runs with no episode ending "
         "there have no score and are left out (reported)",
         "danijar/dreamerv3 scores/atari100k-dreamerv3.json.gz (Hafner et al., Nature 2025)",
-        key="dreamerv3", task_prefix="atari_", window_end=400_000, window=10_000,
+        _DREAMERV3_2024_NOTE, key="dreamerv3", task_prefix="atari_", window_end=400_000, window=10_000,
     ),
     _atari("SimPLe", "atari100k_SimPLe.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),
     _atari("DER", "atari100k_DER.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),
     _atari("OTRainbow", "atari100k_OTRainbow.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),
-    _atari("CURL", "atari100k_CURL.json", _RLIABLE_SOURCE + " CURL/<Game>.json", detail=_RLIABLE_PROTOCOL,
-           note="eval_average_return of runs 1-100 per game (converted from the per-game record files)"),
+    _atari("CURL", "atari100k_CURL.json", _RLIABLE_SOURCE + " CURL_10_evals.json", detail=_RLIABLE_PROTOCOL,
+           note="the final HNS of seeds 1-100 per game from CURL_10_evals.json (the file the rliable paper's "
+                "loader reads), shipped as raw returns; the per-game CURL/<Game>.json files differ"),
     _atari("DrQ", "atari100k_DrQ.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),
     _atari("DrQ(eps)", "atari100k_DrQ_eps.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),
     _atari("SPR", "atari100k_SPR.json", _RLIABLE_SOURCE, detail=_RLIABLE_PROTOCOL),

@@ -3,8 +3,9 @@
     python -m leaderboard.reference.build /path/to/reference-data
 
 `reference-data` holds copies of public files (see `SOURCES.md` for where each comes from). Files are copied
-byte for byte, except: CURL's per-game run files become one `dict game -> [runs]` file, and the VSG curve
-files are gzipped (deterministically, mtime 0). `SOURCES.md` records the SHA-256 of every input.
+byte for byte, except: CURL's `CURL_10_evals.json` (human-normalised scores) becomes one `dict game -> [raw
+returns]` file, and the VSG curve files are gzipped (deterministically, mtime 0). `SOURCES.md` records the
+SHA-256 of every input.
 """
 
 from __future__ import annotations
@@ -48,6 +49,36 @@ GZIPPED = {
 }
 
 
+CURL_SOURCE = "atari100k/rliable/CURL_10_evals.json"
+
+
+def curl_raw_returns(records: list[dict], source: Path) -> dict[str, list[float]]:
+    """CURL_10_evals records {game, seed, HNS, Max HNS} -> dict game -> [raw return per seed, by seed].
+
+    The file holds human-normalised scores (HNS, to 10 significant digits); we ship raw returns like every
+    other final-score file, so the board normalises them with the same table. raw = random + HNS (human -
+    random) lands within 1e-5 of a multiple of 0.01 for all 2,600 records (the returns are means of
+    evaluation episodes), so we round to 0.01, after checking that it only removes the HNS rounding.
+    """
+    random = json.loads((source / "atari100k/published/RANDOM.json").read_text())
+    human = json.loads((source / "atari100k/published/HUMAN.json").read_text())
+    by_game: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        game, hns = record["game"], float(record["HNS"])  # the final score; "Max HNS" is the best evaluation
+        low, high = random[game][0], human[game][0]
+        raw = low + hns * (high - low)
+        if abs(raw - round(raw, 2)) > 1e-4:
+            raise ValueError(f"CURL {game} seed {record['seed']}: HNS {hns} is not a return on a 0.01 grid")
+        by_game.setdefault(game, []).append((float(record["seed"]), round(raw, 2)))
+    curl = {}
+    for game, runs in sorted(by_game.items()):
+        seeds = [seed for seed, _ in runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"CURL {game}: duplicate seeds in {CURL_SOURCE}")
+        curl[game] = [raw for _, raw in sorted(runs)]
+    return curl
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -63,22 +94,12 @@ def build(source: Path) -> list[tuple[str, str, str]]:
         json.loads(data)  # must be valid JSON
         (HERE / name).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
         rows.append((name, relative, sha256(source / relative)))
-    # CURL: one record file per game (run_number, eval_average_return) -> dict game -> [runs by run_number]
-    curl = {}
-    for path in sorted((source / "atari100k/rliable/CURL").glob("*.json")):
-        records = sorted(json.loads(path.read_text()), key=lambda r: r["run_number"])
-        curl[path.stem] = [float(r["eval_average_return"]) for r in records]
+    # CURL: the rliable paper's loader reads CURL_10_evals.json (the final HNS of 100 seeds per game), not the
+    # per-game CURL/<Game>.json files (another evaluation: median 0.102 where the paper reports 0.092).
+    curl_path = source / CURL_SOURCE
+    curl = curl_raw_returns(json.loads(curl_path.read_text()), source)
     (HERE / "atari100k_CURL.json").write_text(json.dumps(curl, sort_keys=True) + "\n")
-    digest = hashlib.sha256(
-        b"".join(sha256(p).encode() for p in sorted((source / "atari100k/rliable/CURL").glob("*.json")))
-    ).hexdigest()
-    rows.append(
-        (
-            "atari100k_CURL.json",
-            "atari100k/rliable/CURL/<Game>.json (26 files)",
-            f"{digest} (of the 26 digests)",
-        )
-    )
+    rows.append(("atari100k_CURL.json", CURL_SOURCE, sha256(curl_path)))
     return rows
 
 

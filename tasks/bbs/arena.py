@@ -14,8 +14,15 @@ say so at the place of the fix:
 * shapes are centred on their centroid (see `OBJECT_SHAPES`) and everything spawns clear of the walls and
   left of the goal line.
 
-One deliberate deviation for speed: the objects' soft speed cap runs right after each physics step rather
-than inside it (see `Arena._after_step`).
+Two deliberate deviations: for speed, the objects' soft speed cap runs right after each physics step rather
+than inside it (see `Arena._after_step`); and an object is counted in the frame whose step carried it past
+the line, where upstream's check ran before the next step and so counted it one frame (1/60 s) later. The
+body leaves the space before that next step either way, so the motion is the same; the reward (and the
+terminal step) can arrive one agent step earlier, credited to the action that caused it.
+
+tests/test_bbs_physics.py checks the agent's trajectory in free flight and while pushing a square against
+a numpy re-derivation of upstream's pymunk update (positions, then velocities with damping 0.7**dt and the
+100-fold force, then the inelastic contact impulse and its bias).
 """
 
 from __future__ import annotations
