@@ -21,10 +21,12 @@ def bench(*args, root, check=True, timeout=600) -> subprocess.CompletedProcess:
     return proc
 
 
-def bench_popen(*args, root) -> subprocess.Popen:
+def bench_popen(*args, root, own_group=False) -> subprocess.Popen:
+    """Start `bench ARGS` in the background; `own_group` puts it in a new process group (like a terminal job)."""
     env = dict(os.environ, BENCH_ROOT=str(root), PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=own_group)  # fmt: skip
 
 
 def only_run_dir(root) -> Path:

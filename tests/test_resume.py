@@ -1,6 +1,7 @@
 """A run killed with SIGKILL at a random point and started again equals an uninterrupted run."""
 
 import json
+import os
 import random
 import signal
 import time
@@ -61,6 +62,29 @@ def test_sigkill_and_resume_gives_the_same_run(agent, tmp_path):
     metrics = lambda f: [{k: v for k, v in json.loads(l).items() if not k.startswith("perf/")}  # noqa: E731
                          for l in (f / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
     assert metrics(folder) == metrics(straight)
+
+
+def test_ctrl_c_in_a_terminal_then_resume_gives_the_same_run(tmp_path):
+    """SIGINT to the whole process group (what Ctrl-C in a terminal sends) reaches the env workers too: they
+    must ignore it, so that no episode is recorded as broken and the resumed run equals an uninterrupted one."""
+    args = AGENTS["tiny"] + COMMON
+    bench("run", *args, root=tmp_path / "straight")
+    straight = only_run_dir(tmp_path / "straight")
+    root = tmp_path / "stopped"
+    proc = bench_popen("run", *args, root=root, own_group=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        found = list(root.rglob("ckpt/LATEST"))
+        if found and int(found[0].read_text().split("-")[1].split(".")[0]) >= 400:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    bench("run", *args, root=root)
+    folder = only_run_dir(root)
+    assert (folder / "scores.jsonl").read_text() == (straight / "scores.jsonl").read_text()
+    assert final_agent_bytes(folder) == final_agent_bytes(straight)
+    assert [s["resumed_from_step"] is None for s in json.loads((folder / "manifest.json").read_text())["segments"]] == [True, False]
 
 
 def test_finished_run_is_skipped(tmp_path):
