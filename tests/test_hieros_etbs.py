@@ -19,7 +19,8 @@ KS_BOUND = 1.63 / math.sqrt(DRAWS)  # Kolmogorov's 99% quantile (conservative fo
 def _position(u: np.ndarray, count: int, scale: float) -> np.ndarray:
     """The reference's index formula, with F(u) multiplied by `scale` (N, or upstream's capacity)."""
     n = count + 2
-    f = (u * (np.log(u) - np.log(n) - 1) - 2 * (np.log(2) - np.log(n) - 1)) / (2 * np.log(n) - n - 2 * np.log(2) + 2)
+    numerator = u * (np.log(u) - np.log(n) - 1) - 2 * (np.log(2) - np.log(n) - 1)
+    f = numerator / (2 * np.log(n) - n - 2 * np.log(2) + 2)
     return TAU * np.minimum(f * scale, count - 1) + (1 - TAU) * (u - 2)
 
 

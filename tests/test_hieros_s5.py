@@ -203,7 +203,8 @@ def test_layer_equals_the_dense_real_hippo_system(conj_sym):
 
     lam, v, vinv = s5.block_diagonal_hippo(n, blocks, conj_sym)
     layer = make_layer(h, n, blocks, conj_sym=conj_sym, key=jax.random.key(0))
-    layer = _with_parameters(layer, b_tilde=vinv @ b, c_tilde=c @ v, d=d, log_step=np.full(lam.size, math.log(dt)))
+    log_step = np.full(lam.size, math.log(dt))
+    layer = _with_parameters(layer, b_tilde=vinv @ b, c_tilde=c @ v, d=d, log_step=log_step)
     ys, _ = run(layer, jnp.asarray(us, jnp.float32), jnp.asarray(reset))
     np.testing.assert_allclose(ys, np.stack(expected), rtol=1e-4, atol=1e-4)
 
@@ -222,11 +223,13 @@ def test_parallel_scan_equals_loop_and_recurrent_step(discretization):
     resets[0, 1] = resets[0, 2] = False
     x0 = rng.normal(size=(batch, 8)) + 1j * rng.normal(size=(batch, 8))
 
-    ys, xs = run_batch(layer, jnp.asarray(us, jnp.float32), jnp.asarray(resets), jnp.asarray(x0, jnp.complex64))
+    x0_jax = jnp.asarray(x0, jnp.complex64)
+    ys, xs = run_batch(layer, jnp.asarray(us, jnp.float32), jnp.asarray(resets), x0_jax)
 
     lambda_bar, b_bar = (np.asarray(z, np.complex128) for z in layer.discretize())
     for i in range(batch):
-        y_ref, x_ref = _loop(lambda_bar, b_bar, _complex(layer.c), np.asarray(layer.d), us[i], resets[i], x0[i], 2.0)
+        c_tilde, d = _complex(layer.c), np.asarray(layer.d)
+        y_ref, x_ref = _loop(lambda_bar, b_bar, c_tilde, d, us[i], resets[i], x0[i], 2.0)
         np.testing.assert_allclose(ys[i], y_ref, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(xs[i], x_ref, rtol=1e-5, atol=1e-5)
 
@@ -331,7 +334,7 @@ def test_ssm_parameter_mask_marks_lambda_b_and_step():
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="even block size"):
         make_layer(2, 6, 2, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="multiple of the block count"):
+    with pytest.raises(ValueError, match="positive multiple of the blocks"):
         make_layer(2, 10, 4, key=jax.random.key(0))
     with pytest.raises(ValueError, match="unknown discretization"):
         make_layer(2, 8, 1, discretization="euler", key=jax.random.key(0))

@@ -89,11 +89,12 @@ def test_time_alignment_of_posterior_and_prior(model):
     # posterior: the current frame only, no actions
     np.testing.assert_array_equal(depends(post_tok), np.eye(LENGTH, dtype=bool))
     assert not depends(post_act).any()
-    # prior at t: z_{t-1} (so frames < t) and the actions prev_actions[<= t], nothing from before an episode start
+    # prior at t: z_{t-1} (frames < t) and prev_actions[<= t], nothing from before an episode start
     t_out, t_in = np.meshgrid(np.arange(LENGTH), np.arange(LENGTH), indexing="ij")
     same_episode = (t_in >= RESET_AT) == (t_out >= RESET_AT)
     np.testing.assert_array_equal(depends(prior_tok), (t_in < t_out) & same_episode)
-    expected_act = (t_in <= t_out) & same_episode & (t_in != RESET_AT)  # the action into an episode start is zero
+    # the action into an episode start is zeroed
+    expected_act = (t_in <= t_out) & same_episode & (t_in != RESET_AT)
     np.testing.assert_array_equal(depends(prior_act), expected_act)
 
 

@@ -51,9 +51,10 @@ def balanced_cdf(x: np.ndarray | float, count: int) -> np.ndarray | float:
     return numerator / (2.0 * log_n - n - 2.0 * math.log(2.0) + 2.0)
 
 
-def balanced_position(u: np.ndarray | float, count: int, temperature: float = TEMPERATURE) -> np.ndarray | float:
+def balanced_position(u: np.ndarray | float, count: int, temperature: float = TEMPERATURE) -> np.ndarray | float:  # fmt: skip
     """g(u) = tau min(F(u) N, N - 1) + (1 - tau)(u - 2); its integer part is the sampled index."""
-    return temperature * np.minimum(balanced_cdf(u, count) * count, count - 1) + (1.0 - temperature) * (u - 2.0)
+    balanced = np.minimum(balanced_cdf(u, count) * count, count - 1)
+    return temperature * balanced + (1.0 - temperature) * (u - 2.0)
 
 
 def time_balanced_age(rng: np.random.Generator, count: int, temperature: float = TEMPERATURE) -> int:
@@ -65,7 +66,7 @@ def time_balanced_age(rng: np.random.Generator, count: int, temperature: float =
 
 
 def time_balanced_age_cdf(count: int, temperature: float = TEMPERATURE) -> np.ndarray:
-    """P(age <= a) for a = 0 .. count - 1 (float64, the last entry is 1), from the inverse of g by bisection."""
+    """P(age <= a) for a = 0 .. count - 1 (float64; the last is 1), from the inverse of g by bisection."""
     _check(count, temperature)
     # u_k solves g(u_k) = k for k = 1 .. N - 1 (g is strictly increasing on [2, N + 2]).
     targets = np.arange(1, count, dtype=np.float64)

@@ -65,7 +65,7 @@ _TRUNCATED_STD = 0.87962566103423978
 
 
 def hippo_legs(size: int) -> np.ndarray:
-    """The HiPPO-LegS matrix A (size, size), float64: -sqrt(2n+1) sqrt(2k+1) below the diagonal, -(n+1) on it."""
+    """HiPPO-LegS A (size, size), float64: -sqrt(2n+1) sqrt(2k+1) below the diagonal, -(n+1) on it."""
     q = np.sqrt(2.0 * np.arange(size) + 1.0)
     a = np.tril(np.outer(q, q), -1) + np.diag(np.arange(size) + 1.0)
     return -a
@@ -95,10 +95,10 @@ def block_diagonal_hippo(state_size: int, blocks: int, conj_sym: bool = True) ->
     first half of its eigenpairs), else P = N. V maps the diagonal state to the HiPPO basis, Vinv = V^H back.
     """
     if state_size <= 0 or blocks <= 0 or state_size % blocks:
-        raise ValueError(f"S5: state size {state_size} must be a positive multiple of the block count {blocks}")
+        raise ValueError(f"S5: state size {state_size} must be a positive multiple of the blocks {blocks}")
     block = state_size // blocks
     if conj_sym and block % 2:
-        raise ValueError(f"S5: conjugate symmetry needs an even block size, got {state_size} / {blocks} = {block}")
+        raise ValueError(f"S5: conjugate symmetry needs an even block size, got {state_size}/{blocks}={block}")
     lam, v = hippo_legs_diagonal(block)
     if conj_sym:
         lam, v = lam[: block // 2], v[:, : block // 2]
@@ -118,7 +118,7 @@ def discretize_zoh(lam: Complex[Array, " P"], b_tilde: Complex[Array, "P H"], st
 
 
 def discretize_bilinear(lam: Complex[Array, " P"], b_tilde: Complex[Array, "P H"], step: Float[Array, " P"]) -> tuple[Complex[Array, " P"], Complex[Array, "P H"]]:  # fmt: skip
-    """Bilinear (Tustin): Lambda_bar = (1 + dt Lambda/2) / (1 - dt Lambda/2), B_bar = dt / (1 - dt Lambda/2) B~."""
+    """Bilinear: Lambda_bar = (1 + dt Lambda/2) / (1 - dt Lambda/2), B_bar = dt / (1 - dt Lambda/2) B~."""
     dt = step.astype(lam.dtype)
     inverse = 1.0 / (1.0 - 0.5 * dt * lam)
     return inverse * (1.0 + 0.5 * dt * lam), (inverse * dt)[:, None] * b_tilde
@@ -142,7 +142,7 @@ def resettable_scan(
     reset: Bool[Array, " T"],
     state: Complex[Array, " P"],
 ) -> Complex[Array, "T P"]:
-    """All states x_t = Lambda_bar x_{t-1} [not r_t] + (B_bar u)_t of one sequence, x_0 = `state`, in parallel."""
+    """All states x_t = Lambda_bar x_{t-1} [not r_t] + (B_bar u)_t of one sequence from x_0 = `state`."""
     reset = reset[:, None]
     # The carried state enters the first element (see the module docstring): b_1 + Lambda_bar x_0 [not r_1].
     first = bu[0] + jnp.where(reset[0], jnp.zeros_like(state), lambda_bar * state)
@@ -172,7 +172,7 @@ class S5(eqx.Module):
     """One S5 SSM: H features in and out, a diagonal complex state of P = state_size / 2 (conj. symmetric).
 
     `__call__` runs a whole sequence with the resettable parallel scan; `step` advances one step (acting,
-    imagination). Both give the same outputs and states to float tolerance. States are complex64 of shape (P,).
+    imagination). Both give the same outputs and states to float tolerance. States: complex64, shape (P,).
     """
 
     lambda_re: Float[Array, " P"]
@@ -203,7 +203,7 @@ class S5(eqx.Module):
         """`features` H, `state_size` N (the real system's size; P = N / 2 complex states with `conj_sym`),
         `blocks` J HiPPO blocks, ZOH or bilinear, initial step sizes log-uniform in [dt_min, dt_max]."""
         if discretization not in DISCRETIZATIONS:
-            raise ValueError(f"S5: unknown discretization {discretization!r}; choose one of {DISCRETIZATIONS}")
+            raise ValueError(f"S5: unknown discretization {discretization!r}; choose from {DISCRETIZATIONS}")
         if not 0.0 < dt_min <= dt_max:
             raise ValueError(f"S5: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         lam, v, vinv = block_diagonal_hippo(state_size, blocks, conj_sym)
@@ -256,7 +256,7 @@ class S5(eqx.Module):
 
     def _check(self, u: Array, name: str) -> None:
         if u.shape[-1] != self.features:
-            raise ValueError(f"S5: {name} has {u.shape[-1]} features (shape {u.shape}), the layer {self.features}")
+            raise ValueError(f"S5: {name} has {u.shape[-1]} features (shape {u.shape}), the layer {self.features}")  # fmt: skip
 
     def __call__(
         self,

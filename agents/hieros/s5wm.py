@@ -7,11 +7,11 @@ P their complex state size, D the deterministic feature size (256).
     posterior   q(z_t | o_t)   = Linear(E -> hidden, no bias) -> LayerNorm -> SiLU -> Linear -> S x K logits
                                  (the current frame only; no recurrent input)
     input       e_t  = Linear(no bias) -> LayerNorm -> SiLU of [flat z_{t-1}, a_{t-1}]           (M)
-                       z_{t-1} is the learned initial z at t = 0 of an episode (is_first), a_{t-1} is zero there;
+                       z_{t-1} is the learned initial z at an episode start (is_first), a_{t-1} zero there;
                        a_{t-1} is the action taken after o_{t-1} (DreamerV3's pairing; upstream is off by one)
     sequence    each half block: x + Dropout(GELU(Linear(S5(LayerNorm(x)))))   (L halves, resets at is_first)
-    prior       p(z_t | z_<t, a_<t) = Linear(M -> D) -> Linear(no bias) -> LayerNorm -> SiLU -> Linear -> logits
-    deter_t     = symlog(Linear(Re(all layers' states at t)))                    (D, the "state as deter" feature)
+    prior       p(z_t | z_<t, a_<t) = Linear(M -> D) -> Linear(no bias) -> LayerNorm -> SiLU -> Linear
+    deter_t     = symlog(Linear(Re(all layers' states at t)))          (D, upstream's "state as deter" feature)
 
 Both categoricals mix in 1% uniform. Features for heads and actor: [flat z_t, deter_t]. The learned initial z
 is the straight-through mode of the prior head at GELU(w), w a learned (D,) vector starting at zero (as
@@ -244,7 +244,7 @@ class S5WorldModel(eqx.Module):
     def imagine_step(
         self, carry: dict[str, Array], action: Float[Array, " A"], *, key: PRNGKeyArray
     ) -> tuple[dict[str, Array], dict[str, Array]]:
-        """Imagine one step after taking `action` in the carry's latent: (new carry, {stoch, logits, deter})."""
+        """One imagined step after `action` in the carry's latent: (new carry, {stoch, logits, deter})."""
         states, logits, deter = self.step(carry["states"], carry["stoch"], action)
         stoch = dists.sample_onehot(key, logits)
         return {"states": states, "stoch": stoch}, {"stoch": stoch, "logits": logits, "deter": deter}
