@@ -64,8 +64,27 @@ def run_dir(root, suite: str, task: str, agent: str, config_hash: str, seed: int
 # ---------------------------------------------------------------------------------------- atomic files
 
 
+def fsync_file(path) -> None:
+    """Flush a written file's data to disk (a rename alone may reach the disk before the data)."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_dir(path) -> None:
+    """Flush a folder's entries (creations, renames, deletions) to disk."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    """Write to a temporary file in the same folder, fsync, rename over the target, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -78,6 +97,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path, text: str) -> None:
