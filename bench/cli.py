@@ -53,7 +53,7 @@ def _add_run(subparsers) -> None:
 
 def _cmd_run(args, extra: list[str]) -> int:
     from bench import config as config_lib
-    from bench import registry, runner
+    from bench import registry, results, runner
     from bench.sweep import EXECUTORS, Job, check_seeds, parse_seeds, summarize
 
     overrides = config_lib.parse_overrides(extra)
@@ -67,11 +67,14 @@ def _cmd_run(args, extra: list[str]) -> int:
     suite = registry.get_suite(args.suite)
     tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
     # validate the config once, up front, so a typo fails before any run starts
-    runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
+    agent_spec, suite_spec, task, config = runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
     command = shlex.join(["bench", *sys.argv[1:]])
     if len(tasks) == 1 and len(seeds) == 1:
-        folder = runner.run(args.agent, args.suite, tasks[0], seed=seeds[0], configs=args.configs,
-                            overrides=overrides, root=args.logdir, quiet=args.quiet, command=command)  # fmt: skip
+        root = args.logdir or results.default_root()
+        target = results.run_dir(root, suite_spec.name, task, agent_spec.name, config.hash(), seeds[0])
+        with results.no_new_empty_folders(target):
+            folder = runner.run(args.agent, args.suite, tasks[0], seed=seeds[0], configs=args.configs,
+                                overrides=overrides, root=args.logdir, quiet=args.quiet, command=command)  # fmt: skip
         if not args.quiet:
             print(folder)
         return 0
@@ -266,6 +269,23 @@ def main(argv: list[str] | None = None) -> int:
         message = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         print(f"bench: error: {message}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system said no: a read-only or full disk, a file in the way, ...
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        print(f"bench: error: {describe_os_error(error, args)}", file=sys.stderr)
+        return 1
+
+
+def describe_os_error(error: OSError, args) -> str:
+    """'<path>: <problem>' in one line; a failed write that names no file names the results root."""
+    path = error.filename or getattr(args, "logdir", None) or getattr(args, "out", None) or getattr(args, "to", None)
+    if path is None and args.command == "run":
+        from bench.results import default_root
+
+        path = default_root()
+    problem = error.strerror or str(error) or type(error).__name__
+    target = f" -> {error.filename2}" if error.filename2 else ""
+    return f"{path}{target}: {problem}" if path is not None else problem
 
 
 if __name__ == "__main__":

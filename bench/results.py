@@ -25,6 +25,7 @@ Score record fields:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -61,6 +62,25 @@ def run_dir(root, suite: str, task: str, agent: str, config_hash: str, seed: int
     return Path(root) / suite / task / safe_agent / config_hash / f"seed{seed}"
 
 
+@contextlib.contextmanager
+def no_new_empty_folders(folder):
+    """Remove the folders on the way to `folder` that this block created, if it fails and leaves them empty
+    (a run that cannot write leaves the results root as it found it)."""
+    folder = Path(folder)
+    # os.path.lexists and isdir answer False for a path the system cannot even look up (a name too long)
+    new = [path for path in (folder, *folder.parents) if not os.path.lexists(path)]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            try:
+                path.rmdir()
+            except OSError:  # never created (go on to its parent), or not empty: the run wrote something
+                if os.path.isdir(path):
+                    break
+        raise
+
+
 # ---------------------------------------------------------------------------------------- atomic files
 
 
@@ -94,8 +114,10 @@ def atomic_write_bytes(path, data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            error.filename = str(path)
         raise
     fsync_dir(path.parent)
 
