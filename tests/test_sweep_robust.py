@@ -131,3 +131,10 @@ def test_sweep_children_ignore_a_tasks_folder_in_the_working_directory(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "decoy" not in proc.stderr
     assert len(list((tmp_path / "runs").rglob("manifest.json"))) == 2
+
+
+def test_help_says_that_a_module_path_runs_its_code(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "package.module:SPEC (imports that module, running its code: name only code you trust)" in text
