@@ -8,6 +8,8 @@ import shlex
 import sys
 import textwrap
 
+from bench.sweep import PARENT_ENV, die_with_parent
+
 RUN_EXAMPLES = """\
 examples:
   bench run --agent dreamerv3 --suite toy --task reach --configs debug --steps 5000
@@ -22,6 +24,9 @@ and skips a finished one. Runs go to --logdir (default $BENCH_ROOT or ./runs), o
 suite/task/agent/config-hash/seed.
 """
 
+AGENT_HELP = "registered agent name, or package.module:SPEC (imports that module, running its code: name only code you trust)"
+SUITE_HELP = "registered suite name, or package.module:SUITE (imports that module and runs its code, like --agent)"
+
 
 def _add_run(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -32,8 +37,8 @@ def _add_run(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--agent", required=True, help="registered agent name, or package.module:SPEC")
-    parser.add_argument("--suite", required=True, help="registered suite name, or package.module:SUITE")
+    parser.add_argument("--agent", required=True, help=AGENT_HELP)
+    parser.add_argument("--suite", required=True, help=SUITE_HELP)
     parser.add_argument("--task", help="task of the suite; without it every task of the suite is run")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="one seed (default 0)")
@@ -50,24 +55,29 @@ def _add_run(subparsers) -> None:
 
 def _cmd_run(args, extra: list[str]) -> int:
     from bench import config as config_lib
-    from bench import registry, runner
-    from bench.sweep import EXECUTORS, Job, parse_seeds
+    from bench import registry, results, runner
+    from bench.sweep import EXECUTORS, Job, check_seeds, parse_seeds, summarize
 
     overrides = config_lib.parse_overrides(extra)
     if args.steps is not None:
         if not float(args.steps).is_integer() or args.steps <= 0:
             raise config_lib.ConfigError(f"--steps: expected a positive whole number, got {args.steps}")
         overrides["run.steps"] = str(int(args.steps))
-    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed or 0]
+    if args.parallel < 1:
+        raise config_lib.ConfigError(f"--parallel: expected a positive number of runs at a time, got {args.parallel}")
+    seeds = parse_seeds(args.seeds) if args.seeds else check_seeds([args.seed or 0], "--seed")
     suite = registry.get_suite(args.suite)
     tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
     # resolve the config once, up front, so a typo fails before any run starts
     resolved = runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
     command = shlex.join(["bench", *sys.argv[1:]])
     if len(tasks) == 1 and len(seeds) == 1:
+        root = args.logdir or results.default_root()
+        target = runner.run_folder(resolved, seeds[0], root)
         try:
-            folder = runner.run(resolved, seed=seeds[0], root=args.logdir, quiet=args.quiet, command=command,
-                                restart=args.restart)  # fmt: skip
+            with results.no_new_empty_folders(target):
+                folder = runner.run(resolved, seed=seeds[0], root=root, quiet=args.quiet, command=command,
+                                    restart=args.restart)  # fmt: skip
         except runner.RunStopped as stopped:
             print(f"bench: {stopped}", file=sys.stderr)
             return 130
@@ -81,12 +91,7 @@ def _cmd_run(args, extra: list[str]) -> int:
     ]
     print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
           file=sys.stderr)  # fmt: skip
-    codes = EXECUTORS[args.executor](args.parallel).run_all(jobs)
-    failed = [job.name for job, code in codes.items() if code != 0]
-    if failed:
-        print(f"bench: error: {len(failed)} of {len(jobs)} runs failed: {', '.join(sorted(failed)[:5])}", file=sys.stderr)
-        return 1
-    return 0
+    return summarize(jobs, EXECUTORS[args.executor](args.parallel).run_all(jobs))
 
 
 def _add_list(subparsers) -> None:
@@ -249,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(PARENT_ENV):  # a run started by a sweep dies with the sweep (see bench.sweep)
+        die_with_parent(int(os.environ.pop(PARENT_ENV)))
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -268,6 +275,23 @@ def main(argv: list[str] | None = None) -> int:
         message = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         print(f"bench: error: {message}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system said no: a read-only or full disk, a file in the way, ...
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        print(f"bench: error: {describe_os_error(error, args)}", file=sys.stderr)
+        return 1
+
+
+def describe_os_error(error: OSError, args) -> str:
+    """'<path>: <problem>' in one line; a failed write that names no file names the results root."""
+    path = error.filename or getattr(args, "logdir", None) or getattr(args, "out", None) or getattr(args, "to", None)
+    if path is None and args.command == "run":
+        from bench.results import default_root
+
+        path = default_root()
+    problem = error.strerror or str(error) or type(error).__name__
+    target = f" -> {error.filename2}" if error.filename2 else ""
+    return f"{path}{target}: {problem}" if path is not None else problem
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ else address the agent (`loss_scales.sparse` means `agent.loss_scales.sparse`), 
 hyperparameters short on the command line. Resolution order: defaults < suite preset < `--configs`
 presets in order < dotted flags. Unknown keys fail with a close-match suggestion; wrong types name the
 field and the type expected.
+
+Numeric fields state their range once, where they are declared (`save_every: int = ranged(10000, ge=1)`);
+`check_ranges` checks every section against them (and every float for NaN/inf) when the config is
+resolved, before any folder is written, so a bad value fails with its key instead of hanging or crashing
+the run later.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import operator
 import types
 import typing
 from collections.abc import Mapping
@@ -35,29 +42,89 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix; the message names the key."""
 
 
+RANGE = "bench.range"  # dataclass field metadata key holding a `Range`
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field; None = unbounded on that side."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def bounds(self) -> list[tuple[str, float]]:
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return [(op, bound) for op, bound in pairs if bound is not None]
+
+    def problem(self, value) -> str | None:
+        """Why `value` is outside the range, or None."""
+        if all(_COMPARE[op](value, bound) for op, bound in self.bounds()):
+            return None
+        return f"must be {' and '.join(f'{op} {bound:g}' for op, bound in self.bounds())}, got {value!r}"
+
+
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def ranged(default, *, ge=None, gt=None, le=None, lt=None):
+    """A dataclass field with a default and a range that `check_ranges` enforces."""
+    return dataclasses.field(default=default, metadata={RANGE: Range(ge=ge, gt=gt, le=le, lt=lt)})
+
+
+def _range_problems(obj, prefix: str):
+    """(dotted key, problem) of every field of dataclass `obj` (recursively) outside its range or not finite."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from _range_problems(value, key + ".")
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        for item in values:
+            if isinstance(item, float) and not math.isfinite(item):
+                yield key, f"must be a finite number, got {item!r}"
+            elif isinstance(item, (int, float)) and not isinstance(item, bool) and RANGE in field.metadata:
+                problem = field.metadata[RANGE].problem(item)
+                if problem:
+                    yield key, problem
+
+
+def check_ranges(config: Config) -> None:
+    """Raise ConfigError naming the first key whose value is outside its declared range or not finite."""
+    for section in SECTIONS:
+        prefix = "" if section == "agent" else f"{section}."
+        for key, problem in _range_problems(getattr(config, section), prefix):
+            raise ConfigError(f"{key}: {problem}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    steps: int = 0  # agent steps (policy steps); 0 = the suite's budget
-    train_ratio: float = 32.0  # replayed steps per policy step (DreamerV3 semantics), see bench.runner
-    envs: int = 1  # parallel environment workers
-    train_fill: int = 1024  # policy steps collected before the first update
-    eval_every: int = 0  # agent steps between periodic evaluation rounds; 0 = only the final evaluation
-    eval_episodes: int = 0  # episodes per periodic evaluation; 0 = the suite's protocol default
+    steps: int = ranged(0, ge=0)  # agent steps (policy steps); 0 = the suite's budget
+    train_ratio: float = ranged(32.0, ge=0)  # replayed steps per policy step (DreamerV3 semantics), see bench.runner
+    envs: int = ranged(1, ge=1)  # parallel environment workers
+    train_fill: int = ranged(1024, ge=0)  # policy steps collected before the first update
+    eval_every: int = ranged(0, ge=0)  # agent steps between periodic evaluation rounds; 0 = only the final evaluation
+    eval_episodes: int = ranged(0, ge=0)  # episodes per periodic evaluation; 0 = the suite's protocol default
     final_eval: bool = True  # run the suite's final evaluation protocol after training
-    save_every: int = 10000  # agent steps between checkpoints
-    save_every_secs: float = 900.0  # also checkpoint at least this often (wall clock)
-    log_every: int = 1000  # agent steps between metric records
-    report_every: int = 0  # agent steps between agent reports (videos); 0 = at the end only
-    max_worker_restarts: int = 10  # a worker that crashes more often than this ends the run
+    save_every: int = ranged(10000, ge=1)  # agent steps between checkpoints
+    save_every_secs: float = ranged(900.0, gt=0)  # also checkpoint at least this often (wall clock)
+    log_every: int = ranged(1000, ge=1)  # agent steps between metric records
+    report_every: int = ranged(0, ge=0)  # agent steps between agent reports (videos); 0 = at the end only
+    max_worker_restarts: int = ranged(10, ge=0)  # a worker that crashes more often than this ends the run
+    # seconds an env worker may take to answer one request (a restore replays a whole episode) before it is
+    # killed and restarted as crashed; raise it for slow simulators
+    worker_timeout: float = ranged(600.0, gt=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    capacity: int = 1_000_000  # steps held across all streams; oldest chunks are evicted
-    chunk: int = 1024  # steps per stored chunk (unit of eviction and of saving)
+    capacity: int = ranged(1_000_000, ge=1)  # steps held across all streams; oldest chunks are evicted
+    chunk: int = ranged(1024, ge=1)  # steps per stored chunk (unit of eviction and of saving)
     online: bool = True  # train once on every fresh sequence first (DreamerV3's online queue)
-    recency: float = 0.0  # fraction of sampled sequences drawn with recency priority
-    recency_decay: float = 1e-4  # recency weight exp(-decay * age in steps)
+    recency: float = ranged(0.0, ge=0, le=1)  # fraction of sampled sequences drawn with recency priority
+    recency_decay: float = ranged(1e-4, ge=0)  # recency weight exp(-decay * age in steps)
 
 
 @dataclasses.dataclass(frozen=True)

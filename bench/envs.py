@@ -8,9 +8,14 @@ The runner talks to workers with non-blocking requests and a blocking `collect`:
 `restore` re-creates an episode's state by resetting with its seed and replaying its actions (episodes are
 determined by seed and actions), which is how a resumed run continues exactly where it was killed.
 
-A worker whose process dies, or whose environment raises, is restarted; its result is returned with
-`crashed=True` so the runner marks the episode as broken and starts a new one. An action the environment
-rejects (ValueError from `check_action`) is not a crash but a bug in the agent: it raises `InvalidActionError`.
+A worker whose process dies, or whose environment raises, or that gives no answer within `timeout` seconds
+(`run.worker_timeout`; a hung or SIGSTOPped worker), is restarted; its result is returned with `crashed=True`
+so the runner marks the episode as broken and starts a new one. An action the environment rejects
+(ValueError from `check_action`) is not a crash but a bug in the agent: it raises `InvalidActionError`.
+
+Workers ignore SIGINT, SIGTERM and SIGHUP: Ctrl-C in a terminal signals the whole process group, and the
+parent decides what a stop means (save a checkpoint, then close the workers). Workers end when the parent
+closes them or its end of the pipe goes away.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
+import sys
 import traceback
 from typing import Any
 
@@ -27,6 +34,10 @@ import numpy as np
 from bench import config as config_lib
 from bench import registry
 from bench.api import Env
+
+
+PARENT_MANAGED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+START_TIMEOUT = 120.0  # seconds a new worker gets at least to start an interpreter and create its env
 
 
 class InvalidActionError(ValueError):
@@ -68,6 +79,11 @@ def _serve(env: Env, kind: str, payload):
 
 
 def _worker_main(conn, suite_name: str, task: str, protocol_dict: dict, index: int) -> None:
+    # the parent started us with these signals blocked (see VecEnv._start), so one sent to the process
+    # group while this interpreter was starting is still pending: ignore them, then unblock (discarding it)
+    for sig in PARENT_MANAGED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_MANAGED_SIGNALS)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # workers never need an accelerator
     try:
         env = make_env(suite_name, task, protocol_dict, index)
@@ -136,11 +152,22 @@ class VecEnv:
             args=(child, self.suite_name, self.task, self.protocol_dict, index),
             daemon=True,
         )
-        proc.start()
+        # the child inherits the blocked mask across fork and exec, so it never sees a Ctrl-C before it
+        # can ignore it; here a signal that arrives meanwhile is delivered when the mask is restored
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_MANAGED_SIGNALS)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
-        if not parent.poll(self.timeout):
+        start_timeout = max(self.timeout, START_TIMEOUT)
+        if not parent.poll(start_timeout):
             proc.kill()
-            raise WorkerError(f"env worker {index} ({self.suite_name}/{self.task}) did not start")
+            raise WorkerError(
+                f"env worker {index} (pid {proc.pid}, {self.suite_name}/{self.task}) did not start within "
+                f"{start_timeout:g} s (run.worker_timeout, at least {START_TIMEOUT:g} s); raise run.worker_timeout "
+                "if the environment is this slow to create"
+            )
         status, payload = parent.recv()
         if status != "ready":
             proc.join(timeout=5)
@@ -200,9 +227,9 @@ class VecEnv:
         conn = self._conns[index]
         try:
             if not conn.poll(self.timeout):
-                raise TimeoutError(f"no answer within {self.timeout} s")
+                return self._timed_out(index, kind)
             status, answer = conn.recv()
-        except (EOFError, OSError, TimeoutError) as error:
+        except (EOFError, OSError) as error:
             reason = f"worker process died ({type(error).__name__}: {error})"
             self._restart(index, reason)
             return Result(None, crashed=True, error=reason)
@@ -213,6 +240,17 @@ class VecEnv:
             raise InvalidActionError(f"env {index} ({self.suite_name}/{self.task}) rejected a {kind}: {answer}")
         self._restart(index, answer)
         return Result(None, crashed=True, error=answer)
+
+    def _timed_out(self, index: int, kind: str) -> Result:
+        pid = self.worker_pid(index)
+        reason = (
+            f"env worker {index} (pid {pid}, {self.suite_name}/{self.task}) gave no answer to a {kind} request "
+            f"within {self.timeout:g} s (run.worker_timeout): it is hung or stopped (e.g. SIGSTOP); restarting it "
+            f"and marking its episode broken. Raise run.worker_timeout if this environment is that slow"
+        )
+        print(f"warning: {reason}", file=sys.stderr, flush=True)  # the run would otherwise stall silently
+        self._restart(index, reason)
+        return Result(None, crashed=True, error=reason)
 
     # --------------------------------------------------------------------------------------- shortcuts
 

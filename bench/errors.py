@@ -1,4 +1,6 @@
-"""The errors a user can cause and fix; the CLI prints them as one line (set BENCH_DEBUG=1 for tracebacks)."""
+"""The errors a user can cause and fix; the CLI prints them as one line (set BENCH_DEBUG=1 for tracebacks).
+
+OSError (a missing, read-only or full path) is printed by the CLI as "<path>: <problem>" too."""
 
 from bench.checkpoint import CheckpointError
 from bench.config import ConfigError
@@ -15,5 +17,4 @@ USER_ERRORS = (
     WorkerError,
     KeyError,
     ValueError,
-    FileNotFoundError,
 )

@@ -157,6 +157,7 @@ def build_config(
             )
         config = config_lib.apply(config, presets[name], source=f"preset {name!r}")
     config = config_lib.apply(config, overrides or {}, source="command line")
+    config_lib.check_ranges(config)  # before any run folder is written
     return config
 
 

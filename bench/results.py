@@ -25,6 +25,7 @@ Score record fields:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -61,11 +62,49 @@ def run_dir(root, suite: str, task: str, agent: str, config_hash: str, seed: int
     return Path(root) / suite / task / safe_agent / config_hash / f"seed{seed}"
 
 
+@contextlib.contextmanager
+def no_new_empty_folders(folder):
+    """Remove the folders on the way to `folder` that this block created, if it fails and leaves them empty
+    (a run that cannot write leaves the results root as it found it)."""
+    folder = Path(folder)
+    # os.path.lexists and isdir answer False for a path the system cannot even look up (a name too long)
+    new = [path for path in (folder, *folder.parents) if not os.path.lexists(path)]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            try:
+                path.rmdir()
+            except OSError:  # never created (go on to its parent), or not empty: the run wrote something
+                if os.path.isdir(path):
+                    break
+        raise
+
+
 # ---------------------------------------------------------------------------------------- atomic files
 
 
+def fsync_file(path) -> None:
+    """Flush a written file's data to disk (a rename alone may reach the disk before the data)."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_dir(path) -> None:
+    """Flush a folder's entries (creations, renames, deletions) to disk."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    handle = os.open(path, flags)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    """Write to a temporary file in the same folder, fsync, rename over the target, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -75,9 +114,12 @@ def atomic_write_bytes(path, data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            error.filename = str(path)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path, text: str) -> None:

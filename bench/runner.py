@@ -120,10 +120,7 @@ def run(
     Raises `RunStopped` when a signal stopped the run (checkpoint saved).
     """
     resolved = agent if isinstance(agent, Resolved) else resolve(agent, suite, task, configs, overrides)
-    folder = results.run_dir(
-        root or results.default_root(), resolved.suite_spec.name, resolved.task, resolved.agent_spec.name,
-        resolved.config.hash(), seed,
-    )  # fmt: skip
+    folder = run_folder(resolved, seed, root or results.default_root())
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder, command):
         if results.is_finished(folder):
@@ -132,6 +129,12 @@ def run(
             return folder
         header = _check_folder(folder, resolved.config, restart)
         return Run(resolved, seed, folder, quiet=quiet, command=command).execute(header)
+
+
+def run_folder(resolved: Resolved, seed: int, root) -> Path:
+    """`<root>/<suite>/<task>/<agent>/<config-hash>/seed<N>`, the one place a run's folder is named."""
+    spec = resolved
+    return results.run_dir(root, spec.suite_spec.name, spec.task, spec.agent_spec.name, spec.config.hash(), seed)
 
 
 class RunLock:
@@ -441,7 +444,7 @@ class Run:
         self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
         self.stop_requested = False
         self.envs = VecEnv(resolved.suite_ref, resolved.task, cfg.env, cfg.run.envs,
-                           max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
+                           max_restarts=cfg.run.max_worker_restarts, timeout=cfg.run.worker_timeout)  # fmt: skip
         self.eval_envs: VecEnv | None = None
         self.agent = resolved.agent_spec.make(cfg.agent, self.envs.obs_space, self.envs.act_space)
         self.streams: dict[str, StreamSpec] = dict(self.agent.streams())
@@ -716,7 +719,7 @@ class Run:
             if self.eval_envs is not None:
                 self.eval_envs.close()
             self.eval_envs = VecEnv(self.resolved.suite_ref, self.resolved.task, cfg.env, n,
-                                    max_restarts=cfg.run.max_worker_restarts)  # fmt: skip
+                                    max_restarts=cfg.run.max_worker_restarts, timeout=cfg.run.worker_timeout)  # fmt: skip
         round_, started = state.eval_round, 0
 
         def next_episode(_worker) -> Episode | None:

@@ -19,10 +19,11 @@ not the suite's, runs without episodes under the protocol and incomplete folders
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import math
+import stat
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -205,24 +206,72 @@ def _check(where: str, record: Mapping, field: str, kind: str, *, optional: bool
     return value
 
 
+MAX_FILE_BYTES = 512 << 20  # a result or reference file larger than this (or its unzipped data) is refused
+MAX_DEPTH = 32  # nesting of a JSON/YAML value; ours nest at most 4 levels deep
+
+
+def read_result_bytes(path) -> bytes:
+    """The bytes of a result or reference file; anything but a regular file of at most MAX_FILE_BYTES is a
+    ValueError naming the file (a FIFO would block the read, a huge file would fill the memory)."""
+    path = Path(path)
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "special"
+        raise ValueError(f"{path}: not a regular file ({kind})")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {info.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for result files")
+    with open(path, "rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: over the {MAX_FILE_BYTES:,}-byte limit for result files")
+    return data
+
+
+def read_result_text(path) -> str:
+    try:
+        return read_result_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+
+
+def check_depth(where: str, value) -> None:
+    """Raise ValueError if `value` nests deeper than MAX_DEPTH (iteratively: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"{where}: nests deeper than {MAX_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+
+
 def _parse_json(path: Path, text: str, what: str = "JSON"):
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(
             f"{path}: not valid {what} ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
+    except RecursionError:
+        raise ValueError(f"{path}: nests deeper than {MAX_DEPTH} levels") from None
+    check_depth(str(path), value)
+    return value
 
 
 def read_json_file(path) -> object:
     """A JSON file, gzipped or not (detected by its magic bytes)."""
     path = Path(path)
-    data = path.read_bytes()
+    data = read_result_bytes(path)
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
+            unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            data = unzip.decompress(data, MAX_FILE_BYTES + 1)
+        except zlib.error as error:
             raise ValueError(f"{path}: corrupt gzip data ({error})") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise ValueError(f"{path}: unzips to over the {MAX_FILE_BYTES:,}-byte limit for result files")
+        if not unzip.eof:
+            raise ValueError(f"{path}: corrupt gzip data (truncated)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -234,10 +283,7 @@ def read_jsonl_strict(path) -> list[tuple[int, dict]]:
     """(line number, record) of every line of a finished run's JSONL file. Unlike `bench.results.read_jsonl`
     a cut-off last line is an error too: a finished run wrote every line completely."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
+    text = read_result_text(path)
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -248,6 +294,9 @@ def read_jsonl_strict(path) -> list[tuple[int, dict]]:
             raise ValueError(
                 f"{path}:{number}: not valid JSON ({error.msg}); truncated or corrupt file"
             ) from None
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: nests deeper than {MAX_DEPTH} levels") from None
+        check_depth(f"{path}:{number}", record)
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append((number, record))
@@ -257,7 +306,7 @@ def read_jsonl_strict(path) -> list[tuple[int, dict]]:
 
 
 def validate_manifest(path: Path) -> dict:
-    data = _parse_json(path, path.read_text())
+    data = _parse_json(path, read_result_text(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     from bench.results import MANIFEST_FORMAT, RUN_STATUSES
@@ -286,9 +335,12 @@ def validate_config(path: Path, config_hash: str) -> dict:
     from bench import config as config_lib
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_result_text(path))
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nests deeper than {MAX_DEPTH} levels") from None
+    check_depth(str(path), data)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     for section in ("run", "env", "agent"):
@@ -387,6 +439,23 @@ def _select_episodes(info: SuiteInfo, records: list[tuple[str, dict]], end: int)
     return [(w, r) for w, r in train if r["step"] <= end]  # crafter_score, success_rate
 
 
+def check_episodes_once(path: Path, records: list[tuple[str, dict]]) -> None:
+    """Each episode once, and one final evaluation round: a duplicate means a resume wrote it twice or the
+    file was edited, and its score would count twice."""
+    first: dict[tuple, str] = {}
+    for where, record in records:
+        round_ = record["eval_round"] if record["mode"] == "eval" else None
+        key = (record["mode"], round_, record["worker"], record["episode"])
+        if key in first:
+            what = f"{record['mode']} episode {record['episode']} of worker {record['worker']}"
+            what += f" in evaluation round {round_}" if round_ is not None else ""
+            raise ValueError(f"{where}: {what} appears twice (first at line {first[key].rsplit(':', 1)[1]})")
+        first[key] = where
+    rounds = sorted({r["eval_round"] for _, r in records if r["mode"] == "eval" and r["final"]})
+    if len(rounds) > 1:
+        raise ValueError(f"{path}: {len(rounds)} final evaluation rounds ({', '.join(map(str, rounds))}); a run has one")
+
+
 def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run | str:
     """A finished run's final score, or the reason it is skipped. Malformed files raise ValueError."""
     folder = Path(folder)
@@ -426,6 +495,7 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
         records.append((where, record))
     if not records:
         return "scores.jsonl has no episodes"
+    check_episodes_once(scores_path, records)
     broken = sum(r["broken"] for _, r in records)
     intact = [(w, r) for w, r in records if not r["broken"]]
     chosen = _select_episodes(info, intact, budget)
@@ -450,7 +520,7 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
         dirty=manifest["code"].get("dirty"),
         train_frames=np.array([r["frames"] for r in train], dtype=np.float64),
         train_records=train,
-        scores_sha256=hashlib.sha256(scores_path.read_bytes()).hexdigest(),
+        scores_sha256=hashlib.sha256(read_result_bytes(scores_path)).hexdigest(),
     )
 
 

@@ -58,22 +58,38 @@ def plan(folder: Path, results: Path, *, force: bool = False, allow_dirty: bool 
     result = load.read_run(folder, info, any_budget=any_budget)
     if isinstance(result, str):
         raise ValueError(f"{folder}: not publishable: {result}")
-    if manifest["code"].get("dirty") and not allow_dirty:
+    dirty = dirty_parts(manifest)
+    if dirty and not allow_dirty:
         raise ValueError(
-            f"{folder}: the run was made from a checkout with uncommitted changes (commit "
-            f"{manifest['code'].get('commit')}); its numbers cannot be traced to code. --allow-dirty publishes it"
+            f"{folder / 'manifest.json'}: {', '.join(dirty)} made from a checkout with uncommitted changes; its "
+            "numbers cannot be traced to code. --allow-dirty publishes it"
         )
     target = run_dir(results, manifest["suite"], manifest["task"], manifest["agent"], manifest["config_hash"],
                      manifest["seed"])  # fmt: skip
-    files = {name: (folder / name).read_bytes() for name in RUN_FILES if (folder / name).exists()}
+    files = {name: load.read_result_bytes(folder / name) for name in RUN_FILES if (folder / name).exists()}
     if not target.exists():
         return Publication(folder, target, files, "publish")
-    existing = {name: (target / name).read_bytes() for name in RUN_FILES if (target / name).exists()}
+    existing = {name: load.read_result_bytes(target / name) for name in RUN_FILES if (target / name).exists()}
     if existing == files:
         return Publication(folder, target, files, "already published")
     if not force:
         raise ValueError(f"{target} already holds a different copy of this run; --force replaces it")
     return Publication(folder, target, files, "replace")
+
+
+def dirty_parts(manifest: dict) -> list[str]:
+    """Which parts of a run were made from a dirty checkout: the run (top-level `code.dirty` or `dirty`) and
+    its resumed segments (each segment records `dirty` or `code.dirty` of the code that ran it)."""
+    def is_dirty(entry) -> bool:
+        code = entry.get("code") if isinstance(entry.get("code"), dict) else {}
+        return entry.get("dirty") is True or code.get("dirty") is True
+
+    parts = ["the run was"] if is_dirty(manifest) else []
+    segments = manifest.get("segments") if isinstance(manifest.get("segments"), list) else []
+    dirty = [str(i + 1) for i, s in enumerate(segments) if isinstance(s, dict) and is_dirty(s)]
+    if dirty:
+        parts.append(f"segment{'s' if len(dirty) > 1 else ''} {', '.join(dirty)} of the run {'were' if len(dirty) > 1 else 'was'}")
+    return parts
 
 
 def write(publication: Publication) -> None:

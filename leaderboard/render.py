@@ -2,7 +2,9 @@
 
 Every output is a deterministic function of the `Leaderboard`: numbers are formatted with fixed precision,
 rows have a fixed order, plots carry no dates and a fixed SVG hash salt, and no wall-clock time is written.
-All text that comes from result files is escaped (HTML) or has its table separators escaped (Markdown).
+All text that comes from result files is escaped: HTML in the page; in Markdown, HTML characters, link
+brackets and table separators (Markdown passes raw HTML and links through); in CSV, a leading formula
+character.
 """
 
 from __future__ import annotations
@@ -143,8 +145,16 @@ def report_lines(board: Leaderboard) -> list[str]:
 # ------------------------------------------------------------------------------------------ Markdown
 
 
+_MD_ESCAPES = str.maketrans({
+    "\\": "\\\\", "|": "\\|", "[": "\\[", "]": "\\]", "`": "\\`",  # no links, code spans or cell breaks
+    "&": "&amp;", "<": "&lt;", ">": "&gt;",  # no raw HTML (Markdown passes it through) and no <scheme:...> links
+    "\n": " ", "\r": " ",
+})  # fmt: skip
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text from result files as inert Markdown: no HTML, no links, no table breaks."""
+    return str(text).translate(_MD_ESCAPES)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -153,7 +163,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_lines(board: Leaderboard) -> list[str]:
+def summary_lines(board: Leaderboard, escape=str) -> list[str]:
+    """The summary paragraph; `escape` makes the text from outside (the results roots) inert."""
     info = board.suite
     return [
         (
@@ -170,12 +181,12 @@ def summary_lines(board: Leaderboard) -> list[str]:
             "mean are over per-task means (rliable's estimators). Table-only rows show published means and "
             "are not bootstrapped."
         ),
-        f"Results roots: {', '.join(board.roots) or 'none'}.",
+        f"Results roots: {escape(', '.join(board.roots)) or 'none'}.",
     ]
 
 
 def markdown(board: Leaderboard) -> str:
-    parts = [f"# Leaderboard: {board.suite.name}", "", *summary_lines(board), ""]
+    parts = [f"# Leaderboard: {board.suite.name}", "", *summary_lines(board, _md_cell), ""]
     parts += ["## Aggregate metrics", "", _md_table(*aggregate_table(board)), ""]
     if board.improvements:
         parts += ["## Probability of improvement", "", _md_table(*improvement_table(board)), ""]
@@ -279,11 +290,18 @@ def to_dict(board: Leaderboard) -> dict:
 # ------------------------------------------------------------------------------------------------ CSV
 
 
+def _csv_cell(value):
+    """A text cell that a spreadsheet would run as a formula (= + - @, tab, CR first) gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _csv_text(header: list[str], rows: list[list]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([_csv_cell(value) for value in row] for row in rows)
     return buffer.getvalue()
 
 

@@ -11,11 +11,18 @@
 
 Every episode is seeded: a fresh `crafter.Env(seed=episode_seed)` generates its world from
 hash((seed, 1)), and all in-game randomness comes from that world's generator.
+
+The package alone is not deterministic for a given seed and actions: its world keeps each chunk's objects in
+a `set`, which iterates in memory-address order, and despawning picks a creature by index into that order.
+So two runs (or a run and its resume by replay) diverge. `DeterministicWorld` keeps the chunks' objects in
+insertion order instead; nothing else about the game changes.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping
 
@@ -47,6 +54,49 @@ class CrafterProtocol:
     def __post_init__(self):
         wrappers.require_positive(self, "image_size", "episode_length", "world_area")
         wrappers.require(self.view >= 3, self, "view", "must be at least 3 cells")
+
+
+class InsertionOrderedSet:
+    """The set operations crafter's World uses on a chunk (add, remove, iterate, len), in insertion order."""
+
+    def __init__(self):
+        self._items: dict = {}
+
+    def add(self, item) -> None:
+        self._items[item] = None
+
+    def remove(self, item) -> None:
+        del self._items[item]
+
+    def __contains__(self, item) -> bool:
+        return item in self._items
+
+    def __iter__(self):
+        return iter(list(self._items))  # a snapshot: callers may add or remove while iterating
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@functools.cache
+def deterministic_world_class():
+    """crafter's World with insertion-ordered chunks (defined on first use: crafter is imported lazily)."""
+    from crafter import engine
+
+    class DeterministicWorld(engine.World):
+        def reset(self, seed=None):
+            engine.World.reset(self, seed)
+            self._chunks = collections.defaultdict(InsertionOrderedSet)
+
+    return DeterministicWorld
+
+
+def make_deterministic(world) -> None:
+    """Turn a `crafter.engine.World` into a DeterministicWorld in place (the env's views hold the world)."""
+    cls = deterministic_world_class()
+    if type(world) not in (cls.__base__, cls):
+        raise TypeError(f"expected a crafter.engine.World, got {type(world).__name__}")
+    world.__class__ = cls
 
 
 class CrafterEnv(Env):
@@ -83,6 +133,7 @@ class CrafterEnv(Env):
             length=p.episode_length,
             seed=seed,
         )
+        make_deterministic(self._env._world)  # before reset: the world generator already adds objects
         image = self._env.reset()
         self._achievements = {name: 0 for name in ACHIEVEMENTS}
         self._guard.start()

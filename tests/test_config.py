@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -108,3 +109,51 @@ def test_presets_apply_in_order_after_the_suite_preset(tmp_path):
     assert config.agent.units == 512 and config.agent.loss_scales.sparse == 2.0
     with pytest.raises(config_lib.ConfigError, match="unknown preset 'bgi'.*'big'"):
         registry.build_config(spec, TOY, ["bgi"])
+
+
+def _dreamer_config(overrides):
+    from agents.dreamerv3.config import DreamerV3Config
+
+    spec = registry.AgentSpec("d", DreamerV3Config, lambda *a: None)
+    return registry.build_config(spec, TOY, (), overrides)
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("run.save_every", "0", "run.save_every: must be >= 1, got 0"),  # used to loop forever
+        ("run.steps", "-5", "run.steps: must be >= 0, got -5"),  # used to run the whole budget
+        ("run.envs", "0", "run.envs: must be >= 1, got 0"),
+        ("run.eval_episodes", "-1", "run.eval_episodes: must be >= 0, got -1"),
+        ("run.log_every", "0", "run.log_every: must be >= 1"),
+        ("run.worker_timeout", "0", "run.worker_timeout: must be > 0"),
+        ("run.train_ratio", "nan", "run.train_ratio: must be a finite number, got nan"),
+        ("run.save_every_secs", "inf", "run.save_every_secs: must be a finite number, got inf"),
+        ("replay.recency", "1.5", "replay.recency: must be >= 0 and <= 1, got 1.5"),
+        ("replay.capacity", "0", "replay.capacity: must be >= 1"),
+        ("optimizer.lr", "0", "optimizer.lr: must be > 0, got 0.0"),
+        ("optimizer.lr", "-inf", "optimizer.lr: must be a finite number"),
+        ("batch_size", "0", "batch_size: must be >= 1"),
+        ("imagination.horizon", "0", "imagination.horizon: must be >= 1"),
+        ("rssm.unimix", "2", "rssm.unimix: must be >= 0 and <= 1"),
+        ("loss_scales.rep", "nan", "loss_scales.rep: must be a finite number"),  # no declared range: still finite
+    ],
+)
+def test_out_of_range_values_name_their_key(key, value, message):
+    with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+        _dreamer_config({key: value})
+
+
+def test_range_edges_are_accepted():
+    config = _dreamer_config({"run.steps": "0", "run.eval_episodes": "0", "replay.recency": "1", "optimizer.agc": "0"})
+    assert config.run.steps == 0 and config.replay.recency == 1.0 and config.agent.optimizer.agc == 0.0
+
+
+def test_a_bad_range_on_the_command_line_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from bench import cli
+
+    code = cli.main(["run", "--agent", "random", "--suite", "toy", "--task", "reach", "--logdir", str(tmp_path),
+                     "--run.save_every", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err == "bench: error: run.save_every: must be >= 1, got 0\n"
+    assert not any(tmp_path.iterdir())

@@ -75,8 +75,19 @@ def write_run(
         "segments": [],
     }  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    records = default_episodes(budget=budget) if episodes is None else episodes
+    records = numbered(default_episodes(budget=budget) if episodes is None else episodes)
     (folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     metric_records = [{"step": 1000, "frames": 1000, "train/loss": 0.5}] if metrics is None else metrics
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metric_records))
     return folder
+
+
+def numbered(records: list[dict]) -> list[dict]:
+    """Episode indices counted per worker and mode (and evaluation round), as a run writes them."""
+    counts: dict[tuple, int] = {}
+    out = []
+    for record in records:
+        key = (record["mode"], record.get("eval_round"), record["worker"])
+        out.append({**record, "episode": counts.get(key, 0)})
+        counts[key] = counts.get(key, 0) + 1
+    return out

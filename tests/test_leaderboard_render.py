@@ -1,6 +1,8 @@
 """Outputs: byte-identical on repeat, escaped text, and an HTML page that renders in a real headless browser."""
 
+import csv
 import html
+import io
 import json
 import os
 import re
@@ -77,17 +79,34 @@ def test_same_command_twice_gives_byte_identical_outputs(tmp_path):
 
 
 def test_text_from_result_files_is_escaped(tmp_path):
-    agent = "<img src=x onerror=alert(1)>|x"
+    agent = "<img src=x onerror=alert(1)>|[x](javascript:alert(1))<javascript:alert(2)>"
+    formula = '=HYPERLINK("http://evil.example","x")'
     runs = tmp_path / "runs"
     write_run(runs, agent=agent, episodes=default_episodes())
+    write_run(runs, agent=formula, episodes=default_episodes())
     built = board.build("toy", roots=[runs], reps=50, tasks=["reach"])
     out = tmp_path / "out"
     render.write(built, out, plots=False)
     page = (out / "index.html").read_text()
-    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x@" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|[x](javascript:alert(1))" in page
     markdown = (out / "leaderboard.md").read_text()
-    assert "<img src=x onerror=alert(1)>\\|x@" in markdown
-    assert json.loads((out / "leaderboard.json").read_text())["rows"][0]["method"].startswith(agent)
+    assert "<img" not in markdown and "<javascript" not in markdown and not re.search(r"(?<!\\)\]\(", markdown)
+    assert "&lt;img src=x onerror=alert(1)&gt;\\|\\[x\\](javascript:alert(1))&lt;javascript:alert(2)&gt;@" in markdown
+    methods = {row["method"] for row in json.loads((out / "leaderboard.json").read_text())["rows"]}
+    assert any(m.startswith(agent) for m in methods) and any(m.startswith(formula) for m in methods)
+    for name in ("aggregates.csv", "per_task.csv", "curves.csv"):
+        cells = [cell for row in csv.reader(io.StringIO((out / name).read_text())) for cell in row]
+        assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")], name
+        assert any(cell.startswith("'" + formula) for cell in cells), name
+        assert not [cell for cell in cells if cell.startswith("-") and not _is_number(cell)], name
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 _CHECKER = """

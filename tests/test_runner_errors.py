@@ -81,10 +81,10 @@ def test_corrupted_checkpoint_is_detected_and_nothing_is_touched(tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["status"] = "running"  # pretend it was killed, so the next command resumes
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    agent_file = next((folder / "ckpt").glob("agent-*.eqx"))
-    data = bytearray(agent_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    agent_file.write_bytes(bytes(data))
+    for agent_file in (folder / "ckpt").glob("agent-*.eqx"):  # the latest and the previous checkpoint
+        data = bytearray(agent_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        agent_file.write_bytes(bytes(data))
     before = tree_digest(tmp_path)
     proc = bench(*args, root=tmp_path, check=False)
     assert proc.returncode != 0

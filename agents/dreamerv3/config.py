@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 
+from bench.config import ranged
+
 
 @dataclasses.dataclass(frozen=True)
 class RSSMConfig:
-    deter: int = 8192  # deterministic state size
-    hidden: int = 1024  # width of the input projections and prior/posterior layers
-    stoch: int = 32  # categorical latent variables ...
-    classes: int = 64  # ... of this many classes each
-    blocks: int = 8  # block-diagonal GRU blocks
+    deter: int = ranged(8192, ge=1)  # deterministic state size
+    hidden: int = ranged(1024, ge=1)  # width of the input projections and prior/posterior layers
+    stoch: int = ranged(32, ge=1)  # categorical latent variables ...
+    classes: int = ranged(64, ge=1)  # ... of this many classes each
+    blocks: int = ranged(8, ge=1)  # block-diagonal GRU blocks
     dyn_layers: int = 1  # block-linear hidden layers of the GRU core
     img_layers: int = 2  # prior MLP layers on deter
     obs_layers: int = 1  # posterior MLP layers on [deter, tokens]
-    unimix: float = 0.01  # uniform mixture of the latent categoricals
-    free_nats: float = 1.0  # dyn and rep KL are each clipped below at this value
+    unimix: float = ranged(0.01, ge=0, le=1)  # uniform mixture of the latent categoricals
+    free_nats: float = ranged(1.0, ge=0)  # dyn and rep KL are each clipped below at this value
     absolute: bool = False  # posterior from tokens only (no deter)
     act: str = "silu"
 
@@ -73,10 +75,10 @@ class ActorConfig:
     layers: int = 3
     units: int = 1024
     outscale: float = 0.01
-    unimix: float = 0.01  # applied to categorical actions (upstream configures but ignores it; see Actor)
-    min_std: float = 0.1
-    max_std: float = 1.0
-    entropy: float = 3e-4  # entropy bonus scale
+    unimix: float = ranged(0.01, ge=0, le=1)  # applied to categorical actions (upstream configures but ignores it; see Actor)
+    min_std: float = ranged(0.1, gt=0)
+    max_std: float = ranged(1.0, gt=0)
+    entropy: float = ranged(3e-4, ge=0)  # entropy bonus scale
     eval_greedy: bool = False  # evaluation episodes take the mode instead of a sample (upstream samples)
     act: str = "silu"
 
@@ -87,7 +89,7 @@ class CriticConfig:
     units: int = 1024
     bins: int = 255
     outscale: float = 0.0
-    slow_rate: float = 0.02  # slow critic EMA rate per update
+    slow_rate: float = ranged(0.02, gt=0, le=1)  # slow critic EMA rate per update
     slow_reg: float = 1.0  # regulariser towards the slow critic's prediction
     slow_target: bool = False  # bootstrap returns from the slow critic (upstream: False)
     act: str = "silu"
@@ -95,28 +97,28 @@ class CriticConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ImaginationConfig:
-    horizon: int = 15  # imagined steps from every posterior state
-    lam: float = 0.95
-    discount_horizon: float = 333.0  # gamma = 1 - 1/333, folded into the continue targets
+    horizon: int = ranged(15, ge=1)  # imagined steps from every posterior state
+    lam: float = ranged(0.95, ge=0, le=1)
+    discount_horizon: float = ranged(333.0, ge=1)  # gamma = 1 - 1/333, folded into the continue targets
 
 
 @dataclasses.dataclass(frozen=True)
 class ReturnNormConfig:
-    rate: float = 0.01
-    limit: float = 1.0  # scale = max(limit, p95 - p5)
+    rate: float = ranged(0.01, gt=0, le=1)
+    limit: float = ranged(1.0, gt=0)  # scale = max(limit, p95 - p5)
     percentile_low: float = 5.0
     percentile_high: float = 95.0
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    lr: float = 4e-5
-    agc: float = 0.3
-    pmin: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-20
-    warmup: int = 1000
+    lr: float = ranged(4e-5, gt=0)
+    agc: float = ranged(0.3, ge=0)  # 0 turns clipping off
+    pmin: float = ranged(1e-3, ge=0)
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    eps: float = ranged(1e-20, gt=0)
+    warmup: int = ranged(1000, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +135,9 @@ class LossScales:
 
 @dataclasses.dataclass(frozen=True)
 class DreamerV3Config:
-    batch_size: int = 16
-    batch_length: int = 64
-    replay_context: int = 1  # leading steps whose stored latents initialise the carry (0 or 1)
+    batch_size: int = ranged(16, ge=1)
+    batch_length: int = ranged(64, ge=2)
+    replay_context: int = ranged(1, ge=0, le=1)  # leading steps whose stored latents initialise the carry (0 or 1)
     report_context: int = 8  # open-loop report: observed steps before imagining the rest
     reward_grad: bool = True  # reward and repval losses train the representation too
     repval: bool = True  # critic loss on replayed sequences
@@ -150,9 +152,3 @@ class DreamerV3Config:
     retnorm: ReturnNormConfig = ReturnNormConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     loss_scales: LossScales = LossScales()
-
-    def __post_init__(self):
-        if self.replay_context not in (0, 1):
-            raise ValueError(f"replay_context must be 0 or 1, got {self.replay_context}")
-        if self.batch_size < 1 or self.batch_length < 2:
-            raise ValueError(f"batch {self.batch_size} x {self.batch_length}: need batch >= 1 and length >= 2")

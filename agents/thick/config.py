@@ -63,7 +63,7 @@ class ThickConfig(DreamerV3Config):
 
 def check_config(config: ThickConfig) -> ThickConfig:
     """Raise a ValueError naming the field for THICK settings outside their range (DreamerV3's own fields
-    are checked by its __post_init__, which ThickConfig inherits)."""
+    have declared ranges, checked by bench.config.check_ranges when the config is resolved)."""
     if not isinstance(config, ThickConfig):
         raise TypeError(f"THICK needs a ThickConfig, got {type(config).__name__}")
     if not 0.0 <= config.thick_dreamer.psi <= 1.0:
