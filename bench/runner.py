@@ -128,6 +128,8 @@ def run(
                 print(f"already finished: {folder}", file=sys.stderr, flush=True)
             return folder
         header = _check_folder(folder, resolved.config, restart)
+        if not (folder / "config.yaml").exists():  # first, so a folder that cannot be written stays empty
+            results.atomic_write_text(folder / "config.yaml", config_lib.dump_yaml(resolved.config))
         return Run(resolved, seed, folder, quiet=quiet, command=command).execute(header)
 
 
@@ -161,6 +163,8 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
+        if os.listdir(self.path.parent) == [self.path.name]:
+            self.path.unlink()  # a run that wrote nothing leaves no folder behind (the CLI removes empty folders)
         self.file.close()  # closing releases the lock
 
 
@@ -543,8 +547,6 @@ class Run:
         cfg = self.config
         self.scores.truncate(0)
         self.logger.metrics.truncate(0)
-        if not (self.folder / "config.yaml").exists():
-            results.atomic_write_text(self.folder / "config.yaml", config_lib.dump_yaml(cfg))
         self.state = RunState.fresh(cfg, self.streams, cfg.run.envs, self.seed)
         first = self.envs.reset_all([e.seed for e in self.state.episodes])
         obs = stack([first[w].obs for w in range(cfg.run.envs)])

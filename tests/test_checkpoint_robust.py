@@ -11,13 +11,13 @@ import pytest
 from bench import checkpoint as checkpoint_lib
 from bench import results
 from bench.checkpoint import Checkpointer, CheckpointError
-from bench.replay import Replay
+from bench.replay import Replay, Table
 
 
 def _replay(steps: int) -> Replay:
-    replay = Replay(num_streams=1, capacity=1000, chunk=8, online=False, seed=0)
+    replay = Replay({"main": Table("main", workers=1, capacity=1000, chunk=8, seed=0)})
     for t in range(steps):
-        replay.add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
+        replay["main"].add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
     return replay
 
 
@@ -46,7 +46,7 @@ def test_every_file_and_folder_is_fsynced_before_latest_and_the_folder_after(tmp
     _save(ckpt, 10, 1.0, replay)
     first = json.loads((tmp_path / "ckpt" / "header-000000000010.json").read_text())["files"]
     for t in range(20, 30):
-        replay.add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
+        replay["main"].add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(type(tmp_path), "replace", lambda self, target: replace(self, target))
@@ -69,8 +69,8 @@ def test_the_previous_checkpoint_is_kept_and_used_when_the_latest_is_corrupted(t
     ckpt = Checkpointer(tmp_path / "ckpt")
     replay = _replay(5)
     for step, value in ((10, 1.0), (20, 2.0), (30, 3.0)):
-        for t in range(replay.count[0], replay.count[0] + 9):
-            replay.add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
+        for t in range(replay["main"].count[0], replay["main"].count[0] + 9):
+            replay["main"].add(0, {"t": np.int64(t), "x": np.full(3, t, np.float32)})
         _save(ckpt, step, value, replay)
     headers = sorted(p.name for p in (tmp_path / "ckpt").glob("header-*.json"))
     assert headers == ["header-000000000020.json", "header-000000000030.json"]  # older ones deleted
@@ -86,9 +86,9 @@ def test_the_previous_checkpoint_is_kept_and_used_when_the_latest_is_corrupted(t
     assert header["step"] == 20 and header["counters"]["value"] == 2.0
     assert "agent-000000000030.eqx is corrupted" in capsys.readouterr().err and loader.notice
     assert float(loader.load_agent(header, _tree(0.0))["w"][0]) == 2.0
-    restored = Replay(num_streams=1, capacity=1000, chunk=8, online=False, seed=1)
+    restored = Replay({"main": Table("main", workers=1, capacity=1000, chunk=8, seed=1)})
     loader.load_replay(header, restored)  # the previous checkpoint's replay files are all there
-    assert restored.count[0] == 5 + 18
+    assert restored["main"].count[0] == 5 + 18
 
 
 def test_a_save_at_the_same_step_never_touches_the_committed_checkpoint(tmp_path, monkeypatch):

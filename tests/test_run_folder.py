@@ -90,8 +90,8 @@ def test_each_segment_records_code_version_packages_and_hardware_and_a_failed_re
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["status"] = "running"
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    agent_file = next((folder / "ckpt").glob("agent-*.eqx"))
-    agent_file.write_bytes(agent_file.read_bytes()[:-8])  # damaged: the resume fails its checks
+    for agent_file in (folder / "ckpt").glob("agent-*.eqx"):  # the latest and the kept previous checkpoint
+        agent_file.write_bytes(agent_file.read_bytes()[:-8])  # damaged: the resume fails its checks
     with pytest.raises(runner.RunError, match="cannot be resumed"):
         runner.run("random", "toy", "reach", overrides=overrides, root=tmp_path, quiet=True)
     assert len(json.loads((folder / "manifest.json").read_text())["segments"]) == 1
