@@ -53,7 +53,7 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    capacity: int = 1_000_000  # steps held across all streams; oldest chunks are evicted
+    capacity: int = 5_000_000  # steps held across all streams; oldest evicted (DreamerV3 2024: 5e6)
     chunk: int = 1024  # steps per stored chunk (unit of eviction and of saving)
     online: bool = True  # train once on every fresh sequence first (DreamerV3's online queue)
     recency: float = 0.0  # fraction of sampled sequences drawn with recency priority
