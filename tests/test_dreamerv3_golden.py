@@ -48,9 +48,10 @@ def test_rssm_observe_matches_the_reference_equations():
     tokens, actions = rng.normal(size=(b, t, 5)), rng.normal(size=(b, t, 2))
     is_first = np.array([[True, False, False], [False, False, True]])
     f32 = lambda x: jnp.asarray(x, jnp.float32)
-    last, posts, priors = rssm.observe(
-        {k: f32(v) for k, v in start.items()}, f32(tokens), f32(actions), jnp.asarray(is_first), key=jax.random.key(1)
-    )
+    # One jitted call: eager dispatch of the scan's small ops is slower than compiling them once.
+    observe = eqx.filter_jit(lambda m, *args: m.observe(*args, key=jax.random.key(1)))
+    last, posts, priors = observe(rssm, {k: f32(v) for k, v in start.items()}, f32(tokens), f32(actions), is_first)
+    last, posts, priors = jax.tree.map(np.asarray, (last, posts, priors))
     for i in range(b):
         deter, stoch = start["deter"][i], start["stoch"][i]
         for j in range(t):
@@ -68,8 +69,8 @@ def test_rssm_observe_matches_the_reference_equations():
             assert np.all(stoch.sum(-1) == 1.0) and set(np.unique(stoch)) <= {0.0, 1.0}
         np.testing.assert_allclose(last["deter"][i], deter, rtol=RTOL, atol=ATOL)
 
-    following = rssm.imagine_step({k: v[:, -1] for k, v in posts.items() if k != "logits"}, f32(actions[:, 0]),
-                                  key=jax.random.key(2))  # fmt: skip
+    imagine = eqx.filter_jit(lambda m, latent, action: m.imagine_step(latent, action, key=jax.random.key(2)))
+    following = imagine(rssm, {k: f32(v[:, -1]) for k, v in posts.items() if k != "logits"}, f32(actions[:, 0]))
     for i in range(b):
         deter = ref.block_gru(rssm.core, posts["deter"][i, -1], posts["stoch"][i, -1].reshape(-1), actions[i, 0])
         np.testing.assert_allclose(following["deter"][i], deter, rtol=RTOL, atol=ATOL)
@@ -90,8 +91,8 @@ def test_rssm_losses_train_prior_with_dyn_and_posterior_with_rep():
         return losses[name].sum()
 
     size = lambda tree: max(float(jnp.abs(x).max()) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
-    dyn = eqx.filter_grad(lambda m: term(m, "dyn"))(rssm)
-    rep = eqx.filter_grad(lambda m: term(m, "rep"))(rssm)
+    dyn, rep = eqx.filter_jit(lambda m: (eqx.filter_grad(lambda m: term(m, "dyn"))(m),
+                                          eqx.filter_grad(lambda m: term(m, "rep"))(m)))(rssm)  # fmt: skip
     assert size((dyn.post_mlp, dyn.post_out)) == 0.0 and size((dyn.prior_mlp, dyn.prior_out)) > 1e-4
     assert size((rep.prior_mlp, rep.prior_out)) == 0.0 and size((rep.post_mlp, rep.post_out)) > 1e-4
 
