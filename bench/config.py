@@ -120,7 +120,7 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    capacity: int = ranged(1_000_000, ge=1)  # steps held across all streams; oldest chunks are evicted
+    capacity: int = ranged(5_000_000, ge=1)  # steps held per replay table; oldest evicted (DreamerV3 2024: 5e6)
     chunk: int = ranged(1024, ge=1)  # steps per stored chunk (unit of eviction and of saving)
     online: bool = True  # train once on every fresh sequence first (DreamerV3's online queue)
     recency: float = ranged(0.0, ge=0, le=1)  # fraction of sampled sequences drawn with recency priority

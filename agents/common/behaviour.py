@@ -30,11 +30,24 @@ from agents.common.returns import PercentileNormalizer, lambda_return
 sg = jax.lax.stop_gradient
 
 
+class NormalHead(eqx.Module):
+    """Separate mean and std output layers of a continuous action key (upstream `bounded_normal` head): as
+    two tensors, each gets its own per-tensor gradient clipping (AGC), exactly as upstream."""
+
+    mean: Linear
+    std: Linear
+
+    def __init__(self, in_size: int, size: int, *, outscale: float, key: PRNGKeyArray):
+        mean_key, std_key = jax.random.split(key)
+        self.mean = Linear(in_size, size, outscale=outscale, key=mean_key)
+        self.std = Linear(in_size, size, outscale=outscale, key=std_key)
+
+
 class Actor(eqx.Module):
     """Features -> one distribution per action key (categorical with unimix, or bounded normal)."""
 
     mlp: MLP
-    heads: tuple[Linear, ...]
+    heads: tuple[Linear | NormalHead, ...]
     layout: ActionLayout = eqx.field(static=True)
     unimix: float = eqx.field(static=True)
     min_std: float = eqx.field(static=True)
@@ -45,9 +58,10 @@ class Actor(eqx.Module):
                  key: PRNGKeyArray):  # fmt: skip
         keys = jax.random.split(key, 1 + len(layout.parts))
         self.mlp = MLP(feature_size, units, layers, act, key=keys[0])
-        # Continuous keys get mean and std outputs side by side.
         self.heads = tuple(
-            Linear(self.mlp.out_size, part.size * (1 if part.discrete else 2), outscale=outscale, key=k)
+            Linear(self.mlp.out_size, part.size, outscale=outscale, key=k)
+            if part.discrete
+            else NormalHead(self.mlp.out_size, part.size, outscale=outscale, key=k)
             for part, k in zip(layout.parts, keys[1:])
         )
         self.layout = layout
@@ -59,13 +73,12 @@ class Actor(eqx.Module):
         x = self.mlp(feature)
         out = {}
         for part, head in zip(self.layout.parts, self.heads):
-            raw = head(x)
             if part.discrete:
                 # Deliberate deviation: upstream configures policy unimix 0.01 but never applies it to
                 # categorical actions; the paper describes the 1% mixture for the actor too, so we apply it.
-                out[part.key] = dists.Categorical(dists.unimix_logits(raw, self.unimix))
+                out[part.key] = dists.Categorical(dists.unimix_logits(head(x), self.unimix))
             else:
-                mean, std = dists.bounded_normal(raw[: part.size], raw[part.size :], self.min_std, self.max_std)
+                mean, std = dists.bounded_normal(head.mean(x), head.std(x), self.min_std, self.max_std)
                 out[part.key] = dists.Normal(mean, std)
         return out
 

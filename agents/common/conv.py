@@ -266,13 +266,14 @@ class ConvDecoder(eqx.Module):
     """(wide, narrow) latent parts (*B, W), (*B, N) -> images (*B, H, W, C) in [0, 1] (upstream `simple`).
 
     The wide part (deter) goes through a block-linear map into a (minres, minres, C) map whose channels are
-    laid out block by block, then RMSNorm; the narrow part (stoch) through Linear(2 units) -> RMSNorm -> act
-    -> Linear to the same map; their sum goes through the activation. Then per stage: 2x nearest upsample,
-    conv, RMSNorm, act; the last stage's conv outputs the image channels, followed by a sigmoid.
+    laid out block by block; the narrow part (stoch) through Linear(2 units) -> RMSNorm -> act -> Linear to
+    the same map; their SUM is normalised and activated, act(RMSNorm(wide + narrow)), as upstream's `spnorm`.
+    Then per stage: 2x nearest upsample, conv, RMSNorm, act; the last stage's conv outputs the image
+    channels, followed by a sigmoid.
     """
 
     wide_proj: BlockLinear
-    wide_norm: RMSNorm
+    spatial_norm: RMSNorm
     narrow_hidden: NormedLinear | None
     narrow_proj: Linear | None
     convs: tuple[Conv2d, ...]
@@ -295,7 +296,7 @@ class ConvDecoder(eqx.Module):
             raise ValueError(f"ConvDecoder: {depths[-1]} channels are not divisible by {blocks} blocks")
         keys = jax.random.split(key, 3 + stages)
         self.wide_proj = BlockLinear(wide_size, map_size, blocks, key=keys[0])
-        self.wide_norm = RMSNorm(depths[-1])
+        self.spatial_norm = RMSNorm(depths[-1])
         if narrow_size:
             self.narrow_hidden = NormedLinear(narrow_size, 2 * units, act, key=keys[1])
             self.narrow_proj = Linear(2 * units, map_size, key=keys[2])
@@ -320,10 +321,10 @@ class ConvDecoder(eqx.Module):
         # Upstream layout '(g h w c) -> h w (g c)': each block owns a slice of channels at every position.
         x = x.reshape(*lead, self.blocks, height, width, -1)
         x = jnp.moveaxis(x, -4, -2).reshape(*lead, height, width, -1)
-        x = self.wide_norm(x)
         if self.narrow_hidden is not None:
             x = x + self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)
-        x = act(x)
+        # One norm over the sum of both projections (upstream `spnorm`), not a norm of the wide part alone.
+        x = act(self.spatial_norm(x))
         for conv, norm in zip(self.convs[:-1], self.norms):
             x = act(norm(conv.upsampled(x)))
         return jax.nn.sigmoid(self.convs[-1].upsampled(x))

@@ -20,7 +20,8 @@ agent with their own dynamics, extra loss terms and loss-scale fields.
 
 Deliberate deviations from upstream, each documented where it happens: 1% unimix on categorical actions
 (upstream ignores its own setting), truncation is not termination (the continue target uses `is_terminal`
-only; suites emit truncation as `is_last` without `is_terminal`), float32 compute on CPU instead of bfloat16.
+only; suites emit truncation as `is_last` without `is_terminal`), and float32 compute on every device
+(upstream computes in bfloat16).
 """
 
 from __future__ import annotations
