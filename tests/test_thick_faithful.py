@@ -151,9 +151,8 @@ def test_gru_and_fine_prior_read_the_new_context():
     tokens = jnp.asarray(rng.normal(size=(batch, 1, 12)), jnp.float32)
     actions = jax.nn.one_hot(rng.integers(0, 5, (batch, 1)), 5)
     first = jnp.zeros((batch, 1), bool)
-    probe = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in (("h", (batch, 16)), ("z", (batch, 3, 4)))}
-
-    probe_h, probe_z = probe["h"], probe["z"]
+    probe_h = jnp.asarray(rng.normal(size=(batch, 16)), jnp.float32)
+    probe_z = jnp.asarray(rng.normal(size=(batch, 3, 4)), jnp.float32)
 
     @eqx.filter_jit
     def gradients(crssm):
@@ -162,8 +161,8 @@ def test_gru_and_fine_prior_read_the_new_context():
         def filtered(context, name):
             _, posts, priors = crssm.observe({**latent, "context": context}, tokens, actions, first,
                                              key=jax.random.key(4))  # fmt: skip
-            out = {"deter": posts["deter"][:, 0], "prior": priors["logits"][:, 0], "post": posts["logits"][:, 0]}
-            return (out[name] * (probe_h if name == "deter" else probe_z)).sum()
+            out = {"deter": posts["deter"], "prior": priors["logits"], "post": posts["logits"]}[name][:, 0]
+            return (out * (probe_h if name == "deter" else probe_z)).sum()
 
         def imagined(context, name):
             # The straight-through sample carries d prior probabilities / d input.
@@ -174,9 +173,9 @@ def test_gru_and_fine_prior_read_the_new_context():
         grads.update({f"imagine {n}": jax.grad(imagined)(previous, n) for n in ("deter", "stoch")})
         return grads
 
-    open_gate = _with_cell(base, gate_weight=0.0, gate_bias=100.0, cand_weight=cand_weight, cand_bias=cand_bias)
-    shut_gate = _with_cell(base, gate_weight=0.0, gate_bias=-100.0, cand_weight=cand_weight, cand_bias=cand_bias)
-    opened, shut = gradients(open_gate), gradients(shut_gate)
+    cell = dict(gate_weight=0.0, cand_weight=cand_weight, cand_bias=cand_bias)
+    opened = gradients(_with_cell(base, gate_bias=100.0, **cell))
+    shut = gradients(_with_cell(base, gate_bias=-100.0, **cell))
     for name in opened:
         np.testing.assert_array_equal(opened[name], 0.0, err_msg=f"{name} reads c_(t-1)")
         # Positive control: through c_t = c_{t-1} the same outputs do depend on the context.
@@ -228,15 +227,15 @@ def test_long_horizon_return_reads_reward_continue_and_value_at_s_tau():
     hl = model.highlevel
     hl = eqx.tree_at(lambda h: h.time_out, hl, _set_linear(hl.time_out, 0.0, _twohot_bias(delta, hl_bins)))
     hl = eqx.tree_at(lambda h: h.reward_out, hl, _set_linear(hl.reward_out, 0.0, _twohot_bias(way, hl_bins)))
-    hl = eqx.tree_at(lambda h: h.state_out, hl,
-                     _set_linear(hl.state_out, 0.0, 100.0 * jax.nn.one_hot(before, classes).reshape(-1)))  # fmt: skip
+    state_out = _set_linear(hl.state_out, 0.0, 100.0 * jax.nn.one_hot(before, classes).reshape(-1))
+    hl = eqx.tree_at(lambda h: h.state_out, hl, state_out)
     # Coarse step: the gate opens (ReTanh = 1) onto the constant candidate tanh(b), and the coarse prior
     # puts z_tau on `after`: s_tau = (after, tanh(b)) for every start state.
     after = (before + 1 + rng.integers(0, classes - 1, stoch)) % classes
     cand_bias = rng.uniform(-1.5, 1.5, context).astype(np.float32)
     crssm = _with_cell(model.crssm, gate_weight=0.0, gate_bias=100.0, cand_weight=0.0, cand_bias=cand_bias)
-    crssm = eqx.tree_at(lambda c: c.coarse_out, crssm,
-                        _set_linear(crssm.coarse_out, 0.0, 100.0 * jax.nn.one_hot(after, classes).reshape(-1)))  # fmt: skip
+    coarse_out = _set_linear(crssm.coarse_out, 0.0, 100.0 * jax.nn.one_hot(after, classes).reshape(-1))
+    crssm = eqx.tree_at(lambda c: c.coarse_out, crssm, coarse_out)
     # Coarse reward, continue and slow coarse value: different linear functions of [z, c]; the continue
     # logit at s_tau is pinned to 0.4 (continue 0.6, so dropping the factor shows).
     s_tau = np.concatenate([np.eye(classes)[after].reshape(-1), np.tanh(cand_bias)]).astype(np.float32)
@@ -350,7 +349,8 @@ def test_highlevel_posterior_reads_the_context_after_and_the_state_before_the_ch
     p = _softmax(b_p)
     expected = np.zeros(steps, np.float32)
     for t in range(tau):
-        features = np.concatenate([inputs[0, t], contexts[0, tau], np.exp(state_logp[0, tau - 1]).reshape(-1)])
+        state_before = np.exp(state_logp[0, tau - 1]).reshape(-1)  # probabilities of z_{tau-1}
+        features = np.concatenate([inputs[0, t], contexts[0, tau], state_before])
         q = _softmax(features @ w_post)
         expected[t] = np.sum(q * (np.log(q) - np.log(p)))
     np.testing.assert_allclose(losses["hl_kl"][0], expected, rtol=1e-4, atol=1e-6)
