@@ -354,3 +354,29 @@ def test_highlevel_posterior_reads_the_context_after_and_the_state_before_the_ch
         q = _softmax(features @ w_post)
         expected[t] = np.sum(q * (np.log(q) - np.log(p)))
     np.testing.assert_allclose(losses["hl_kl"][0], expected, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------- presets
+
+
+def test_minihack_and_pinpad_presets_are_thicks_own_settings():
+    # TF2 thick/configs.yaml, `defaults` + `thick_minihack` / `thick_pinpad`: rssm deter = hidden = 256,
+    # stoch 32 x discrete 32, cnn_depth 48, reward/discount heads, actor and critic 4 x 400, dataset 16 x 50,
+    # train_every 5 (one 16 x 50 batch per 5 policy steps), context 16 with gate noise 0.1, high-level
+    # actions 3 (MiniHack) / 5 (pinpad). beta = ctxt_sparsity + 1: 10 + 1, KeyCorridor 1 + 1, pinpad 1 + 1.
+    for suite, task, beta, hl_actions in (
+        ("minihack", "escaperoom", 11.0, 3),
+        ("minihack", "keycorridor8", 2.0, 3),
+        ("pinpad", "three", 2.0, 5),
+    ):
+        resolved = registry.build_config(SPEC, registry.get_suite(suite), (), None, task)
+        config = resolved.agent
+        rssm = config.rssm
+        assert (rssm.deter, rssm.hidden, rssm.stoch, rssm.classes, rssm.blocks) == (256, 256, 32, 32, 1), suite
+        assert config.encoder.depth == config.decoder.depth == 48
+        for head in (config.reward_head, config.cont_head, config.actor, config.critic):
+            assert (head.layers, head.units) == (4, 400), (suite, head)
+        assert (config.batch_size, config.batch_length) == (16, 50)
+        assert resolved.run.train_ratio == 16 * 50 / 5
+        assert (config.context.size, config.context.gate_noise) == (16, SIGMA)
+        assert (config.loss_scales.sparse, config.highlevel.actions) == (beta, hl_actions), (suite, task)
