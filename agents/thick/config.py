@@ -33,6 +33,21 @@ class HighLevelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ThickDreamerConfig:
+    """THICK Dreamer's critic targets: psi * lambda return + (1 - psi) * G, with one high-level step
+    G = r_way + gamma^delta (r(s_tau) + cont(s_tau) V_coarse(s_tau)) (reference: thick.md, "THICK Dreamer").
+
+    Deliberate differences from the TF2 code (on DreamerV2), kept on purpose:
+    * `repval` (DreamerV3 2024's critic loss on replayed sequences; TF2 has none) bootstraps from the plain
+      imagination lambda returns, not the psi-mixed targets: the mixing changes only the imagination critic
+      targets, as in TF2, and the replayed-sequence term stays DreamerV3's.
+    * delta in gamma^delta is the twohot mean of the predicted time, gamma^E[delta]; TF2 draws delta from its
+      clamped-normal time head (`thick_time` is a sample). The mean gives a lower-variance target; by
+      convexity gamma^E[delta] >= E[gamma^delta], so where the time is uncertain the discount on G is
+      slightly milder than an average over samples.
+    * gamma inside a segment is the fixed 1 - 1/discount_horizon (TF2: the predicted continue at tau raised
+      to delta + 1; segments end at terminals, so the steps on the way cannot terminate).
+    """
+
     enabled: bool = True  # mix long-horizon values into the critic targets (THICK Dreamer)
     psi: float = 0.9  # critic target = psi * lambda return + (1 - psi) * high-level return
 

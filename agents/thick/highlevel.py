@@ -157,7 +157,11 @@ def highlevel_step(
     *,
     key: PRNGKeyArray,
 ) -> HighLevelStep:
-    """Sample A from the prior, then z_{tau-1}, a_{tau-1}; time and reward are the twohot means."""
+    """Sample A from the prior, then z_{tau-1}, a_{tau-1}; time and reward are the twohot means.
+
+    The time is the mean, not a sample (TF2 samples its time head): THICK Dreamer discounts by gamma^E[delta],
+    a deliberate lower-variance choice (see ThickDreamerConfig).
+    """
     action_key, state_key, low_key = jax.random.split(key, 3)
     prior = jax.vmap(model.prior_logits)(inputs)
     hl_action = dists.Categorical(prior).sample(action_key)
