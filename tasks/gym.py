@@ -35,6 +35,7 @@ import numpy as np
 
 from bench import spaces
 from bench.api import Env, SuiteSpec, check_action
+from bench.registry import RegistryError  # a KeyError that prints plainly
 from tasks import wrappers
 
 # Namespaces whose ids appear only once a module is imported (Gymnasium 1.x has no plugin entry points).
@@ -92,7 +93,7 @@ def resolve_id(task: str) -> tuple[str, str]:
         try:
             importlib.import_module(module)
         except ImportError as error:
-            raise KeyError(f"gym task {task!r}: cannot import module {module!r} ({error})") from None
+            raise RegistryError(f"gym task {task!r}: cannot import module {module!r} ({error})") from None
     if env_id not in gymnasium.registry:
         namespace = env_id.split("/", 1)[0] if "/" in env_id else None
         if namespace in NAMESPACE_MODULES:
@@ -105,7 +106,7 @@ def resolve_id(task: str) -> tuple[str, str]:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         lowered = [i for i in ids if i.lower() == env_id.lower()]
         hint = f" Did you mean {', '.join(repr(c) for c in dict.fromkeys(lowered + close))}?" if close or lowered else ""
-        raise KeyError(
+        raise RegistryError(
             f"unknown Gymnasium id {env_id!r} for suite 'gym'.{hint} Any id registered in gymnasium works "
             "(`python -c \"import gymnasium; gymnasium.pprint_registry()\"`); use 'module:Id' for ids a "
             "module registers on import"
@@ -217,13 +218,16 @@ class GymEnv(Env):
             self._act_space = {"action": spaces.box(action_space.shape, -1.0, 1.0)}
         else:
             raise ValueError(
-                f"suite gym cannot act in a {type(action_space).__name__} action space ({env_id}); "
+                f"gym task {self.task}: suite gym cannot act in a {type(action_space).__name__} action space; "
                 "supported: Discrete and Box"
             )
         self._action_space = action_space
 
         # observations: image leaves and vector leaves of the observation space
-        leaves = [] if protocol.pixels == "only" else _leaves(self._env.observation_space)
+        try:
+            leaves = [] if protocol.pixels == "only" else _leaves(self._env.observation_space)
+        except ValueError as error:
+            raise ValueError(f"gym task {self.task}: {error}") from None
         self._image_leaves = [(path, space) for path, space in leaves if _is_image(space)]
         self._vector_leaves = [(path, space) for path, space in leaves if not _is_image(space)]
         image_shapes = {}
