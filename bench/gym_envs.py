@@ -67,6 +67,7 @@ class BenchEnv(gymnasium.Env):
             raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
         self.render_mode = render_mode
         self._env = spec.make_env(self.task, self.protocol, 0)
+        self._last_image = None
         self._sensors = sensor_keys(self._env.obs_space)
         self.observation_space = gs.Dict({key: gym_space(self._env.obs_space[key]) for key in self._sensors})
         act_space = self._env.act_space
@@ -77,6 +78,7 @@ class BenchEnv(gymnasium.Env):
             self.action_space = gs.Dict({key: gym_space(space) for key, space in act_space.items()})
 
     def _split(self, obs: dict) -> tuple[dict, dict]:
+        self._last_image = obs.get("image")
         sensors = {key: np.asarray(obs[key]) for key in self._sensors}
         info = {key: obs[key] for key in obs if key.startswith(PRIVATE_PREFIX)}
         return sensors, info
@@ -98,9 +100,11 @@ class BenchEnv(gymnasium.Env):
         return sensors, float(obs["reward"]), terminated, truncated, info
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            return self._env.render()
-        return None
+        if self.render_mode != "rgb_array":
+            return None
+        frame = self._env.render()
+        # Tasks without a separate scene view (toy, pinpad) render what the agent sees.
+        return frame if frame is not None else self._last_image
 
     def close(self):
         self._env.close()
