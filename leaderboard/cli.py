@@ -106,7 +106,12 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     finished = time.perf_counter()
     if not quiet:
         _print_summary(board, console)
-        console.print(f"wrote {len(written)} files to {out}/ (open {out / 'index.html'})")
+        console.print(f"wrote {len(written)} files to {out}/", markup=False)
+        console.print(f"HTML page: {out / 'index.html'}", markup=False)
+        plots = [path.name for path in written if path.suffix == ".png" and path.name != "screenshot.png"]
+        if plots:
+            console.print(f"plots: {out}/{{{','.join(plots)}}}" if len(plots) > 1 else f"plot: {out / plots[0]}",
+                          markup=False)  # fmt: skip
         console.print(f"time: {built - started:.1f} s loading + bootstrap, {finished - built:.1f} s writing")
     return 0
 
