@@ -2,7 +2,7 @@
 
     import gymnasium, bench.gym_envs
     env = gymnasium.make("mbrl_bench/atari100k-pong")                  # the suite's protocol defaults
-    env = gymnasium.make("mbrl_bench/atari100k-pong", sticky=0.0)      # protocol fields as make kwargs
+    env = gymnasium.make("mbrl_bench/atari100k-pong", sticky_actions=0.25)      # protocol fields as make kwargs
     env = gymnasium.make("bench.gym_envs:mbrl_bench/toy-reach")         # imports this module first
 
 Importing this module registers `mbrl_bench/<suite>-<task>` for every task of every registered suite

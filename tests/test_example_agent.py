@@ -51,8 +51,10 @@ def test_install_register_check_run_and_rank(tmp_path):
 
     out = tmp_path / "board"
     board = _run("-m", "bench.cli", "leaderboard", "--suite", "toy", "--runs", str(runs), "--tasks", "reach",
-                 "--any-budget", "--reps", "100", "--no-plots", "--out", str(out), site=site, root=tmp_path)  # fmt: skip
+                 "--any-budget", "--reps", "100", "--out", str(out), site=site, root=tmp_path)  # fmt: skip
     assert board.returncode == 0, board.stderr[-2000:]
+    # the command says where the page and the plots are
+    assert f"HTML page: {out / 'index.html'}" in board.stderr and f"{out / 'aggregates.png'}" in board.stderr
     table = (out / "leaderboard.md").read_text()
     assert f"bandit@{bandit['config_hash']}" in table and "random@" in table
 
