@@ -117,7 +117,10 @@ def resolve_id(task: str) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class GymSuiteSpec(SuiteSpec):
-    """The gym suite accepts every registered Gymnasium id, not only its listed tasks."""
+    """The gym suite accepts every registered Gymnasium id, not only its listed tasks (the leaderboard then
+    ranks the tasks that runs used: `open_tasks`)."""
+
+    open_tasks = True  # a class attribute, not a field: it is a fact of the class, not of a suite instance
 
     def resolve_task(self, task: str) -> str:
         return resolve_id(task)[0]
