@@ -174,3 +174,41 @@ def test_bench_run_end_to_end(tmp_path, task, extra, gym_registered):
                                       no_plots=True)  # fmt: skip
         per_task = (board.out / "per_task.csv").read_text()
         assert manifest["task"] in per_task and f"random@{manifest['config_hash']}" in per_task
+
+
+# ------------------------------------------------------------------------------------------ learning
+
+LEARNING_STEPS = 10_000
+
+
+def random_cartpole_returns(episodes: int) -> np.ndarray:
+    """Uniform random actions on CartPole-v1 through our env (seeds 10000.. as the other learning tests)."""
+    env = make_env("CartPole-v1", GymProtocol())
+    rng = np.random.default_rng(0)
+    returns = []
+    for episode in range(episodes):
+        obs, total = env.reset(seed=10_000 + episode), 0.0
+        while not obs["is_last"]:
+            obs = env.step({"action": int(rng.integers(2))})
+            total += float(obs["reward"])
+        returns.append(total)
+    return np.asarray(returns)
+
+
+@pytest.mark.slow
+def test_dreamerv3_learns_cartpole_above_random(tmp_path):
+    """DreamerV3 (`--configs debug quick`) learns CartPole-v1 through `--suite gym`: its final evaluation
+    (10 episodes) beats the random policy's mean by three standard errors of that mean, measured here."""
+    from bench import runner
+
+    baseline = random_cartpole_returns(300)
+    bar = baseline.mean() + 3 * baseline.std() / np.sqrt(baseline.size)
+    folder = runner.run("dreamerv3", SUITE_REF, "CartPole-v1", seed=0, configs=("debug", "quick"),
+                        overrides={"run.steps": LEARNING_STEPS, "run.eval_episodes": 10}, root=tmp_path,
+                        quiet=True)  # fmt: skip
+    scores = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    final = np.asarray([s["return"] for s in scores if s["mode"] == "eval" and s.get("final")])
+    print(f"random {baseline.mean():.1f} +- {baseline.std():.1f} (bar {bar:.1f}); final evaluation "
+          f"{final.mean():.1f} +- {final.std():.1f}")  # fmt: skip
+    assert final.size == 10
+    assert final.mean() > bar
