@@ -204,7 +204,10 @@ class GymEnv(Env):
             kwargs["render_mode"] = "rgb_array"
         if protocol.time_limit:
             kwargs["max_episode_steps"] = protocol.time_limit
-        self._env = gymnasium.make(env_id, **kwargs)
+        try:
+            self._env = gymnasium.make(env_id, **kwargs)
+        except TypeError as error:  # an unknown keyword argument of the environment's constructor
+            raise ValueError(f"gym task {self.task}: gymnasium.make rejected env.kwargs ({error})") from None
         self._guard = wrappers.EpisodeGuard(f"gym/{self.task}")
 
         # actions

@@ -130,6 +130,9 @@ def test_protocol_errors_name_the_field():
         GymProtocol(kwargs="[1]")
     with pytest.raises(ValueError, match="env.frame_stack"):
         GymProtocol(frame_stack=0)
+    with pytest.raises(ValueError, match="rejected env.kwargs .*is_slipery"):
+        make_env("FrozenLake-v1", GymProtocol(kwargs='{"is_slipery": false}'))
+    assert make_env("FrozenLake-v1", GymProtocol(kwargs='{"map_name": "8x8"}')).obs_space["vector"].shape == (64,)
 
 
 @pytest.fixture
