@@ -33,7 +33,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _check_actions(act_space: dict[str, Space], action: dict, batch: int) -> None:
-    _require(set(action) == set(act_space), f"act: action keys {sorted(action)} != action space {sorted(act_space)}")
+    _require(set(action) == set(act_space), f"act: action keys {sorted(action)} != {sorted(act_space)}")
     for key, space in act_space.items():
         values = np.asarray(action[key])
         _require(values.shape == (batch, *space.shape),
@@ -82,7 +82,7 @@ def check_agent(agent: str, suite: str = "toy", task: str = "reach", *, configs:
                          f"update({name!r}): metric {metric!r} is not a finite scalar: {value}")  # fmt: skip
             for k, value in updates.items():
                 _require(k in batch and np.shape(value)[:2] == shape,
-                         f"update({name!r}): replay update {k!r} must be a batch key shaped {shape} + ...")  # fmt: skip
+                         f"update({name!r}): replay update {k!r} must be a batch key shaped {shape}...")  # fmt: skip
             _require(jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state),
                      f"update({name!r}) changed the structure of the state")  # fmt: skip
             state = new_state

@@ -127,7 +127,8 @@ def register_all() -> list[str]:
         for task in spec.tasks:
             name = env_id(suite, task)
             if name not in gymnasium.registry:
-                gymnasium.register(name, entry_point="bench.gym_envs:BenchEnv", kwargs={"suite": suite, "task": task})
+                kwargs = {"suite": suite, "task": task}
+                gymnasium.register(name, entry_point="bench.gym_envs:BenchEnv", kwargs=kwargs)
             ids.append(name)
     return ids
 

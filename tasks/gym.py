@@ -49,7 +49,7 @@ class GymProtocol:
     frame_stack: int = 1  # last k observations concatenated on the channel (image) / feature (vector) axis
     image_size: int = 0  # resize images to image_size x image_size; 0 keeps the environment's size
     resize: str = "bilinear"  # resize filter (see tasks/wrappers.py)
-    time_limit: int = 0  # episode truncation in env steps (gymnasium.make max_episode_steps); 0 = the id's own
+    time_limit: int = 0  # truncation in env steps (gymnasium.make max_episode_steps); 0 = the id's own
     pixels: str = "off"  # "only": observe env.render() as the image; "add": render next to the observation
     kwargs: str = ""  # JSON object of extra gymnasium.make keyword arguments, e.g. '{"is_slippery": false}'
 
@@ -105,7 +105,8 @@ def resolve_id(task: str) -> tuple[str, str]:
         ids = list(gymnasium.registry)
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         lowered = [i for i in ids if i.lower() == env_id.lower()]
-        hint = f" Did you mean {', '.join(repr(c) for c in dict.fromkeys(lowered + close))}?" if close or lowered else ""
+        suggestions = ", ".join(repr(c) for c in dict.fromkeys(lowered + close))
+        hint = f" Did you mean {suggestions}?" if suggestions else ""
         raise RegistryError(
             f"unknown Gymnasium id {env_id!r} for suite 'gym'.{hint} Any id registered in gymnasium works "
             "(`python -c \"import gymnasium; gymnasium.pprint_registry()\"`); use 'module:Id' for ids a "
@@ -219,12 +220,12 @@ class GymEnv(Env):
         elif isinstance(action_space, gs.Box):
             low, high = np.asarray(action_space.low, np.float64), np.asarray(action_space.high, np.float64)
             if not (np.isfinite(low).all() and np.isfinite(high).all()):
-                raise ValueError(f"gym task {self.task}: a Box action space needs finite bounds, got {action_space}")
+                raise ValueError(f"gym task {self.task}: Box actions need finite bounds, got {action_space}")
             self._action_low, self._action_high = low, high
             self._act_space = {"action": spaces.box(action_space.shape, -1.0, 1.0)}
         else:
             raise ValueError(
-                f"gym task {self.task}: suite gym cannot act in a {type(action_space).__name__} action space; "
+                f"gym task {self.task}: suite gym cannot act in a {type(action_space).__name__} space; "
                 "supported: Discrete and Box"
             )
         self._action_space = action_space
@@ -345,5 +346,5 @@ SUITE = GymSuiteSpec(
     eval_protocol="final_eval",
     eval_episodes=10,
     normaliser="identity",
-    description="Any Gymnasium environment by id (--task CartPole-v1); Box/Discrete actions, image and vector observations.",
+    description="Any Gymnasium environment by id (--task CartPole-v1): Box/Discrete actions, image/vector observations.",
 )

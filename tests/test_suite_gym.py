@@ -34,7 +34,7 @@ def test_cli_typo_is_one_line(capsys):
 
 @pytest.mark.parametrize(
     "env_id, kind",
-    [("BenchMultiBinary-v0", "MultiBinary action"), ("BenchTupleObs-v0", "Tuple"), ("BenchText-v0", "Text")],
+    [("BenchMultiBinary-v0", "MultiBinary"), ("BenchTupleObs-v0", "Tuple"), ("BenchText-v0", "Text")],
 )
 def test_unsupported_spaces_are_refused_in_one_line(env_id, kind):
     with pytest.raises(ValueError, match=f"cannot (act in|observe) a {kind}") as info:
