@@ -129,6 +129,7 @@ def build(
     info = load.suite_info(suite, protocol)
     report = load.LoadReport(notes=list(info.notes))
     roots = list(load.default_roots() if roots is None else roots)
+    info = load.with_run_tasks(info, roots)
     loaded = load.load_runs(roots, info, report, any_budget=any_budget, skip_invalid=skip_invalid)
     if references:
         loaded += load.load_references(info, report)

@@ -106,7 +106,11 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     finished = time.perf_counter()
     if not quiet:
         _print_summary(board, console)
-        console.print(f"wrote {len(written)} files to {out}/ (open {out / 'index.html'})")
+        console.print(f"wrote {len(written)} files to {out}/", markup=False)
+        console.print(f"HTML page: {out / 'index.html'}", markup=False, soft_wrap=True)
+        plots = [str(path) for path in written if path.suffix == ".png" and path.name != "screenshot.png"]
+        if plots:
+            console.print(f"plots: {' '.join(plots)}", markup=False, soft_wrap=True)
         console.print(f"time: {built - started:.1f} s loading + bootstrap, {finished - built:.1f} s writing")
     return 0
 

@@ -52,6 +52,7 @@ class SuiteInfo:
     frames_per_step: int
     notes: tuple[str, ...] = ()
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # other names of tasks -> ours
+    open_tasks: bool = False  # the suite accepts any task name (gym: any Gymnasium id), see `with_run_tasks`
 
     def canonical_task(self, name: str) -> str | None:
         """Our name of a task named in a published file, or None if the suite has no such task."""
@@ -77,6 +78,7 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
     """
     scoring = normalize.scoring(name)
     notes = []
+    open_tasks = False
     try:
         from bench import registry
 
@@ -91,6 +93,7 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
         aliases = dict(scoring.aliases)
     else:
         tasks, default, window, budget = spec.tasks, spec.eval_protocol, spec.eval_window, spec.budget
+        open_tasks = bool(getattr(spec, "open_tasks", False))
         aliases = dict(spec.task_aliases)
         fps = spec.frames_per_step(spec.protocol_cls())
         if default not in normalize.PROTOCOLS:
@@ -108,8 +111,17 @@ def suite_info(name: str, protocol: str | None = None) -> SuiteInfo:
         if window <= 0:
             raise ValueError(f"suite {name!r} defines no window for the train_window protocol")
     return SuiteInfo(
-        scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes), aliases
+        scoring, tuple(tasks), protocol, int(window), int(budget), int(fps), tuple(notes), aliases,
+        open_tasks=open_tasks,
     )
+
+
+def with_run_tasks(info: SuiteInfo, roots: Sequence[Path]) -> SuiteInfo:
+    """A suite that accepts any task ranks the tasks its runs used (its listed tasks are only defaults)."""
+    if not info.open_tasks:
+        return info
+    found = sorted({p.name for root in roots for p in (Path(root) / info.name).glob("*") if p.is_dir()})
+    return dataclasses.replace(info, tasks=tuple(found)) if found else info
 
 
 # -------------------------------------------------------------------------------------- containers

@@ -169,6 +169,16 @@ SUITES: dict[str, SuiteScoring] = {
         profile_max=1.0,
         tasks=BBS_TASKS,
     ),
+    "gym": SuiteScoring(
+        # Any Gymnasium id (tasks/gym.py): raw undiscounted return, no normaliser.
+        "gym",
+        "return",
+        "identity",
+        "return",
+        "return",
+        protocols=("final_eval", "train_window"),
+        gap_target=None,
+    ),
     "toy": SuiteScoring(
         "toy",
         "return",
