@@ -145,16 +145,6 @@ class IRIS(AbstractAgent):
         """What the policy sees of a real frame: the tokenizer's reconstruction in [0, 1]."""
         return sg(tokenizer.decode(tokenizer.encode(images)))
 
-    def _segments(self, batch: Mapping[str, Array]) -> Bool[Array, "B T"]:
-        """alive[b, t]: transition t (frame t, action t -> row t + 1) belongs to the training episode of row 0.
-
-        A training episode ends at a row with is_last, or before a row where act started a new one
-        (life loss with `terminal_ends_episode`, the step cap); the last row has no transition.
-        """
-        start = jnp.asarray(batch[SEGMENT_START], bool)
-        ends = jnp.asarray(batch["is_last"], bool)[:, :-1] | start[:, 1:]
-        return jnp.cumprod(~ends, axis=1).astype(bool)
-
     # ---------------------------------------------------------------------------------------- API
 
     def init(self, *, key: PRNGKeyArray) -> IRISState:
@@ -238,22 +228,15 @@ class IRIS(AbstractAgent):
             raise ValueError(f"world-model batch has {rows} steps per sequence, expected steps + 1 = {steps + 1}")
         tokens = sg(state.tokenizer.encode(images[:, :steps].reshape(-1, *images.shape[2:]))).reshape(b, steps, -1)
         actions = jnp.asarray(batch["action"], jnp.int32)[:, :steps]
-        alive = self._segments(batch)  # (B, steps)
+        labels = transition_labels(batch, steps, self.frame_tokens)
         keys = jax.random.split(key, b)
         logits = jax.vmap(lambda f, a, k: sequence_logits(world_model, f, a, key=k))(tokens, actions, keys)
-        # Frame t's tokens are a label where transition t - 1 is alive; frame 0's tokens 1.. always (they
-        # only condition on frame 0 itself); frame 0 token 0 has no predictor.
-        k = self.frame_tokens
-        frame_mask = jnp.concatenate([jnp.ones((b, 1), bool), alive[:, :-1]], 1)[..., None]
-        frame_mask = jnp.broadcast_to(frame_mask, (b, steps, k)).at[:, 0, 0].set(False)
-        reward_label = (jnp.sign(jnp.asarray(batch["reward"], jnp.float32)[:, 1:]) + 1).astype(jnp.int32)
-        end_label = jnp.asarray(batch["is_terminal"], jnp.int32)[:, 1:]
         terms = {
-            "obs": _masked_ce(logits["obs"], tokens, frame_mask),
-            "reward": _masked_ce(logits["reward"], reward_label, alive),
-            "end": _masked_ce(logits["end"], end_label, alive),
+            "obs": _masked_ce(logits["obs"], tokens, labels["frame_mask"]),
+            "reward": _masked_ce(logits["reward"], labels["reward"], labels["alive"]),
+            "end": _masked_ce(logits["end"], labels["end"], labels["alive"]),
         }
-        metrics = {**terms, "alive_fraction": alive.mean()}
+        metrics = {**terms, "alive_fraction": labels["alive"].mean()}
         return sum(terms.values()), metrics
 
     # ------------------------------------------------------------------------------ 3. actor-critic
@@ -263,16 +246,7 @@ class IRIS(AbstractAgent):
         trajectory = self._imagine(actor_critic, state, batch, key=key)
         logits, values, actions = trajectory["logits"], trajectory["value"], trajectory["action"]  # (B, H, ...)
         reward, end = trajectory["reward"], trajectory["end"].astype(jnp.float32)
-        # IRIS `compute_lambda_returns`: G_t = r_t + (1 - d_t) gamma ((1 - lam) V_{t+1} + lam G_{t+1}),
-        # G_{H-1} = V_{H-1}, where r_t, d_t follow action t. `lambda_return` indexes rewards by the step
-        # they lead into, so shift them by one.
-        pad = jnp.zeros_like(reward[:, :1])
-        returns = lambda_return(
-            jnp.concatenate([pad, reward[:, :-1]], 1),
-            jnp.concatenate([pad, (1.0 - end[:, :-1]) * a.gamma], 1),
-            sg(values),
-            a.lam,
-        )  # (B, H - 1)
+        returns = iris_lambda_returns(reward, end, sg(values), a.gamma, a.lam)  # (B, H - 1)
         returns = sg(returns)
         values = values[:, :-1]
         log_probs = jax.nn.log_softmax(logits[:, :-1])
@@ -395,6 +369,45 @@ class IRIS(AbstractAgent):
             "actor_critic": StreamSpec(a.batch, 1, context=a.burn_in, ratio=per_step * a.batch,
                                        start=c.start_step(a.start_epochs)),  # fmt: skip
         }
+
+
+def transition_labels(batch: Mapping[str, Array], steps: int, frame_tokens: int) -> dict[str, Array]:
+    """World-model targets and masks of a (B, steps + 1) window.
+
+    Row t holds frame t, the action taken there, and the reward / is_terminal that arrived with frame t, so
+    transition t (frame t, action t) is labelled with row t + 1's reward sign (class 0, 1, 2 = -1, 0, +1) and
+    is_terminal. `alive[b, t]`: transition t belongs to the training episode of row 0, which ends at a row
+    with is_last or before a row where act started a new one (`segment_start`: life loss, step cap).
+    `frame_mask[b, t, k]`: frame t's token k is a label: frame 0's tokens 1.. always (they condition on
+    frame 0 only), frame t >= 1 where transition t - 1 is alive; frame 0's token 0 has no predictor.
+    """
+    start = jnp.asarray(batch[SEGMENT_START], bool)[:, : steps + 1]
+    ends = jnp.asarray(batch["is_last"], bool)[:, :steps] | start[:, 1:]
+    alive = jnp.cumprod(~ends, axis=1).astype(bool)
+    b = alive.shape[0]
+    frame_mask = jnp.concatenate([jnp.ones((b, 1), bool), alive[:, :-1]], 1)[..., None]
+    frame_mask = jnp.broadcast_to(frame_mask, (b, steps, frame_tokens)).at[:, 0, 0].set(False)
+    reward = jnp.sign(jnp.asarray(batch["reward"], jnp.float32)[:, 1 : steps + 1])
+    return {
+        "reward": (reward + 1).astype(jnp.int32),
+        "end": jnp.asarray(batch["is_terminal"], jnp.int32)[:, 1 : steps + 1],
+        "alive": alive,
+        "frame_mask": frame_mask,
+    }
+
+
+def iris_lambda_returns(reward: Float[Array, "B H"], end: Float[Array, "B H"], value: Float[Array, "B H"],
+                        gamma: float, lam: float) -> Float[Array, "B H-1"]:  # fmt: skip
+    """IRIS `compute_lambda_returns`, where reward[:, t] and end[:, t] follow action t:
+
+        G_t = r_t + (1 - d_t) gamma ((1 - lam) V_{t+1} + lam G_{t+1}),   G_{H-1} = V_{H-1};  returns G_0..G_{H-2}.
+
+    `lambda_return` indexes rewards by the step they lead into, so they are shifted by one.
+    """
+    pad = jnp.zeros_like(reward[:, :1])
+    return lambda_return(
+        jnp.concatenate([pad, reward[:, :-1]], 1), jnp.concatenate([pad, (1.0 - end[:, :-1]) * gamma], 1), value, lam
+    )
 
 
 def _masked_ce(logits: Float[Array, "*s V"], labels: Int[Array, "*s"], mask: Bool[Array, "*s"]) -> Float[Array, ""]:
