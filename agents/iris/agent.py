@@ -201,9 +201,8 @@ class IRIS(AbstractAgent):
         state = eqx.tree_at(lambda s: self._component(s, stream), state, component)
         state = eqx.tree_at(lambda s: (s.opt[stream], s.updates[stream]), state,
                             (opt_state, state.updates[stream] + 1))  # fmt: skip
-        metrics = {f"{stream}/{k}": v for k, v in metrics.items()}
-        metrics[f"{stream}/loss"] = total
-        metrics[f"{stream}/grad_norm"] = optax.global_norm(grads)
+        # The runner prefixes each stream's metrics with the stream name.
+        metrics = {**metrics, "loss": total, "grad_norm": optax.global_norm(grads)}
         return state, metrics, {}
 
     # --------------------------------------------------------------------------------- 1. tokenizer
