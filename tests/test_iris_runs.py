@@ -24,6 +24,7 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in file]
 
 
+@pytest.mark.slow  # ~5 min on the shared 2-core dev CPU (compiling three updates, act, report)
 def test_short_run_updates_all_three_streams(tmp_path):
     folder = runner.run("agents.iris:SPEC", "toy", "reach", seed=0, configs=("debug",), overrides=SMOKE_OVERRIDES,
                         root=tmp_path, quiet=True)  # fmt: skip
