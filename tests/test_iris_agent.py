@@ -230,3 +230,22 @@ def test_save_load_round_trip_gives_identical_outputs(agent, state, jitted):
     m2 = updates["actor_critic"](restored, batch, jax.random.key(9))[1]
     for key in m1:
         np.testing.assert_array_equal(m1[key], m2[key], err_msg=key)
+
+
+def test_burn_in_forgets_frames_before_a_training_episode_start(agent, state):
+    """Burn-in frames from an earlier training episode must not reach the imagined trajectory."""
+    rng = np.random.default_rng(6)
+    batch = make_batch(agent, "actor_critic", rng)  # rows: burn_in = 2, then the start frame
+    batch["is_first"][:] = False
+    batch["is_last"][:] = False
+    batch[SEGMENT_START][:] = False
+    loss = jax.jit(lambda s, b, k: agent._actor_critic_loss(s.actor_critic, s, b, key=k)[1])
+    changed = {**batch, "image": batch["image"].copy()}
+    changed["image"][:, 0] = 255 - changed["image"][:, 0]
+    base, moved = loss(state, batch, jax.random.key(0)), loss(state, changed, jax.random.key(0))
+    assert float(base["value_mean"]) != float(moved["value_mean"])  # same episode: row 0 matters
+    for b in (batch, changed):
+        b[SEGMENT_START][:, 1] = True  # a new training episode from row 1 on
+    base, moved = loss(state, batch, jax.random.key(0)), loss(state, changed, jax.random.key(0))
+    for key in base:
+        np.testing.assert_array_equal(base[key], moved[key], err_msg=key)
