@@ -249,3 +249,20 @@ def test_burn_in_forgets_frames_before_a_training_episode_start(agent, state):
     base, moved = loss(state, batch, jax.random.key(0)), loss(state, changed, jax.random.key(0))
     for key in base:
         np.testing.assert_array_equal(base[key], moved[key], err_msg=key)
+
+
+def test_atari100k_model_traces_every_update():
+    """IRIS's full Atari 100k model (64x64 frames, 18 actions, 340-token context) traces every stream's update
+    (shapes only: no compute)."""
+    agent = SPEC.make(IRISConfig(), {"image": spaces.image(64, 64), **spaces.step_spaces()}, {"action": spaces.discrete(18)})
+    state = eqx.filter_eval_shape(lambda: agent.init(key=jax.random.key(0)))
+    assert state.world_model.max_tokens == 340 and state.world_model.tokens_per_step == 17
+    assert state.tokenizer.codebook.shape == (512, 512)
+    for name, spec in agent.streams().items():
+        b, t = spec.batch, spec.total_length
+        batch = {"image": jax.ShapeDtypeStruct((b, t, 64, 64, 3), jnp.uint8),
+                 "action": jax.ShapeDtypeStruct((b, t), jnp.int32), "reward": jax.ShapeDtypeStruct((b, t), jnp.float32),
+                 **{k: jax.ShapeDtypeStruct((b, t), jnp.bool_) for k in ("is_first", "is_last", "is_terminal", SEGMENT_START)}}  # fmt: skip
+        new, metrics, _ = jax.eval_shape(lambda s, x: agent.update(s, name, x, key=jax.random.key(0)), state, batch)
+        assert all(m.shape == () for m in metrics.values()), name
+        assert jax.tree.structure(new) == jax.tree.structure(state), name
