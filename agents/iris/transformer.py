@@ -123,12 +123,14 @@ class WorldModelGPT(eqx.Module):
 
     def __init__(self, *, vocab: int, actions: int, frame_tokens: int, max_steps: int, embed: int, layers: int,
                  heads: int, dropout: float, key: PRNGKeyArray):  # fmt: skip
-        keys = jax.random.split(key, layers + 6)
-        self.frame_embed = eqx.nn.Embedding(vocab, embed, key=keys[0])
-        self.action_embed = eqx.nn.Embedding(actions, embed, key=keys[1])
+        keys = jax.random.split(key, layers + 7)
+        # IRIS's init (minGPT `_init_weights`): Linear and Embedding weights N(0, 0.02), biases 0.
+        normal = lambda k, shape: 0.02 * jax.random.normal(k, shape)  # noqa: E731
+        self.frame_embed = eqx.nn.Embedding(weight=normal(keys[0], (vocab, embed)))
+        self.action_embed = eqx.nn.Embedding(weight=normal(keys[1], (actions, embed)))
         max_tokens = max_steps * (frame_tokens + 1)
         self.pos_embed = 0.02 * jax.random.normal(keys[2], (max_tokens, embed))
-        self.blocks = tuple(Block(embed, heads, dropout, key=k) for k in keys[6:])
+        self.blocks = tuple(Block(embed, heads, dropout, key=k) for k in keys[6:-1])
         self.norm = eqx.nn.LayerNorm(embed)
         self.obs_head = Head(embed, vocab, key=keys[3])
         self.reward_head = Head(embed, 3, key=keys[4])
@@ -137,6 +139,14 @@ class WorldModelGPT(eqx.Module):
         self.max_steps = max_steps
         self.heads = heads
         self.rate = dropout
+        linears = lambda m: [x for x in jax.tree_util.tree_leaves(m, is_leaf=_is_linear) if _is_linear(x)]  # noqa: E731
+        count = len(linears(self))
+        weights = [normal(k, x.weight.shape) for k, x in zip(jax.random.split(keys[-1], count), linears(self))]
+        new = eqx.tree_at(lambda m: [x.weight for x in linears(m)], self, weights)
+        new = eqx.tree_at(lambda m: [x.bias for x in linears(m)], new, replace_fn=jnp.zeros_like)
+        self.blocks, self.obs_head, self.reward_head, self.end_head = (
+            new.blocks, new.obs_head, new.reward_head, new.end_head
+        )
 
     @property
     def tokens_per_step(self) -> int:
@@ -185,6 +195,10 @@ class WorldModelGPT(eqx.Module):
 
     def end_logits(self, hidden: Float[Array, "*n E"]) -> Float[Array, "*n 2"]:
         return _apply(self.end_head, hidden)
+
+
+def _is_linear(x) -> bool:
+    return isinstance(x, eqx.nn.Linear)
 
 
 def _apply(head: Head, x: Array) -> Array:
