@@ -1,0 +1,435 @@
+"""IRIS (Micheli, Alonso, Fleuret, ICLR 2023) in Equinox: tokenizer, GPT world model, imagination actor-critic.
+
+Reference: /work/shared/reference/transformer_wm.md (IRIS section). Three components, three training streams
+(`streams`), each with its own optimizer, batch shape and start step:
+
+1. `tokenizer` (batches of single frames): the discrete autoencoder's loss, L1 + perceptual stand-in +
+   codebook/commitment (tokenizer.py).
+2. `world_model` (sequences of `steps` transitions): frames become tokens (frozen tokenizer); the GPT reads
+   [frame tokens, action] per step and is trained with cross-entropy on the next frame's tokens, the sign of
+   the reward and termination, masked to the transitions of the sequence's first training episode.
+3. `actor_critic` (`burn_in` real frames + one start frame): the LSTM policy reads tokenizer reconstructions
+   of the burn-in frames, then imagines `horizon` steps from the start frame: the GPT samples reward,
+   termination and the next frame token by token with a KV cache; the policy sees decoded frames. Loss:
+   REINFORCE with the lambda return minus the value as advantage, an entropy bonus, and value regression
+   on the lambda returns.
+
+Acting: the tokenizer reconstructs the observed frame (encode + decode), the CNN + LSTM actor-critic samples
+at temperature `train_temperature` (training) or `eval_temperature` (evaluation, IRIS: 0.5).
+
+Choices and deviations, each documented where it happens: the perceptual loss is a stand-in for LPIPS (no
+pretrained weights here); windows are sampled by the runner's sampler (IRIS weights recent episodes); the
+world model's stream is listed first so that `report` gets whole sequences; imagination runs without
+dropout (IRIS puts the world model in eval mode before training the actor-critic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+
+from agents.common.returns import lambda_return
+from agents.iris.config import IRISConfig
+from agents.iris.tokenizer import Tokenizer
+from agents.iris.transformer import WorldModelGPT, generate_step, sequence_logits, start_from_frame
+from bench.api import AbstractAgent, StreamSpec
+from bench.spaces import Space
+
+sg = jax.lax.stop_gradient
+
+STREAMS = ("world_model", "tokenizer", "actor_critic")
+SEGMENT_START = "segment_start"  # act extra: this step begins a training episode (is_first, life loss, cap)
+
+
+class ActorCritic(eqx.Module):
+    """IRIS's policy and value: 3x3 convs with 2x2 max-pooling, an LSTM, linear actor and critic heads."""
+
+    convs: tuple[eqx.nn.Conv2d, ...]
+    lstm: eqx.nn.LSTMCell
+    actor: eqx.nn.Linear
+    critic: eqx.nn.Linear
+
+    def __init__(self, resolution: int, channels: tuple[int, ...], hidden: int, actions: int, *, key: PRNGKeyArray):
+        if resolution % 2 ** len(channels):
+            raise ValueError(f"image size {resolution} is not divisible by 2^{len(channels)} (actor-critic convs)")
+        keys = jax.random.split(key, len(channels) + 3)
+        cins = (3, *channels[:-1])
+        self.convs = tuple(eqx.nn.Conv2d(i, o, 3, padding=1, key=k) for i, o, k in zip(cins, channels, keys))
+        flat = channels[-1] * (resolution // 2 ** len(channels)) ** 2
+        self.lstm = eqx.nn.LSTMCell(flat, hidden, key=keys[-3])
+        self.actor = eqx.nn.Linear(hidden, actions, key=keys[-2])
+        self.critic = eqx.nn.Linear(hidden, 1, key=keys[-1])
+
+    def __call__(self, frame: Float[Array, "H W 3"], state: tuple[Array, Array]):
+        """Frame in [0, 1] -> (action logits (A,), value (), new LSTM state)."""
+        x = jnp.moveaxis(frame, -1, 0) * 2.0 - 1.0
+        for conv in self.convs:
+            x = conv(x)
+            c, h, w = x.shape
+            x = jax.nn.relu(x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4)))
+        state = self.lstm(x.reshape(-1), state)
+        return self.actor(state[0]), self.critic(state[0])[0], state
+
+
+class IRISState(eqx.Module):
+    tokenizer: Tokenizer
+    world_model: WorldModelGPT
+    actor_critic: ActorCritic
+    opt: dict[str, PyTree]  # one optimizer state per stream
+    updates: dict[str, Int[Array, ""]]
+
+
+def _linear_weights(tree) -> list:
+    linears = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, eqx.nn.Linear))
+    return [x.weight for x in linears if isinstance(x, eqx.nn.Linear)]
+
+
+class IRIS(AbstractAgent):
+    config: IRISConfig
+    obs_space: Mapping[str, Space]
+    act_space: Mapping[str, Space]
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    @property
+    def resolution(self) -> int:
+        return self.obs_space["image"].shape[0]
+
+    @property
+    def num_actions(self) -> int:
+        return self.act_space["action"].num_classes
+
+    @property
+    def frame_tokens(self) -> int:
+        return (self.resolution // 2 ** (len(self.config.tokenizer.mults) - 1)) ** 2
+
+    def _optimizer(self, stream: str, params=None) -> optax.GradientTransformation:
+        c = self.config
+        if stream == "world_model":
+            # AdamW decays only the Linear weights (minGPT's parameter groups, as upstream).
+            mask = lambda p: eqx.tree_at(  # noqa: E731
+                _linear_weights, jax.tree.map(lambda _: False, p), replace_fn=lambda _: True
+            )
+            inner = optax.adamw(c.lr, weight_decay=c.world_model.weight_decay, mask=mask)
+        else:
+            inner = optax.adam(c.lr)
+        return optax.chain(optax.clip_by_global_norm(c.grad_clip), inner)
+
+    def _build(self, key: PRNGKeyArray) -> tuple[Tokenizer, WorldModelGPT, ActorCritic]:
+        c = self.config
+        t, w, a = c.tokenizer, c.world_model, c.actor_critic
+        k1, k2, k3 = jax.random.split(key, 3)
+        tokenizer = Tokenizer(
+            resolution=self.resolution, channels=t.channels, mults=t.mults, res_blocks=t.res_blocks,
+            attn_resolutions=t.attn_resolutions, z_channels=t.z_channels, embed_dim=t.embed_dim, vocab=t.vocab,
+            beta=t.beta, perceptual=t.perceptual, perceptual_scale=t.perceptual_scale, key=k1,
+        )  # fmt: skip
+        world_model = WorldModelGPT(
+            vocab=t.vocab, actions=self.num_actions, frame_tokens=self.frame_tokens, max_steps=w.steps,
+            embed=w.embed, layers=w.layers, heads=w.heads, dropout=w.dropout, key=k2,
+        )  # fmt: skip
+        actor_critic = ActorCritic(self.resolution, a.channels, a.lstm, self.num_actions, key=k3)
+        return tokenizer, world_model, actor_critic
+
+    def _component(self, state: IRISState, stream: str):
+        return {"tokenizer": state.tokenizer, "world_model": state.world_model, "actor_critic": state.actor_critic}[
+            stream
+        ]
+
+    def _reconstruct(self, tokenizer: Tokenizer, images: Array) -> Float[Array, "N H W 3"]:
+        """What the policy sees of a real frame: the tokenizer's reconstruction in [0, 1]."""
+        return sg(tokenizer.decode(tokenizer.encode(images)))
+
+    # ---------------------------------------------------------------------------------------- API
+
+    def init(self, *, key: PRNGKeyArray) -> IRISState:
+        components = dict(zip(("tokenizer", "world_model", "actor_critic"), self._build(key)))
+        opt = {
+            name: self._optimizer(name).init(eqx.filter(components[name], eqx.is_inexact_array)) for name in STREAMS
+        }
+        return IRISState(**components, opt=opt, updates={name: jnp.zeros((), jnp.int32) for name in STREAMS})
+
+    def initial_carry(self, state, batch_size: int) -> dict:
+        hidden = self.config.actor_critic.lstm
+        return {
+            "lstm": (jnp.zeros((batch_size, hidden)), jnp.zeros((batch_size, hidden))),
+            "steps": jnp.zeros((batch_size,), jnp.int32),  # steps into the current training episode
+            "restart": jnp.zeros((batch_size,), bool),  # the previous step ended a training episode
+        }
+
+    def act(self, state: IRISState, carry: dict, obs: Mapping[str, Array], *, key: PRNGKeyArray,
+            mode: str) -> tuple[dict, dict, dict]:  # fmt: skip
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        c = self.config
+        start = jnp.asarray(obs["is_first"], bool) | carry["restart"]
+        lstm = jax.tree.map(lambda x: jnp.where(start[:, None], 0.0, x), carry["lstm"])
+        steps = jnp.where(start, 0, carry["steps"] + 1)
+        frames = self._reconstruct(state.tokenizer, obs["image"])
+        logits, _, lstm = jax.vmap(state.actor_critic)(frames, lstm)
+        temperature = c.actor_critic.train_temperature if mode == "train" else c.actor_critic.eval_temperature
+        action = jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+        # IRIS's training-episode rules apply to training only; evaluation episodes run to the env's end.
+        restart = jnp.zeros_like(start)
+        if mode == "train":
+            if c.terminal_ends_episode:
+                restart = restart | jnp.asarray(obs["is_terminal"], bool)
+            if c.train_episode_steps > 0:
+                restart = restart | (steps + 1 >= c.train_episode_steps)
+        new_carry = {"lstm": lstm, "steps": steps, "restart": restart}
+        return new_carry, {"action": action}, {SEGMENT_START: start}
+
+    def update(self, state: IRISState, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; IRIS trains {STREAMS}")
+        loss_fn = {
+            "tokenizer": self._tokenizer_loss,
+            "world_model": self._world_model_loss,
+            "actor_critic": self._actor_critic_loss,
+        }[stream]
+        params, static = eqx.partition(self._component(state, stream), eqx.is_inexact_array)
+        (total, metrics), grads = jax.value_and_grad(
+            lambda p: loss_fn(eqx.combine(p, static), state, batch, key=key), has_aux=True
+        )(params)
+        updates, opt_state = self._optimizer(stream).update(grads, state.opt[stream], params)
+        component = eqx.combine(optax.apply_updates(params, updates), static)
+        state = eqx.tree_at(lambda s: self._component(s, stream), state, component)
+        state = eqx.tree_at(lambda s: (s.opt[stream], s.updates[stream]), state,
+                            (opt_state, state.updates[stream] + 1))  # fmt: skip
+        # The runner prefixes each stream's metrics with the stream name.
+        metrics = {**metrics, "loss": total, "grad_norm": optax.global_norm(grads)}
+        return state, metrics, {}
+
+    # --------------------------------------------------------------------------------- 1. tokenizer
+
+    def _tokenizer_loss(self, tokenizer: Tokenizer, state: IRISState, batch, *, key):
+        images = jnp.asarray(batch["image"])
+        terms, _ = tokenizer.loss(images.reshape(-1, *images.shape[2:]))
+        return sum(terms.values()), terms
+
+    # ------------------------------------------------------------------------------- 2. world model
+
+    def _world_model_loss(self, world_model: WorldModelGPT, state: IRISState, batch, *, key):
+        """Cross-entropy on next-frame tokens, reward sign and termination over `steps` transitions.
+
+        Row t holds frame t, the action taken there, and the reward / is_terminal that arrived with frame t;
+        so transition t's labels are row t + 1's reward sign and is_terminal (the window has steps + 1 rows).
+        """
+        steps = self.config.world_model.steps
+        images = jnp.asarray(batch["image"])
+        b, rows = images.shape[:2]
+        if rows != steps + 1:
+            raise ValueError(f"world-model batch has {rows} steps per sequence, expected steps + 1 = {steps + 1}")
+        tokens = sg(state.tokenizer.encode(images[:, :steps].reshape(-1, *images.shape[2:]))).reshape(b, steps, -1)
+        actions = jnp.asarray(batch["action"], jnp.int32)[:, :steps]
+        labels = transition_labels(batch, steps, self.frame_tokens)
+        keys = jax.random.split(key, b)
+        logits = jax.vmap(lambda f, a, k: sequence_logits(world_model, f, a, key=k))(tokens, actions, keys)
+        terms = {
+            "obs": _masked_ce(logits["obs"], tokens, labels["frame_mask"]),
+            "reward": _masked_ce(logits["reward"], labels["reward"], labels["alive"]),
+            "end": _masked_ce(logits["end"], labels["end"], labels["alive"]),
+        }
+        metrics = {**terms, "alive_fraction": labels["alive"].mean()}
+        return sum(terms.values()), metrics
+
+    # ------------------------------------------------------------------------------ 3. actor-critic
+
+    def _actor_critic_loss(self, actor_critic: ActorCritic, state: IRISState, batch, *, key):
+        a = self.config.actor_critic
+        trajectory = self._imagine(actor_critic, state, batch, key=key)
+        logits, values, actions = trajectory["logits"], trajectory["value"], trajectory["action"]  # (B, H, ...)
+        reward, end = trajectory["reward"], trajectory["end"].astype(jnp.float32)
+        returns = iris_lambda_returns(reward, end, sg(values), a.gamma, a.lam)  # (B, H - 1)
+        returns = sg(returns)
+        values = values[:, :-1]
+        log_probs = jax.nn.log_softmax(logits[:, :-1])
+        chosen = jnp.take_along_axis(log_probs, actions[:, :-1, None], -1)[..., 0]
+        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
+        terms = {
+            "policy": -(chosen * (returns - sg(values))).mean(),
+            "entropy": -a.entropy * entropy.mean(),
+            "value": jnp.mean((values - returns) ** 2),
+        }
+        metrics = {
+            **terms, "entropy_nats": entropy.mean(), "imagined_reward": reward.mean(), "imagined_end": end.mean(),
+            "return": returns.mean(), "value_mean": values.mean(),
+        }  # fmt: skip
+        return sum(terms.values()), metrics
+
+    def _burn_in(self, actor_critic: ActorCritic, state: IRISState, batch) -> tuple[Array, Array]:
+        """LSTM state after the reconstructed burn-in frames (no gradient, as upstream), reset at every start
+        of a training episode so it only carries the start frame's episode."""
+        images = jnp.asarray(batch["image"])
+        b, rows = images.shape[:2]
+        burn_in = rows - 1
+        hidden = self.config.actor_critic.lstm
+        lstm = (jnp.zeros((b, hidden)), jnp.zeros((b, hidden)))
+        if burn_in == 0:
+            return lstm
+        frames = self._reconstruct(state.tokenizer, images[:, :burn_in].reshape(-1, *images.shape[2:]))
+        frames = frames.reshape(b, burn_in, *frames.shape[1:])
+        # A start at the start frame itself (row burn_in) also clears everything before it.
+        start = jnp.asarray(batch[SEGMENT_START], bool)
+
+        def step(lstm, inputs):
+            frame, first = inputs
+            lstm = jax.tree.map(lambda x: jnp.where(first[:, None], 0.0, x), lstm)
+            _, _, lstm = jax.vmap(actor_critic)(frame, lstm)
+            return lstm, None
+
+        lstm, _ = jax.lax.scan(step, lstm, (jnp.swapaxes(frames, 0, 1), start[:, :burn_in].T))
+        lstm = jax.tree.map(lambda x: jnp.where(start[:, burn_in, None], 0.0, x), lstm)
+        return jax.tree.map(sg, lstm)
+
+    def _imagine(self, actor_critic: ActorCritic, state: IRISState, batch, *, key) -> dict[str, Array]:
+        """`horizon` imagined steps from each sequence's last frame (IRIS `ActorCritic.imagine`).
+
+        Returns (B, H) rewards in {-1, 0, 1}, ends, actions, values and (B, H, A) logits; the policy's
+        gradients flow through its CNN and LSTM over the whole horizon; the world model and tokenizer are
+        frozen (their outputs are stopped).
+        """
+        a = self.config.actor_critic
+        images = jnp.asarray(batch["image"])
+        lstm = self._burn_in(actor_critic, state, batch)
+        tokens = sg(state.tokenizer.encode(images[:, -1]))
+        cache, length = start_from_frame(state.world_model, tokens)
+        frame = sg(state.tokenizer.decode(tokens))
+
+        def step(carry, step_key):
+            lstm, cache, length, tokens, frame = carry
+            policy_key, world_key = jax.random.split(step_key)
+            logits, value, lstm = jax.vmap(actor_critic)(frame, lstm)
+            action = jax.random.categorical(policy_key, logits).astype(jnp.int32)
+            # Generating the frame after the last action is wasted work upstream skips; the scan keeps one
+            # body, so it is generated and dropped.
+            out, cache, length = generate_step(state.world_model, cache, length, tokens, action, key=world_key)
+            next_frame = sg(state.tokenizer.decode(out["frame_tokens"]))
+            record = {"logits": logits, "value": value, "action": action, "reward": out["reward"], "end": out["end"]}
+            return (lstm, cache, length, out["frame_tokens"], next_frame), record
+
+        _, trajectory = jax.lax.scan(step, (lstm, cache, length, tokens, frame), jax.random.split(key, a.horizon))
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), trajectory)
+
+    # ------------------------------------------------------------------------------------ report
+
+    def report(self, state: IRISState, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:
+        """Tokenizer reconstructions (truth | reconstruction) and an open-loop rollout: from each sequence's
+        first frame the world model generates the following frames under the replayed actions
+        (truth | imagined). uint8 images (H, W, 3) and videos (T, H, W, 3); rows are up to 4 sequences."""
+        images = jnp.asarray(batch["image"])
+        rows = min(4, images.shape[0])
+        images = images[:rows]
+        steps = images.shape[1]
+        truth = images.astype(jnp.float32) / 255.0
+        flat = images.reshape(-1, *images.shape[2:])
+        terms, recon = state.tokenizer.loss(flat)
+        out = {f"tokenizer/{k}": v for k, v in terms.items()}
+        pairs = jnp.concatenate([truth.reshape(recon.shape), recon], 2)  # (N, H, 2W, 3)
+        out["reconstructions"] = _to_uint8(jnp.concatenate(list(pairs[: 4 * rows]), 0))
+        if steps > 1:
+            actions = jnp.asarray(batch["action"], jnp.int32)[:rows]
+            tokens = state.tokenizer.encode(images[:, 0])
+            cache, length = start_from_frame(state.world_model, tokens)
+
+            def step(carry, inputs):
+                cache, length, tokens = carry
+                action, step_key = inputs
+                generated, cache, length = generate_step(state.world_model, cache, length, tokens, action, key=step_key)
+                return (cache, length, generated["frame_tokens"]), generated["frame_tokens"]
+
+            _, generated = jax.lax.scan(
+                step, (cache, length, tokens), (actions[:, :-1].T, jax.random.split(key, steps - 1))
+            )
+            generated = jnp.concatenate([tokens[None], generated], 0)  # (T, rows, K)
+            imagined = jax.vmap(state.tokenizer.decode)(generated)  # (T, rows, H, W, 3)
+            real = jnp.swapaxes(truth, 0, 1)
+            out["imagination_l1"] = jnp.abs(imagined[1:] - real[1:]).mean()
+            video = jnp.concatenate([real, imagined], 3)  # (T, rows, H, 2W, 3)
+            out["imagination"] = _to_uint8(jnp.concatenate(list(jnp.swapaxes(video, 0, 1)), 1))
+        return out
+
+    def streams(self) -> dict[str, StreamSpec]:
+        """World model first (so `report` gets sequences), then tokenizer and actor-critic; one update per
+        policy step each at IRIS's rates (200 per 200 collected steps), from IRIS's start epochs."""
+        c = self.config
+        t, w, a = c.tokenizer, c.world_model, c.actor_critic
+        per_step = c.updates_per_step
+        return {
+            # steps + 1 rows: the last row carries the reward and termination of the last transition.
+            "world_model": StreamSpec(w.batch, w.steps + 1, ratio=per_step * w.batch * (w.steps + 1),
+                                      start=c.start_step(w.start_epochs)),  # fmt: skip
+            "tokenizer": StreamSpec(t.batch, 1, ratio=per_step * t.batch, start=c.start_step(t.start_epochs)),
+            "actor_critic": StreamSpec(a.batch, 1, context=a.burn_in, ratio=per_step * a.batch,
+                                       start=c.start_step(a.start_epochs)),  # fmt: skip
+        }
+
+
+def transition_labels(batch: Mapping[str, Array], steps: int, frame_tokens: int) -> dict[str, Array]:
+    """World-model targets and masks of a (B, steps + 1) window.
+
+    Row t holds frame t, the action taken there, and the reward / is_terminal that arrived with frame t, so
+    transition t (frame t, action t) is labelled with row t + 1's reward sign (class 0, 1, 2 = -1, 0, +1) and
+    is_terminal. `alive[b, t]`: transition t belongs to the training episode of row 0, which ends at a row
+    with is_last or before a row where act started a new one (`segment_start`: life loss, step cap).
+    `frame_mask[b, t, k]`: frame t's token k is a label: frame 0's tokens 1.. always (they condition on
+    frame 0 only), frame t >= 1 where transition t - 1 is alive; frame 0's token 0 has no predictor.
+    """
+    start = jnp.asarray(batch[SEGMENT_START], bool)[:, : steps + 1]
+    ends = jnp.asarray(batch["is_last"], bool)[:, :steps] | start[:, 1:]
+    alive = jnp.cumprod(~ends, axis=1).astype(bool)
+    b = alive.shape[0]
+    frame_mask = jnp.concatenate([jnp.ones((b, 1), bool), alive[:, :-1]], 1)[..., None]
+    frame_mask = jnp.broadcast_to(frame_mask, (b, steps, frame_tokens)).at[:, 0, 0].set(False)
+    reward = jnp.sign(jnp.asarray(batch["reward"], jnp.float32)[:, 1 : steps + 1])
+    return {
+        "reward": (reward + 1).astype(jnp.int32),
+        "end": jnp.asarray(batch["is_terminal"], jnp.int32)[:, 1 : steps + 1],
+        "alive": alive,
+        "frame_mask": frame_mask,
+    }
+
+
+def iris_lambda_returns(reward: Float[Array, "B H"], end: Float[Array, "B H"], value: Float[Array, "B H"],
+                        gamma: float, lam: float) -> Float[Array, "B H-1"]:  # fmt: skip
+    """IRIS `compute_lambda_returns`, where reward[:, t] and end[:, t] follow action t:
+
+        G_t = r_t + (1 - d_t) gamma ((1 - lam) V_{t+1} + lam G_{t+1}),   G_{H-1} = V_{H-1};  returns G_0..G_{H-2}.
+
+    `lambda_return` indexes rewards by the step they lead into, so they are shifted by one.
+    """
+    pad = jnp.zeros_like(reward[:, :1])
+    return lambda_return(
+        jnp.concatenate([pad, reward[:, :-1]], 1), jnp.concatenate([pad, (1.0 - end[:, :-1]) * gamma], 1), value, lam
+    )
+
+
+def _masked_ce(logits: Float[Array, "*s V"], labels: Int[Array, "*s"], mask: Bool[Array, "*s"]) -> Float[Array, ""]:
+    """Mean cross-entropy over the masked-in entries (upstream: ignore_index -100)."""
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
+    mask = mask.astype(nll.dtype)
+    return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def _to_uint8(x: Array) -> Array:
+    return jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.uint8)
+
+
+def make_agent(config: IRISConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]) -> IRIS:
+    """The AgentSpec `make`: checks that the task has what IRIS reads (an RGB image and one discrete action)."""
+    obs_space, act_space = dict(obs_space), dict(act_space)
+    image = obs_space.get("image")
+    if image is None or len(image.shape) != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
+        raise ValueError(f"IRIS needs a square RGB 'image' observation, got {image}")
+    action = act_space.get("action")
+    if set(act_space) != {"action"} or action.shape != () or not action.is_discrete:
+        raise ValueError(f"IRIS needs exactly one discrete 'action', got the action space {act_space}")
+    levels = len(config.tokenizer.mults) - 1
+    if image.shape[0] % 2**levels:
+        raise ValueError(f"image size {image.shape[0]} is not divisible by 2^{levels} (tokenizer.mults)")
+    return IRIS(config, obs_space, act_space)

@@ -1,0 +1,262 @@
+"""IRIS's discrete autoencoder: frames <-> grids of codebook indices (reference: transformer_wm.md, IRIS).
+
+Encoder: conv in -> per resolution level `res_blocks` residual blocks (+ self-attention at the resolutions in
+`attn_resolutions`) and a stride-2 downsampling between levels -> middle (res, attention, res) -> GroupNorm,
+swish, conv to `z_channels` -> 1x1 conv to the codebook dimension. With 5 levels a 64x64 frame becomes a 4x4
+grid: 16 tokens. The decoder mirrors it (nearest-neighbour upsampling + conv). Images enter in [-1, 1].
+
+Vector quantisation: each grid vector z takes its nearest codebook entry e; the decoder reads the
+straight-through value z + sg(e - z) (forward = e, gradient flows to the encoder as if the quantiser were the
+identity). Loss (upstream `Tokenizer.compute_loss`):
+
+    codebook + commitment:  mean (sg(z) - e)^2 + beta mean (z - sg(e))^2        (beta = 1)
+    reconstruction:          mean |x - x_hat|                                     (L1, in [-1, 1])
+    perceptual:              LPIPS upstream; here `perceptual` chooses a substitute (see `perceptual_loss`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+sg = jax.lax.stop_gradient
+
+PERCEPTUAL = ("gradient", "none")
+
+
+def _norm(channels: int) -> eqx.nn.GroupNorm:
+    # Upstream uses 32 groups; tiny test models have fewer channels, so take the largest divisor <= 32.
+    return eqx.nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class ResBlock(eqx.Module):
+    norm1: eqx.nn.GroupNorm
+    conv1: eqx.nn.Conv2d
+    norm2: eqx.nn.GroupNorm
+    conv2: eqx.nn.Conv2d
+    skip: eqx.nn.Conv2d | None
+
+    def __init__(self, cin: int, cout: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.norm1 = _norm(cin)
+        self.conv1 = eqx.nn.Conv2d(cin, cout, 3, padding=1, key=k1)
+        self.norm2 = _norm(cout)
+        self.conv2 = eqx.nn.Conv2d(cout, cout, 3, padding=1, key=k2)
+        self.skip = eqx.nn.Conv2d(cin, cout, 1, key=k3) if cin != cout else None
+
+    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "D H W"]:
+        h = self.conv1(jax.nn.swish(self.norm1(x)))
+        h = self.conv2(jax.nn.swish(self.norm2(h)))  # upstream tokenizer dropout is 0.0
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class AttnBlock(eqx.Module):
+    """Single-head self-attention over the spatial positions of a feature map (residual)."""
+
+    norm: eqx.nn.GroupNorm
+    qkv: eqx.nn.Conv2d
+    proj: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        self.norm = _norm(channels)
+        self.qkv = eqx.nn.Conv2d(channels, 3 * channels, 1, key=k1)
+        self.proj = eqx.nn.Conv2d(channels, channels, 1, key=k2)
+
+    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "C H W"]:
+        c, h, w = x.shape
+        q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(3 * c, h * w), 3, axis=0)
+        weights = jax.nn.softmax(q.T @ k / jnp.sqrt(c), axis=-1)  # (HW queries, HW keys)
+        return x + self.proj((v @ weights.T).reshape(c, h, w))
+
+
+class Encoder(eqx.Module):
+    conv_in: eqx.nn.Conv2d
+    levels: tuple
+    mid: tuple
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+    pre_quant: eqx.nn.Conv2d
+
+    def __init__(self, resolution: int, channels: int, mults: tuple[int, ...], res_blocks: int,
+                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *, key: PRNGKeyArray):  # fmt: skip
+        keys = iter(jax.random.split(key, 8 + len(mults) * (2 * res_blocks + 2)))
+        self.conv_in = eqx.nn.Conv2d(3, channels, 3, padding=1, key=next(keys))
+        levels, cin, res = [], channels, resolution
+        for i, mult in enumerate(mults):
+            blocks = []
+            for _ in range(res_blocks):
+                blocks.append(ResBlock(cin, channels * mult, key=next(keys)))
+                cin = channels * mult
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(cin, key=next(keys)))
+            if i != len(mults) - 1:  # stride-2 conv, padding right/bottom only (upstream Downsample)
+                blocks.append(eqx.nn.Conv2d(cin, cin, 3, stride=2, padding=((0, 1), (0, 1)), key=next(keys)))
+                res //= 2
+            levels.append(tuple(blocks))
+        self.levels = tuple(levels)
+        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)), ResBlock(cin, cin, key=next(keys)))
+        self.norm_out = _norm(cin)
+        self.conv_out = eqx.nn.Conv2d(cin, z_channels, 3, padding=1, key=next(keys))
+        self.pre_quant = eqx.nn.Conv2d(z_channels, embed_dim, 1, key=next(keys))
+
+    def __call__(self, x: Float[Array, "3 H W"]) -> Float[Array, "E h w"]:
+        x = self.conv_in(x)
+        for blocks in self.levels:
+            for block in blocks:
+                x = block(x)
+        for block in self.mid:
+            x = block(x)
+        return self.pre_quant(self.conv_out(jax.nn.swish(self.norm_out(x))))
+
+
+class Upsample(eqx.Module):
+    conv: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: PRNGKeyArray):
+        self.conv = eqx.nn.Conv2d(channels, channels, 3, padding=1, key=key)
+
+    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "C 2H 2W"]:
+        return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+
+
+class Decoder(eqx.Module):
+    post_quant: eqx.nn.Conv2d
+    conv_in: eqx.nn.Conv2d
+    mid: tuple
+    levels: tuple
+    norm_out: eqx.nn.GroupNorm
+    conv_out: eqx.nn.Conv2d
+
+    def __init__(self, resolution: int, channels: int, mults: tuple[int, ...], res_blocks: int,
+                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *, key: PRNGKeyArray):  # fmt: skip
+        keys = iter(jax.random.split(key, 8 + len(mults) * (2 * res_blocks + 4)))
+        self.post_quant = eqx.nn.Conv2d(embed_dim, z_channels, 1, key=next(keys))
+        cin = channels * mults[-1]
+        res = resolution // 2 ** (len(mults) - 1)
+        self.conv_in = eqx.nn.Conv2d(z_channels, cin, 3, padding=1, key=next(keys))
+        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)), ResBlock(cin, cin, key=next(keys)))
+        levels = []
+        for i in reversed(range(len(mults))):
+            blocks = []
+            for _ in range(res_blocks + 1):  # upstream decoders have one more block per level
+                blocks.append(ResBlock(cin, channels * mults[i], key=next(keys)))
+                cin = channels * mults[i]
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(cin, key=next(keys)))
+            if i != 0:
+                blocks.append(Upsample(cin, key=next(keys)))
+                res *= 2
+            levels.append(tuple(blocks))
+        self.levels = tuple(levels)
+        self.norm_out = _norm(cin)
+        self.conv_out = eqx.nn.Conv2d(cin, 3, 3, padding=1, key=next(keys))
+
+    def __call__(self, z: Float[Array, "E h w"]) -> Float[Array, "3 H W"]:
+        x = self.conv_in(self.post_quant(z))
+        for block in self.mid:
+            x = block(x)
+        for blocks in self.levels:
+            for block in blocks:
+                x = block(x)
+        return self.conv_out(jax.nn.swish(self.norm_out(x)))
+
+
+def quantize(z: Float[Array, "N E"], codebook: Float[Array, "V E"]) -> tuple[Int[Array, " N"], Float[Array, "N E"]]:
+    """Nearest codebook entry (squared Euclidean distance) of each vector: indices and entries."""
+    distances = (z**2).sum(-1, keepdims=True) + (codebook**2).sum(-1)[None] - 2.0 * z @ codebook.T
+    tokens = jnp.argmin(distances, axis=-1)
+    return tokens, codebook[tokens]
+
+
+def vq_losses(z: Array, z_q: Array, beta: float) -> Array:
+    """Codebook term (moves entries to the encodings) + beta x commitment term (moves encodings to entries)."""
+    return jnp.mean((sg(z) - z_q) ** 2) + beta * jnp.mean((z - sg(z_q)) ** 2)
+
+
+def straight_through(z: Array, z_q: Array) -> Array:
+    """Forward value z_q, gradient to z as the identity (and none to the codebook)."""
+    return z + sg(z_q - z)
+
+
+def perceptual_loss(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"], kind: str) -> Float[Array, ""]:
+    """Substitute for upstream's LPIPS, whose pretrained VGG weights cannot be downloaded here.
+
+    "gradient": L1 between the horizontal and vertical finite differences of the two images. LPIPS's role in
+    IRIS is to keep edges and small sprites sharp where a pixel L1 alone blurs; image gradients target
+    exactly that, need no weights, and are deterministic. "none": L1 only (an ablation).
+    """
+    if kind == "none":
+        return jnp.zeros((), x.dtype)
+    if kind != "gradient":
+        raise ValueError(f"tokenizer.perceptual must be one of {PERCEPTUAL}, got {kind!r}")
+    dx = lambda im: im[..., :, 1:] - im[..., :, :-1]  # noqa: E731
+    dy = lambda im: im[..., 1:, :] - im[..., :-1, :]  # noqa: E731
+    return jnp.mean(jnp.abs(dx(x) - dx(x_hat))) + jnp.mean(jnp.abs(dy(x) - dy(x_hat)))
+
+
+class Tokenizer(eqx.Module):
+    encoder: Encoder
+    decoder: Decoder
+    codebook: Float[Array, "V E"]
+    beta: float = eqx.field(static=True)
+    perceptual: str = eqx.field(static=True)
+    perceptual_scale: float = eqx.field(static=True)
+
+    def __init__(self, *, resolution: int, channels: int, mults: tuple[int, ...], res_blocks: int,
+                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, vocab: int, beta: float,
+                 perceptual: str, perceptual_scale: float, key: PRNGKeyArray):  # fmt: skip
+        if perceptual not in PERCEPTUAL:
+            raise ValueError(f"tokenizer.perceptual must be one of {PERCEPTUAL}, got {perceptual!r}")
+        if resolution % 2 ** (len(mults) - 1):
+            raise ValueError(f"image size {resolution} is not divisible by 2^{len(mults) - 1} (mults {mults})")
+        k1, k2, k3 = jax.random.split(key, 3)
+        args = (resolution, channels, tuple(mults), res_blocks, tuple(attn_resolutions), z_channels, embed_dim)
+        self.encoder = Encoder(*args, key=k1)
+        self.decoder = Decoder(*args, key=k2)
+        self.codebook = jax.random.uniform(k3, (vocab, embed_dim), minval=-1.0 / vocab, maxval=1.0 / vocab)
+        self.beta = beta
+        self.perceptual = perceptual
+        self.perceptual_scale = perceptual_scale
+
+    @property
+    def vocab(self) -> int:
+        return self.codebook.shape[0]
+
+    # Public functions take (N, H, W, 3) uint8 frames or (N, K) tokens; the networks run per frame (vmap).
+
+    def _encode(self, images: Array) -> tuple[Float[Array, "N h w E"], Float[Array, "N 3 H W"]]:
+        x = jnp.moveaxis(jnp.asarray(images, jnp.float32) / 255.0 * 2.0 - 1.0, -1, 1)
+        z = jnp.moveaxis(jax.vmap(self.encoder)(x), 1, -1)
+        return z, x
+
+    def encode(self, images: Array) -> Int[Array, "N K"]:
+        """Token indices of each frame, row-major over the grid."""
+        z, _ = self._encode(images)
+        tokens, _ = quantize(z.reshape(-1, z.shape[-1]), self.codebook)
+        return tokens.reshape(z.shape[0], -1).astype(jnp.int32)
+
+    def decode(self, tokens: Int[Array, "N K"]) -> Float[Array, "N H W 3"]:
+        """Frames in [0, 1] (clipped, as upstream's `encode_decode` + clamp)."""
+        side = math.isqrt(tokens.shape[-1])
+        z_q = self.codebook[tokens].reshape(tokens.shape[0], side, side, -1)
+        x = jax.vmap(self.decoder)(jnp.moveaxis(z_q, -1, 1))
+        return jnp.clip((jnp.moveaxis(x, 1, -1) + 1.0) / 2.0, 0.0, 1.0)
+
+    def loss(self, images: Array) -> tuple[dict[str, Array], Float[Array, "N H W 3"]]:
+        """Loss terms (scalars) and reconstructions in [0, 1] of (N, H, W, 3) uint8 frames."""
+        z, x = self._encode(images)
+        flat = z.reshape(-1, z.shape[-1])
+        _, z_q = quantize(flat, self.codebook)
+        decoder_in = straight_through(flat, z_q).reshape(z.shape)
+        x_hat = jax.vmap(self.decoder)(jnp.moveaxis(decoder_in, -1, 1))
+        terms = {
+            "vq": vq_losses(flat, z_q, self.beta),
+            "rec_l1": jnp.mean(jnp.abs(x - x_hat)),
+            "perceptual": self.perceptual_scale * perceptual_loss(x, x_hat, self.perceptual),
+        }
+        return terms, jnp.clip((jnp.moveaxis(x_hat, 1, -1) + 1.0) / 2.0, 0.0, 1.0)

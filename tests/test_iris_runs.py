@@ -1,0 +1,56 @@
+"""IRIS through the runner on the toy suite: a short run that trains all three streams, and a (slow, not
+part of the default suite) learning run on toy `reach` against the random-policy bar."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import runner
+from tests.helpers import random_policy_episodes
+
+# debug: tokenizer from step 20, world model from 40, actor-critic from 60, one update per 4 steps each.
+SMOKE_OVERRIDES = {"run.steps": 100, "run.log_every": 50, "run.eval_episodes": 1}
+LEARNING_STEPS = 6000
+LATE_STEPS = 1500
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path) as file:
+        return [json.loads(line) for line in file]
+
+
+@pytest.mark.slow  # ~5 min on the shared 2-core dev CPU (compiling three updates, act, report)
+def test_short_run_updates_all_three_streams(tmp_path):
+    folder = runner.run("agents.iris:SPEC", "toy", "reach", seed=0, configs=("debug",), overrides=SMOKE_OVERRIDES,
+                        root=tmp_path, quiet=True)  # fmt: skip
+    metrics = read_jsonl(folder / "metrics.jsonl")
+    last = {}
+    for record in metrics:
+        last.update(record)
+    for stream in ("tokenizer", "world_model", "actor_critic"):
+        assert last.get(f"train/updates/{stream}", 0) > 0, (stream, sorted(last))
+        assert np.isfinite(last[f"{stream}/loss"]), stream
+    # Starts in agent steps: 100 steps, starts 20 / 40 / 60, one update per 4 steps (at least).
+    assert last["train/updates/tokenizer"] > last["train/updates/world_model"] > last["train/updates/actor_critic"]
+    scores = read_jsonl(folder / "scores.jsonl")
+    assert any(s["mode"] == "train" for s in scores) and any(s["mode"] == "eval" for s in scores)
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_learns_reach(tmp_path):
+    """Not run in development (CPU budget): the `quick` preset on toy reach must beat the random bar
+    (same bar as DreamerV3's learning test: random mean + 3 standard errors of each)."""
+    baseline, _ = random_policy_episodes("reach", 300)
+    folder = runner.run("agents.iris:SPEC", "toy", "reach", seed=0, configs=("quick",),
+                        overrides={"run.steps": LEARNING_STEPS}, root=tmp_path, quiet=True)  # fmt: skip
+    scores = read_jsonl(folder / "scores.jsonl")
+    late = np.asarray([s["return"] for s in scores if s["mode"] == "train" and s["step"] > LEARNING_STEPS - LATE_STEPS])
+    bar = baseline.mean() + 3 * baseline.std() / np.sqrt(baseline.size) + 3 * late.std() / np.sqrt(late.size)
+    assert late.size >= 50
+    assert late.mean() > bar, (late.mean(), bar)

@@ -1,0 +1,108 @@
+"""IRIS tokenizer: vector quantisation, its losses and straight-through gradient by hand; it learns toy frames."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from agents.iris.tokenizer import Tokenizer, perceptual_loss, quantize, straight_through, vq_losses
+
+
+def test_quantize_and_vq_losses_by_hand():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(6, 3)).astype(np.float32)
+    codebook = rng.normal(size=(5, 3)).astype(np.float32)
+    expected = np.array([np.argmin([np.sum((zi - e) ** 2) for e in codebook]) for zi in z])
+    tokens, z_q = quantize(jnp.asarray(z), jnp.asarray(codebook))
+    np.testing.assert_array_equal(tokens, expected)
+    np.testing.assert_allclose(z_q, codebook[expected], rtol=1e-6)
+    beta = 0.25  # not 1, so swapping the two terms' stop-gradients would show
+    mse = np.mean((z - codebook[expected]) ** 2)
+    np.testing.assert_allclose(vq_losses(jnp.asarray(z), jnp.asarray(codebook[expected]), beta), (1 + beta) * mse, rtol=1e-5)
+
+    # Gradients: the codebook term moves entries towards encodings, the commitment term (times beta) moves
+    # encodings towards entries: d/dz = beta * 2 (z - e) / n, d/de = 2 (e - z) / n.
+    def loss(z, codebook):
+        _, z_q = quantize(z, codebook)
+        return vq_losses(z, z_q, beta)
+
+    gz, gc = jax.grad(loss, argnums=(0, 1))(jnp.asarray(z), jnp.asarray(codebook))
+    n = z.size
+    np.testing.assert_allclose(gz, beta * 2 * (z - codebook[expected]) / n, rtol=1e-5, atol=1e-7)
+    expected_gc = np.zeros_like(codebook)
+    for i, k in enumerate(expected):
+        expected_gc[k] += 2 * (codebook[k] - z[i]) / n
+    np.testing.assert_allclose(gc, expected_gc, rtol=1e-5, atol=1e-7)
+
+
+def test_straight_through_forward_value_and_gradient():
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+    codebook = jnp.asarray(rng.normal(size=(7, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+
+    def downstream(z, codebook):
+        _, z_q = quantize(z, codebook)
+        return jnp.sum(w * straight_through(z, z_q))
+
+    _, z_q = quantize(z, codebook)
+    np.testing.assert_allclose(straight_through(z, z_q), z_q, rtol=1e-6)  # forward: the codebook entry
+    gz, gc = jax.grad(downstream, argnums=(0, 1))(z, codebook)
+    np.testing.assert_allclose(gz, w, rtol=1e-6)  # identity gradient to the encoder
+    np.testing.assert_array_equal(gc, np.zeros_like(codebook))  # the decoder loss does not move the codebook
+
+
+def test_gradient_perceptual_loss_by_hand():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(2, 3, 5, 4)).astype(np.float32), rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    d = x - y
+    expected = np.mean(np.abs(np.diff(d, axis=3))) + np.mean(np.abs(np.diff(d, axis=2)))
+    np.testing.assert_allclose(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "gradient"), expected, rtol=1e-5)
+    assert float(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "none")) == 0.0
+
+
+def toy_frames(count=6, size=16):
+    """Coloured squares at different places on a dark background."""
+    rng = np.random.default_rng(3)
+    frames = np.full((count, size, size, 3), 20, np.uint8)
+    for i in range(count):
+        r, c = rng.integers(0, size - 6, 2)
+        frames[i, r : r + 6, c : c + 6] = rng.integers(80, 256, 3)
+    return frames
+
+
+@pytest.mark.slow  # ~3 min on a shared 2-core CPU (300 Adam steps)
+def test_tokenizer_learns_to_reconstruct_toy_frames():
+    tok = Tokenizer(resolution=16, channels=16, mults=(1, 2, 2), res_blocks=1, attn_resolutions=(4,),
+                    z_channels=16, embed_dim=16, vocab=32, beta=1.0, perceptual="gradient",
+                    perceptual_scale=1.0, key=jax.random.key(0))  # fmt: skip
+    frames = jnp.asarray(toy_frames())
+    assert tok.encode(frames).shape == (6, 16)  # 16x16 frame, two downsamplings: 4x4 tokens
+    opt = optax.adam(2e-3)
+    params, static = eqx.partition(tok, eqx.is_inexact_array)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss(params):
+            terms, _ = eqx.combine(params, static).loss(frames)
+            return sum(terms.values()), terms
+
+        (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = opt.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    first = None
+    for _ in range(300):
+        params, opt_state, terms = step(params, opt_state)
+        first = first or {k: float(v) for k, v in terms.items()}
+    model = eqx.combine(params, static)
+    recon = np.asarray(model.decode(model.encode(frames)))
+    error = np.abs(recon - np.asarray(frames) / 255.0).mean()
+    assert error < 0.05, (first, {k: float(v) for k, v in terms.items()}, error)
+    # Each square must survive quantisation: its mean colour within 15% of the truth.
+    truth = np.asarray(frames) / 255.0
+    bright = truth.sum(-1) > 0.5
+    assert np.abs(recon[bright] - truth[bright]).mean() < 0.15
