@@ -1,7 +1,7 @@
 """THICK (Gumbsch et al., ICLR 2024): context RSSM with sparse GateL0RD contexts, a high-level world model
 over context changes, and THICK Dreamer's long-horizon critic targets, on our DreamerV3."""
 
-from agents.thick.agent import ThickDreamer as ThickDreamer
+from agents.thick.agent import ThickBehaviour as ThickBehaviour
 from agents.thick.agent import ThickWorldModel as ThickWorldModel
 from agents.thick.agent import make_thick as make_thick
 from agents.thick.config import ThickConfig as ThickConfig

@@ -7,7 +7,7 @@ Nothing of the DreamerV3 update is repeated here: the agents are `agents.dreamer
     rec + rew + con + dyn * dyn_kl + rep * rep_kl + gate * gate_kl + policy + value + repval * repval_loss
 
 with `gate` = 0.1 (the VSG paper's gate-KL scale) and the gate prior / free bits in `rssm.gate_prior` /
-`rssm.gate_free`. The gate-open rate is logged as `dyn/gate/open_rate` (the agent prefixes dynamics metrics).
+`rssm.gate_free`. The gate-open rate is logged as `dyn/gate/open_rate`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from jaxtyping import PRNGKeyArray
 
+from agents.common.actions import ActionLayout
 from agents.dreamerv3 import DreamerV3, DreamerV3Config, LossScales, make_agent
 from agents.vsg.dynamics import GatedRSSM, StochasticGatedSSM
 from bench.api import AgentSpec
@@ -72,26 +73,41 @@ class SVSGConfig(DreamerV3Config):
     loss_scales: GatedLossScales = GatedLossScales()
 
 
-def make_gated_rssm(config: VSGConfig, token_size: int, action_size: int, *, key: PRNGKeyArray) -> GatedRSSM:
+def make_gated_rssm(
+    config: VSGConfig,
+    obs_space: Mapping[str, Space],
+    layout: ActionLayout,
+    token_size: int,
+    *,
+    key: PRNGKeyArray,
+) -> GatedRSSM:
     """`make_dynamics` of VSG."""
+    del obs_space
     r = config.rssm
     if not isinstance(r, GatedRSSMConfig):
         raise TypeError(f"VSG needs config.rssm to be a GatedRSSMConfig, got {type(r).__name__}")
     return GatedRSSM(
-        token_size, action_size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
+        token_size, layout.size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
         blocks=r.blocks, img_layers=r.img_layers, obs_layers=r.obs_layers, unimix=r.unimix,
         free_nats=r.free_nats, gate_prior=r.gate_prior, gate_free=r.gate_free, act=r.act, key=key,
     )  # fmt: skip
 
 
-def make_gated_state(config: SVSGConfig, token_size: int, action_size: int, *,
-                     key: PRNGKeyArray) -> StochasticGatedSSM:  # fmt: skip
+def make_gated_state(
+    config: SVSGConfig,
+    obs_space: Mapping[str, Space],
+    layout: ActionLayout,
+    token_size: int,
+    *,
+    key: PRNGKeyArray,
+) -> StochasticGatedSSM:
     """`make_dynamics` of SVSG."""
+    del obs_space
     r = config.rssm
     if not isinstance(r, GatedStateConfig):
         raise TypeError(f"SVSG needs config.rssm to be a GatedStateConfig, got {type(r).__name__}")
     return StochasticGatedSSM(
-        token_size, action_size, stoch=r.stoch, hidden=r.hidden, blocks=r.blocks, min_std=r.min_std,
+        token_size, layout.size, stoch=r.stoch, hidden=r.hidden, blocks=r.blocks, min_std=r.min_std,
         free_nats=r.free_nats, gate_prior=r.gate_prior, gate_free=r.gate_free, act=r.act, key=key,
     )  # fmt: skip
 
