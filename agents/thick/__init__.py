@@ -14,7 +14,7 @@ SPEC = AgentSpec(
     name="thick",
     config_cls=ThickConfig,
     make=make_thick,
-    presets=("agents.common:presets.yaml", "agents.thick:presets.yaml",),
+    presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.thick:presets.yaml"),
     description="THICK Dreamer: DreamerV3 with a context RSSM (GateL0RD contexts that change sparsely), a "
     "high-level model over context changes, and long-horizon values mixed into the critic targets. Presets "
     "size1m..size400m, debug, and one per suite (loss_scales.sparse).",

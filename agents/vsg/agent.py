@@ -128,7 +128,7 @@ VSG_SPEC = AgentSpec(
     name="vsg",
     config_cls=VSGConfig,
     make=make_vsg,
-    presets=("agents.common:presets.yaml", "agents.vsg:presets.yaml",),
+    presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:presets.yaml"),
     description="VSG (Jain et al. 2022): DreamerV3 with a gated RSSM whose deterministic state is updated only "
     "where sampled Bernoulli gates open (gate prior 0.4, gate KL 0.1). Presets size1m..size400m, debug, per suite.",
 )
@@ -137,7 +137,7 @@ SVSG_SPEC = AgentSpec(
     name="svsg",
     config_cls=SVSGConfig,
     make=make_svsg,
-    presets=("agents.common:presets.yaml", "agents.vsg:svsg_presets.yaml",),
+    presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:svsg_presets.yaml"),
     description="SVSG (Jain et al. 2022): DreamerV3 with a fully stochastic Gaussian state, one gate per "
     "dimension shared by prior and posterior, and a gate-masked KL. Presets size1m..size400m, debug, per suite.",
 )
