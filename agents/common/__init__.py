@@ -3,7 +3,8 @@
 nets (dense layers, block GRU), conv (CNN encoder/decoder), distributions (symlog, unimix categoricals, twohot, Bernoulli,
 bounded normal), returns (lambda returns, percentile normaliser, EMA), optim (LaProp + AGC), behaviour
 (imagination actor-critic), observations (encoders/decoders over observation dicts), actions (action dicts
-<-> vectors), latents (helpers of the categorical-latent dynamics; their contract is agents/dreamerv3/dynamics.py).
+<-> vectors), latents (helpers of the categorical-latent dynamics, whose contract is
+agents/dreamerv3/dynamics.py).
 """
 
 from agents.common import distributions as distributions

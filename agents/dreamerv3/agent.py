@@ -197,6 +197,8 @@ class DreamerV3(AbstractAgent):
         return {"latent": latent, "action": action}, self.layout.to_env(action), extras
 
     def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
+        if stream not in self.streams():
+            raise ValueError(f"unknown stream {stream!r}; this agent trains on {sorted(self.streams())}")
         params, static = eqx.partition(state.nets, eqx.is_inexact_array)
 
         def loss_fn(params):
