@@ -49,7 +49,8 @@ def test_coarse_prior_does_not_depend_on_the_deterministic_state():
             {**latent, "deter": deter}, tokens, actions, first, key=jax.random.key(1)
         )
         logits = posteriors["coarse_logits"] if which == "coarse" else priors["logits"]
-        return (logits[:, 0] * jnp.arange(logits[:, 0].size).reshape(logits[:, 0].shape)).sum()
+        weights = jnp.arange(logits[:, 0].size, dtype=jnp.float32).reshape(logits[:, 0].shape)
+        return (logits[:, 0] * weights).sum()
 
     coarse_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "coarse")
     fine_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "fine")
