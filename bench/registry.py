@@ -113,18 +113,16 @@ def _resolve_preset_file(ref: str) -> Path:
 
 
 def agent_presets(spec: AgentSpec) -> dict[str, dict]:
-    """All named presets of an agent; a name defined in two files is an error naming both."""
+    """All named presets of an agent. The files layer in order: a preset defined again in a later file extends
+    the earlier definition, its top-level keys replacing the earlier ones (`dict.update`). So variants extend
+    a shared table (THICK's `size12m` adds `highlevel.units` to the shared `size12m`; SVSG's replaces `rssm`)."""
     presets: dict[str, dict] = {}
-    origin: dict[str, Path] = {}
     for ref in spec.presets:
         path = _resolve_preset_file(ref)
         for name, settings in config_lib.load_yaml(path).items():
-            if name in presets:
-                raise config_lib.ConfigError(f"preset {name!r} is defined in both {origin[name]} and {path}")
             if not isinstance(settings, dict):
                 raise config_lib.ConfigError(f"{path}: preset {name!r} must be a mapping of keys to values")
-            presets[name] = settings
-            origin[name] = path
+            presets[name] = {**presets.get(name, {}), **settings}
     return presets
 
 

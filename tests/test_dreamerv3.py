@@ -42,6 +42,7 @@ DISCRETE_ACT = {"action": spaces.discrete(4)}
 
 def make_batch(agent, rng: np.random.Generator, length: int | None = None) -> dict:
     spec = agent.streams()["train"]
+    carry = eqx.filter_eval_shape(lambda: agent.initial_carry(agent.init(key=jax.random.key(0)), 1))
     b, t = spec.batch, length or spec.total_length
     batch = {}
     for key in spaces.sensor_keys(agent.obs_space):
@@ -52,7 +53,7 @@ def make_batch(agent, rng: np.random.Generator, length: int | None = None) -> di
     batch["is_terminal"] = batch["is_last"] & (rng.uniform(size=(b, t)) < 0.5)
     for key, space in agent.act_space.items():
         batch[key] = space.sample(rng, (b, t))
-    for key, value in agent.initial_carry(None, 1)["latent"].items():
+    for key, value in carry["latent"].items():
         batch[LATENT_PREFIX + key] = rng.uniform(size=(b, t, *value.shape[1:])).astype(np.float16)
     return batch
 

@@ -17,7 +17,7 @@ import pytest
 from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.thick import SPEC, ContextRSSM, ThickConfig
-from agents.thick.agent import ThickWorldModel
+from agents.thick.agent import ThickBehaviour, ThickWorldModel
 from bench import config as config_lib
 from bench import registry, spaces
 from tasks import toy
@@ -49,7 +49,8 @@ def test_coarse_prior_does_not_depend_on_the_deterministic_state():
             {**latent, "deter": deter}, tokens, actions, first, key=jax.random.key(1)
         )
         logits = posteriors["coarse_logits"] if which == "coarse" else priors["logits"]
-        return (logits[:, 0] * jnp.arange(logits[:, 0].size).reshape(logits[:, 0].shape)).sum()
+        weights = jnp.arange(logits[:, 0].size, dtype=jnp.float32).reshape(logits[:, 0].shape)
+        return (logits[:, 0] * weights).sum()
 
     coarse_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "coarse")
     fine_grad = jax.jit(jax.grad(first_step), static_argnums=1)(latent["deter"], "fine")
@@ -77,6 +78,7 @@ def test_long_horizon_return_and_psi_mixing_by_hand():
     obs_space = {"image": spaces.image(16, 16), **spaces.step_spaces()}
     layout = ActionLayout.from_spaces({"action": spaces.discrete(5)})
     model = ThickWorldModel(config, obs_space, layout, 10, key=jax.random.key(0))
+    behaviour = ThickBehaviour(config, model.crssm.coarse_size, key=jax.random.key(1))
     bins = dists.symexp_bins(31)
     # High-level step: time bin 17 (delta = bins[17]), reward on the way bins[18]; coarse reward bins[19],
     # continue probability 1, slow coarse critic bins[20].
@@ -92,8 +94,8 @@ def test_long_horizon_return_and_psi_mixing_by_hand():
         lambda h: (h.out.weight, h.out.bias), cont, (jnp.zeros_like(cont.out.weight), jnp.full((1,), 100.0))
     )
     coarse = eqx.tree_at(lambda c: c.cont, coarse, cont)
-    slow = _set_twohot(model.coarse_slow_critic, 20, 31)
-    model = eqx.tree_at(lambda m: (m.highlevel, m.coarse, m.coarse_slow_critic), model, (hl, coarse, slow))
+    model = eqx.tree_at(lambda m: (m.highlevel, m.coarse), model, (hl, coarse))
+    slow = eqx.tree_at(lambda b: b.coarse_critic, behaviour, _set_twohot(behaviour.coarse_critic, 20, 31))
 
     starts, horizon = 3, 4
     rng = np.random.default_rng(0)
@@ -106,13 +108,13 @@ def test_long_horizon_return_and_psi_mixing_by_hand():
     delta, way, reward_after, value_after = (float(bins[i]) for i in (17, 18, 19, 20))
     expected_long = way + gamma**delta * (reward_after + 1.0 * value_after)
     flat = jax.tree.map(lambda x: x[:, :horizon].reshape(starts * horizon, *x.shape[2:]), trajectory)
-    long_return = eqx.filter_jit(model.long_horizon_return)(flat, key=jax.random.key(3))
+    long_return = eqx.filter_jit(behaviour.long_horizon_return)(slow, model, flat, key=jax.random.key(3))
     np.testing.assert_allclose(long_return, expected_long, rtol=1e-4)
 
     returns = jnp.asarray(rng.normal(size=(starts, horizon)), jnp.float32)
     cont_flags = jnp.full((starts, horizon + 1), 0.9)
-    targets, extra, _ = eqx.filter_jit(model.critic_targets)(
-        trajectory, returns, jnp.zeros((starts, horizon + 1)), cont_flags, key=jax.random.key(3)
+    targets, extra, _ = eqx.filter_jit(behaviour.critic_targets)(
+        slow, model, trajectory, returns, cont_flags, key=jax.random.key(3)
     )
     np.testing.assert_allclose(targets, 0.9 * returns + 0.1 * expected_long, rtol=1e-4, atol=1e-4)
     assert extra["coarse_value"].shape == (starts, horizon)
@@ -189,7 +191,7 @@ def compiled():
 
 def test_update_traces_once_and_logs_every_term(compiled):
     agent, state, batch, update = compiled
-    slow_before = state.nets.dynamics.coarse_slow_critic
+    slow_before = state.slow["behaviour"].coarse_critic
     for step in range(3):
         state, metrics, replay_updates = update(state, batch, jax.random.key(10 + step))
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -202,8 +204,7 @@ def test_update_traces_once_and_logs_every_term(compiled):
     assert "ac/thick/long_return" in metrics
     assert replay_updates["latent/context"].shape == batch["latent/context"].shape
     # The coarse slow critic moved towards the coarse critic (EMA), the coarse critic itself by the optimizer.
-    dynamics = state.nets.dynamics
-    after = jax.tree.leaves(eqx.filter(dynamics.coarse_slow_critic, eqx.is_array))
+    after = jax.tree.leaves(eqx.filter(state.slow["behaviour"].coarse_critic, eqx.is_array))
     before = jax.tree.leaves(eqx.filter(slow_before, eqx.is_array))
     assert max(float(jnp.abs(a - b).max()) for a, b in zip(after, before)) > 0.0
 

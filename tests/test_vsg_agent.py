@@ -115,7 +115,7 @@ def compiled(request):
 
 
 def gate_metric(metrics: dict, name: str) -> float:
-    # The DreamerV3 agent namespaces dynamics metrics under "dyn/".
+    # The gated dynamics name their metrics "dyn/gate/...".
     (value,) = [v for k, v in metrics.items() if k.endswith(f"gate/{name}")]
     return float(value)
 

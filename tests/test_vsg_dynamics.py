@@ -108,8 +108,8 @@ def test_svsg_all_gates_closed_carries_the_state_and_the_masked_kl_is_zero():
     following = imagine_step(dynamics, last, actions[:, 0], jax.random.key(4))
     np.testing.assert_array_equal(following["stoch"], start["stoch"])
     losses, metrics = losses_of(dynamics, post, prior)
-    assert float(metrics["dyn_kl"]) == 0.0 and float(metrics["rep_kl"]) == 0.0
-    assert float(metrics["gate/open_rate"]) == 0.0
+    assert float(metrics["dyn/dyn_kl"]) == 0.0 and float(metrics["dyn/rep_kl"]) == 0.0
+    assert float(metrics["dyn/gate/open_rate"]) == 0.0
 
 
 def test_svsg_masked_kl_counts_only_open_gates():
@@ -121,8 +121,8 @@ def test_svsg_masked_kl_counts_only_open_gates():
     kl = gate_lib.gaussian_kl(post["mean"], post["std"], prior["mean"], prior["std"])
     _, metrics = losses_of(dynamics, post, prior)
     expected = float(jnp.where(gate > 0.5, kl, 0.0).sum(-1).mean())
-    assert float(metrics["dyn_kl"]) == pytest.approx(expected, rel=1e-5)
-    assert float(metrics["dyn_kl"]) < float(kl.sum(-1).mean())
+    assert float(metrics["dyn/dyn_kl"]) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["dyn/dyn_kl"]) < float(kl.sum(-1).mean())
 
 
 def test_svsg_prior_and_posterior_share_the_gate():
@@ -178,9 +178,9 @@ def test_loss_terms_and_gate_metrics(make):
     probs = jax.nn.sigmoid(post["gate_logits"])
     by_hand = (probs * jnp.log(probs / 0.3) + (1 - probs) * jnp.log((1 - probs) / 0.7)).sum(-1).mean()
     assert float(losses["gate"].mean()) == pytest.approx(max(float(by_hand), 0.05), rel=1e-5)
-    assert float(metrics["gate/open_rate"]) == pytest.approx(float(post["gate"].mean()))
+    assert float(metrics["dyn/gate/open_rate"]) == pytest.approx(float(post["gate"].mean()))
     # at initialisation the gate probability is about sigmoid(0 - 1)
-    assert 0.15 < float(metrics["gate/open_prob"]) < 0.4
+    assert 0.15 < float(metrics["dyn/gate/open_prob"]) < 0.4
 
 
 def test_features_and_decoder_inputs_shapes():

@@ -3,7 +3,8 @@
 nets (dense layers, block GRU), conv (CNN encoder/decoder), distributions (symlog, unimix categoricals, twohot, Bernoulli,
 bounded normal), returns (lambda returns, percentile normaliser, EMA), optim (LaProp + AGC), behaviour
 (imagination actor-critic), observations (encoders/decoders over observation dicts), actions (action dicts
-<-> vectors), dynamics (the latent-dynamics contract).
+<-> vectors), latents (helpers of the categorical-latent dynamics, whose contract is
+agents/dreamerv3/dynamics.py).
 """
 
 from agents.common import distributions as distributions
@@ -13,9 +14,7 @@ from agents.common.behaviour import imagination_loss as imagination_loss
 from agents.common.behaviour import imagine as imagine
 from agents.common.behaviour import make_critic as make_critic
 from agents.common.behaviour import replay_value_loss as replay_value_loss
-from agents.common.dynamics import AbstractDynamics as AbstractDynamics
-from agents.common.dynamics import Latent as Latent
-from agents.common.dynamics import WorldModelData as WorldModelData
+from agents.common.latents import Latent as Latent
 from agents.common.nets import MLP as MLP
 from agents.common.nets import BlockGRU as BlockGRU
 from agents.common.nets import BlockLinear as BlockLinear

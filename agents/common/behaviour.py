@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
-from agents.common.dynamics import AbstractDynamics, Latent
+from agents.common.latents import Latent
 from agents.common.nets import MLP, Linear, MLPHead, batched
 from agents.common.returns import PercentileNormalizer, lambda_return
 
@@ -111,9 +111,12 @@ def make_critic(feature_size: int, units: int, layers: int, bins: int, *, act: s
 
 
 def imagine(
-    dynamics: AbstractDynamics, actor: Actor, start: Latent, horizon: int, *, key: PRNGKeyArray
+    dynamics: eqx.Module, actor: Actor, start: Latent, horizon: int, *, key: PRNGKeyArray
 ) -> tuple[Latent, Float[Array, "N H A"]]:
     """Roll the prior forward `horizon` steps from `start` (N, ...) with actions sampled from the actor.
+
+    `dynamics` has `features(latent)` and `imagine_step(latent, action, key=)` (e.g. an `AbstractDynamics`
+    of agents/dreamerv3/dynamics.py).
 
     Returns the latents (N, H+1, ...) including the start and the actions (N, H, A) taken at steps 0..H-1.
     Nothing here is differentiated (the trajectory is stop-gradiented by the caller's use).

@@ -75,7 +75,10 @@ def laprop_agc(
         if clip is not None:
             updates, _ = clip.update(updates, optax.EmptyState(), params)
         flat, unravel = ravel_pytree(updates)
-        flat, state = elementwise.update(flat, state)
+        # optax's bias correction raises a Python float to its int32 step count; that implicit promotion is
+        # optax's own, so it runs under standard promotion even where tests make promotion strict.
+        with jax.numpy_dtype_promotion("standard"):
+            flat, state = elementwise.update(flat, state)
         return unravel(flat), state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -12,11 +12,13 @@ The algorithm, top to bottom (see `_losses`):
 4. `repval`: the critic also regresses lambda returns of the replayed sequence bootstrapped from the
    imagination returns.
 5. Every term is a (B, T) array; the loss is sum_k scale_k * mean(term_k) with the scales of
-   `config.loss_scales` (the key sets must match). One LaProp + AGC step on all networks; the slow critic
-   follows by EMA.
+   `config.loss_scales` (the key sets must match). One LaProp + AGC step on all networks; the slow copies
+   (`DreamerV3State.slow`: the critic's and the behaviour extension's) follow by EMA.
 
-The latent dynamics are pluggable (`make_dynamics`, see agents/common/dynamics.py): THICK and VSG reuse this
-agent with their own dynamics, extra loss terms and loss-scale fields.
+Two extension points let variants reuse this agent whole: the latent dynamics (`make_dynamics`, see
+dynamics.py; THICK, VSG, SVSG) with their own loss terms and loss-scale fields, and the behaviour extension
+(`make_behaviour`, see behaviour.py; THICK's coarse critic and long-horizon critic targets). `extra_report`
+adds a variant's report images.
 
 Deliberate deviations from upstream, each documented where it happens: 1% unimix on categorical actions
 (upstream ignores its own setting), truncation is not termination (the continue target uses `is_terminal`
@@ -27,7 +29,6 @@ only; suites emit truncation as `is_last` without `is_terminal`), and float32 co
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
@@ -48,12 +49,13 @@ from agents.common.behaviour import (
     policy_sample,
     replay_value_loss,
 )
-from agents.common.dynamics import AbstractDynamics, Latent, WorldModelData
 from agents.common.nets import MLPHead, batched
 from agents.common.observations import ObservationDecoder, ObservationEncoder, split_keys
 from agents.common.optim import laprop_agc
 from agents.common.returns import PercentileNormalizer, ema_update
+from agents.dreamerv3.behaviour import AbstractBehaviourExtension, make_no_extension
 from agents.dreamerv3.config import DreamerV3Config
+from agents.dreamerv3.dynamics import AbstractDynamics, Latent, MakeDynamics, WorldModelData
 from agents.dreamerv3.rssm import make_rssm
 from bench.api import AbstractAgent, StreamSpec
 from bench.spaces import Space
@@ -64,8 +66,10 @@ LATENT_PREFIX = "latent/"  # replay keys of the stored latents (extras of `act`,
 LATENT_STORAGE_DTYPE = jnp.float16  # halves replay memory; upstream stores its bfloat16 carry
 WORLD_MODEL_TERMS = ("rec", "rew", "con")
 BEHAVIOUR_TERMS = ("policy", "value", "repval")
+SLOW_NETWORKS = ("critic", "behaviour")  # the networks with a slow EMA copy in `DreamerV3State.slow`
 
-MakeDynamics = Callable[..., AbstractDynamics]
+MakeBehaviour = Callable[..., AbstractBehaviourExtension]  # (config, dynamics, *, key) -> extension
+ExtraReport = Callable[..., dict]  # (agent, nets, data, *, key) -> report images and scalars
 
 
 class Networks(eqx.Module):
@@ -78,25 +82,26 @@ class Networks(eqx.Module):
     cont: MLPHead
     actor: Actor
     critic: MLPHead
+    behaviour: AbstractBehaviourExtension
 
 
 class DreamerV3State(eqx.Module):
     nets: Networks
-    slow_critic: MLPHead
+    slow: dict[str, PyTree]  # EMA copies of the SLOW_NETWORKS by name; not optimised
     opt_state: PyTree
     retnorm: PercentileNormalizer
     updates: Int[Array, ""]
 
 
 def build_networks(config, obs_space: Mapping[str, Space], layout: ActionLayout, make_dynamics: MakeDynamics,
-                   *, key: PRNGKeyArray) -> Networks:  # fmt: skip
-    keys = jax.random.split(key, 7)
+                   make_behaviour: MakeBehaviour, *, key: PRNGKeyArray) -> Networks:  # fmt: skip
+    keys = jax.random.split(key, 8)
     enc, dec = config.encoder, config.decoder
     encoder = ObservationEncoder(
         obs_space, depth=enc.depth, mults=enc.mults, kernel=enc.kernel, minres=enc.minres, layers=enc.layers,
         units=enc.units, symlog_inputs=enc.symlog, act=enc.act, key=keys[0],
     )  # fmt: skip
-    dynamics = make_dynamics(config, encoder.out_size, layout.size, key=keys[1])
+    dynamics = make_dynamics(config, obs_space, layout, encoder.out_size, key=keys[1])
     if not isinstance(dynamics, AbstractDynamics):
         raise TypeError(f"make_dynamics returned {type(dynamics).__name__}, not an AbstractDynamics")
     feature_size = dynamics.feature_size
@@ -114,16 +119,10 @@ def build_networks(config, obs_space: Mapping[str, Space], layout: ActionLayout,
         min_std=ac.min_std, max_std=ac.max_std, key=keys[5],
     )  # fmt: skip
     critic = make_critic(feature_size, cr.units, cr.layers, cr.bins, act=cr.act, outscale=cr.outscale, key=keys[6])
-    return Networks(encoder, dynamics, decoder, reward, cont, actor, critic)
-
-
-@functools.lru_cache(maxsize=32)
-def _skeleton(config, obs_items: tuple, act_items: tuple, make_dynamics: MakeDynamics) -> Networks:
-    """Shapes-only networks (no compute): static sizes for `initial_carry` and input checks."""
-    layout = ActionLayout.from_spaces(dict(act_items))
-    return eqx.filter_eval_shape(
-        build_networks, config, dict(obs_items), layout, make_dynamics, key=jax.random.key(0)
-    )
+    behaviour = make_behaviour(config, dynamics, key=keys[7])
+    if not isinstance(behaviour, AbstractBehaviourExtension):
+        raise TypeError(f"make_behaviour returned {type(behaviour).__name__}, not an AbstractBehaviourExtension")
+    return Networks(encoder, dynamics, decoder, reward, cont, actor, critic, behaviour)
 
 
 class DreamerV3(AbstractAgent):
@@ -131,18 +130,14 @@ class DreamerV3(AbstractAgent):
     obs_space: Mapping[str, Space]
     act_space: Mapping[str, Space]
     make_dynamics: MakeDynamics = eqx.field(static=True)
+    make_behaviour: MakeBehaviour = eqx.field(static=True)
+    extra_report: ExtraReport | None = eqx.field(static=True)
 
     # -------------------------------------------------------------------------------------- helpers
 
     @property
     def layout(self) -> ActionLayout:
         return ActionLayout.from_spaces(self.act_space)
-
-    def _skeleton(self) -> Networks:
-        return _skeleton(
-            self.config, tuple(sorted(self.obs_space.items())), tuple(sorted(self.act_space.items())),
-            self.make_dynamics,
-        )  # fmt: skip
 
     def _optimizer(self) -> optax.GradientTransformation:
         o = self.config.optimizer
@@ -158,28 +153,28 @@ class DreamerV3(AbstractAgent):
             raise ValueError(f"observation is missing the sensor keys {missing} (has {sorted(obs)})")
         return {k: obs[k] for k in images + vectors}
 
-    def _latent_keys(self) -> tuple[str, ...]:
-        return tuple(sorted(jax.eval_shape(lambda: self._skeleton().dynamics.initial(1))))
-
     # ----------------------------------------------------------------------------------------- API
 
     def init(self, *, key: PRNGKeyArray) -> DreamerV3State:
-        nets = build_networks(self.config, self.obs_space, self.layout, self.make_dynamics, key=key)
+        nets = build_networks(
+            self.config, self.obs_space, self.layout, self.make_dynamics, self.make_behaviour, key=key
+        )
         params = eqx.filter(nets, eqx.is_inexact_array)
         r = self.config.retnorm
+        # Upstream copies the critic into the slow critic at the first update. Real copies: shared buffers
+        # cannot be donated twice to the jitted update.
+        copy = lambda module: jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, module)
         return DreamerV3State(
             nets=nets,
-            # Upstream copies the critic into the slow critic at the first update. A real copy: shared buffers
-            # cannot be donated twice to the jitted update.
-            slow_critic=jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, nets.critic),
+            slow={name: copy(getattr(nets, name)) for name in SLOW_NETWORKS},
             opt_state=self._optimizer().init(params),
             retnorm=PercentileNormalizer(r.rate, r.limit, r.percentile_low, r.percentile_high),
             updates=jnp.zeros((), jnp.int32),
         )
 
-    def initial_carry(self, state, batch_size: int) -> dict:
+    def initial_carry(self, state: DreamerV3State, batch_size: int) -> dict:
         return {
-            "latent": self._skeleton().dynamics.initial(batch_size),
+            "latent": state.nets.dynamics.initial(batch_size),
             "action": jnp.zeros((batch_size, self.layout.size), jnp.float32),
         }
 
@@ -203,6 +198,8 @@ class DreamerV3(AbstractAgent):
         return {"latent": latent, "action": action}, self.layout.to_env(action), extras
 
     def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
+        if stream not in self.streams():
+            raise ValueError(f"unknown stream {stream!r}; this agent trains on {sorted(self.streams())}")
         params, static = eqx.partition(state.nets, eqx.is_inexact_array)
 
         def loss_fn(params):
@@ -215,8 +212,9 @@ class DreamerV3(AbstractAgent):
         updates, opt_state = self._optimizer().update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
         nets = eqx.combine(params, static)
-        slow_critic = ema_update(state.slow_critic, nets.critic, self.config.critic.slow_rate)
-        new_state = DreamerV3State(nets, slow_critic, opt_state, retnorm, state.updates + 1)
+        rate = self.config.critic.slow_rate
+        slow = {name: ema_update(state.slow[name], getattr(nets, name), rate) for name in SLOW_NETWORKS}
+        new_state = DreamerV3State(nets, slow, opt_state, retnorm, state.updates + 1)
 
         metrics = {**metrics, **weighted}
         metrics["loss/total"] = total
@@ -231,14 +229,16 @@ class DreamerV3(AbstractAgent):
         the prior imagines the rest under the replayed actions. Rows: up to 4 sequences; columns: truth,
         prediction, error."""
         nets = state.nets
-        loss_key, observe_key, imagine_key = jax.random.split(key, 3)
+        loss_key, observe_key, imagine_key, extra_key = jax.random.split(key, 4)
         losses, _, metrics, _ = self._losses(nets, state, batch, key=loss_key, train=False)
         out = {f"loss/{k}": v.mean() for k, v in losses.items()}
-        out.update({k: v for k, v in metrics.items() if k.startswith("wm/") or k.startswith("dyn/")})
+        out.update({k: v for k, v in metrics.items() if not k.startswith("ac/")})  # the world model's metrics
+        data = self._split_batch(batch, nets.dynamics)
+        if self.extra_report is not None:
+            out.update(self.extra_report(self, nets, data, key=extra_key))
         images, _ = split_keys(self.obs_space)
         if not images:
             return out
-        data = self._split_batch(batch)
         rows = min(4, data["is_first"].shape[0])
         context = min(self.config.report_context, data["is_first"].shape[1] - 1)
         take = lambda x: x[:rows]
@@ -280,7 +280,7 @@ class DreamerV3(AbstractAgent):
 
     # -------------------------------------------------------------------------------------- batches
 
-    def _split_batch(self, batch: Mapping[str, Array]) -> dict:
+    def _split_batch(self, batch: Mapping[str, Array], dynamics: AbstractDynamics) -> dict:
         """Check the batch and split it into the context step and the trained steps.
 
         Returns sensors, rewards and flags of the trained steps, the actions taken at them, the actions that
@@ -305,7 +305,7 @@ class DreamerV3(AbstractAgent):
         actions = layout.to_vector({p.key: batch[p.key] for p in layout.parts}, 2)
         trained = lambda x: jnp.asarray(x)[:, context:]
         if context:
-            keys = self._latent_keys()
+            keys = sorted(jax.eval_shape(lambda: dynamics.initial(1)))
             missing = [LATENT_PREFIX + k for k in keys if LATENT_PREFIX + k not in batch]
             if missing:
                 raise ValueError(
@@ -314,7 +314,7 @@ class DreamerV3(AbstractAgent):
             start = {k: jnp.asarray(batch[LATENT_PREFIX + k][:, context - 1]).astype(jnp.float32) for k in keys}
             prev_actions = actions[:, context - 1 : -1]
         else:
-            start = self._skeleton().dynamics.initial(shape[0])
+            start = dynamics.initial(shape[0])
             prev_actions = jnp.concatenate([jnp.zeros_like(actions[:, :1]), actions[:, :-1]], 1)
         return {
             "sensors": {k: trained(v) for k, v in self._sensors(batch).items()},
@@ -345,8 +345,8 @@ class DreamerV3(AbstractAgent):
         """All loss terms (B, T), the updated return normaliser, metrics, and the posterior latents."""
         cfg = self.config
         observe_key, dynamics_key, imagine_key, targets_key = jax.random.split(key, 4)
-        data = self._split_batch(batch)
         dynamics = nets.dynamics
+        data = self._split_batch(batch, dynamics)
         batch_size, steps = data["is_first"].shape
         discount = 1.0 - 1.0 / cfg.imagination.discount_horizon
         # Truncation is not termination: only is_terminal stops the continue flag (upstream Atari treats
@@ -383,7 +383,7 @@ class DreamerV3(AbstractAgent):
             raise ValueError(f"the dynamics' loss terms {sorted(clash)} clash with the agent's own terms")
         losses.update(dynamics_losses)
         metrics = {f"wm/rec_{k}": v.mean() for k, v in reconstruction.items()}
-        metrics.update({f"dyn/{k}": v for k, v in dynamics_metrics.items()})
+        metrics.update(dynamics_metrics)
         metrics["wm/reward_pred"] = dists.twohot_mean(reward_logits, reward_bins).mean()
         metrics["wm/cont_pred"] = jax.nn.sigmoid(cont_logit).mean()
 
@@ -399,11 +399,13 @@ class DreamerV3(AbstractAgent):
         imagined_reward, imagined_cont = sg(imagined_reward), sg(imagined_cont)
 
         def critic_targets(returns):
-            return dynamics.critic_targets(trajectory, returns, imagined_reward, imagined_cont, key=targets_key)
+            return nets.behaviour.critic_targets(
+                state.slow["behaviour"], dynamics, trajectory, returns, imagined_cont, key=targets_key
+            )
 
         value_bins = self._bins(cfg.critic.bins)
         behaviour_losses, returns, retnorm, behaviour_metrics = imagination_loss(
-            nets.actor, nets.critic, state.slow_critic, state.retnorm, imagined_features, imagined_actions,
+            nets.actor, nets.critic, state.slow["critic"], state.retnorm, imagined_features, imagined_actions,
             imagined_reward, imagined_cont, value_bins, lam=cfg.imagination.lam,
             entropy_scale=cfg.actor.entropy, slow_reg=cfg.critic.slow_reg, slow_target=cfg.critic.slow_target,
             critic_targets=critic_targets,
@@ -412,14 +414,14 @@ class DreamerV3(AbstractAgent):
             retnorm = state.retnorm
         for name, term in behaviour_losses.items():
             if name in losses:
-                raise ValueError(f"loss term {name!r} is produced twice (dynamics and behaviour)")
+                raise ValueError(f"loss term {name!r} is produced twice (world model and behaviour)")
             losses[name] = term.mean(1).reshape(batch_size, steps)
         metrics.update({f"ac/{k}": v for k, v in behaviour_metrics.items()})
 
         # 4. Critic on the replayed sequence, bootstrapped from the imagination returns.
         if cfg.repval:
             losses["repval"] = replay_value_loss(
-                nets.critic, state.slow_critic, features if cfg.reward_grad else sg(features), data["reward"],
+                nets.critic, state.slow["critic"], features if cfg.reward_grad else sg(features), data["reward"],
                 cont_target, data["is_last"].astype(jnp.float32), returns[:, 0].reshape(batch_size, steps),
                 value_bins, lam=cfg.imagination.lam, slow_reg=cfg.critic.slow_reg,
             )  # fmt: skip
@@ -443,10 +445,19 @@ class DreamerV3(AbstractAgent):
         return total, {f"loss/{k}": v for k, v in means.items()}
 
 
-def make_agent(config: DreamerV3Config, obs_space: Mapping[str, Space], act_space: Mapping[str, Space], *,
-               make_dynamics: MakeDynamics = make_rssm) -> DreamerV3:  # fmt: skip
-    """The AgentSpec `make`: DreamerV3 with the given latent dynamics (default: the RSSM)."""
-    agent = DreamerV3(config, dict(obs_space), dict(act_space), make_dynamics)
+def make_agent(
+    config: DreamerV3Config,
+    obs_space: Mapping[str, Space],
+    act_space: Mapping[str, Space],
+    *,
+    make_dynamics: MakeDynamics = make_rssm,
+    make_behaviour: MakeBehaviour = make_no_extension,
+    extra_report: ExtraReport | None = None,
+) -> DreamerV3:
+    """The AgentSpec `make`: DreamerV3 with the given latent dynamics (default: the RSSM), behaviour extension
+    (default: none) and extra report (`extra_report(agent, nets, data, key=...)` with `data` the checked
+    batch of `_split_batch`)."""
+    agent = DreamerV3(config, dict(obs_space), dict(act_space), make_dynamics, make_behaviour, extra_report)
     split_keys(agent.obs_space)  # fail early on observation spaces without sensors
     ActionLayout.from_spaces(agent.act_space)
     return agent

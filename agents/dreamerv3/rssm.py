@@ -18,16 +18,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.dynamics import (
-    AbstractDynamics,
-    Latent,
-    WorldModelData,
+from agents.common.actions import ActionLayout
+from agents.common.latents import (
     categorical_decoder_inputs,
     categorical_features,
     categorical_kl_terms,
     reset_at_first,
 )
 from agents.common.nets import MLP, BlockGRU, Linear, batched
+from agents.dreamerv3.dynamics import AbstractDynamics, Latent, WorldModelData
 
 
 class RSSM(AbstractDynamics):
@@ -119,19 +118,16 @@ class RSSM(AbstractDynamics):
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        return categorical_kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
-
-    def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
-                       cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
-        del trajectory, reward, cont, key
-        return returns, {}, {}
+        losses, metrics = categorical_kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
+        return losses, {f"dyn/{k}": v for k, v in metrics.items()}
 
 
-def make_rssm(config, token_size: int, action_size: int, *, key: PRNGKeyArray) -> RSSM:
+def make_rssm(config, obs_space, layout: ActionLayout, token_size: int, *, key: PRNGKeyArray) -> RSSM:
     """The `make_dynamics` of plain DreamerV3: an RSSM sized by `config.rssm`."""
+    del obs_space
     r = config.rssm
     return RSSM(
-        token_size, action_size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
+        token_size, layout.size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
         blocks=r.blocks, dyn_layers=r.dyn_layers, img_layers=r.img_layers, obs_layers=r.obs_layers,
         unimix=r.unimix, free_nats=r.free_nats, absolute=r.absolute, act=r.act, key=key,
     )  # fmt: skip

@@ -1,25 +1,26 @@
 """THICK Dreamer (Gumbsch et al., ICLR 2024) on our DreamerV3: the C-RSSM, the high-level model, and
 long-horizon values mixed into the critic targets.
 
-THICK reuses the DreamerV3 agent whole (encoder, fine heads, actor, critic, optimizer, one jitted update) and
-plugs in `ThickWorldModel` as its latent dynamics. The algorithm, top to bottom:
+THICK is the DreamerV3 agent (encoder, fine heads, actor, critic, optimizer, one jitted update) with two
+pieces plugged in: `ThickWorldModel` as its latent dynamics and `ThickBehaviour` as its behaviour extension.
+The algorithm, top to bottom:
 
-1. Filtering (`observe`): the C-RSSM (crssm.py) gives posteriors h, z, c, binary context gates, the fine prior
-   and the coarse prior (no h) for every replayed step.
-2. World-model terms (`losses`), besides DreamerV3's rec/rew/con on the fine features [h, z, c]:
+1. Filtering (`ThickWorldModel.observe`): the C-RSSM (crssm.py) gives posteriors h, z, c, binary context
+   gates, the fine prior and the coarse prior (no h) for every replayed step.
+2. World-model terms (`ThickWorldModel.losses`), besides DreamerV3's rec/rew/con on the fine features [h, z, c]:
        dyn, rep                 KL(post, prior) as DreamerV3 (free nats)
        coarse_dyn, coarse_rep   KL(post, coarse prior)  (free nats)
        sparse                   THIX's hinge L0 loss on the binary gates, scaled by loss_scales.sparse
        coarse_rec/rew/con       coarse heads on [z, c]
        hl_*                     the high-level model on segment targets (highlevel.py, segments.py)
    and the context change rate `context/change_rate` (fraction of steps where any gate opened).
-3. Behaviour (`critic_targets`, THICK Dreamer): DreamerV3 imagines 15 steps with the actor. From every
-   imagined state one high-level step: A ~ p(A | z, c), predict z_{tau-1}, a_{tau-1}, delta and the reward on
-   the way, then one coarse C-RSSM step gives (z_tau, c_tau). The long-horizon return is
+3. Behaviour (`ThickBehaviour.critic_targets`, THICK Dreamer): DreamerV3 imagines 15 steps with the actor.
+   From every imagined state one high-level step: A ~ p(A | z, c), predict z_{tau-1}, a_{tau-1}, delta and the
+   reward on the way, then one coarse C-RSSM step gives (z_tau, c_tau). The long-horizon return is
        G = r_way + gamma^delta (r_coarse(s) + cont_coarse(s) V_coarse_slow(s)),  s = (z_tau, c_tau)
    and the critic regresses  psi * lambda_return + (1 - psi) * G  (psi = 0.9). A coarse critic on [z, c]
-   regresses the same mixed target (with its own slow EMA copy, which provides V_coarse_slow). The actor keeps
-   the plain lambda return of the fine critic.
+   regresses the same mixed target; its slow EMA copy (the agent's slow copy of the extension) provides
+   V_coarse_slow. The actor keeps the plain lambda return of the fine critic.
 
 The discount inside a segment is the fixed gamma = 1 - 1/discount_horizon: segments end at terminals, so the
 steps on the way cannot terminate (TF2 raised the predicted continue at tau to the power delta + 1, which
@@ -39,41 +40,32 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import make_critic
-from agents.common.dynamics import AbstractDynamics, Latent, WorldModelData
 from agents.common.nets import MLPHead, batched
 from agents.common.observations import split_keys
-from agents.common.returns import ema_update
-from agents.dreamerv3.agent import DreamerV3, DreamerV3State, make_agent
+from agents.dreamerv3 import DreamerV3, Networks, make_agent
+from agents.dreamerv3.behaviour import AbstractBehaviourExtension
+from agents.dreamerv3.dynamics import AbstractDynamics, Latent, WorldModelData
 from agents.thick.config import ThickConfig, check_config
 from agents.thick.crssm import CoarseHeads, ContextRSSM, kl_terms
 from agents.thick.gatel0rd import context_changed, sparsity_loss
 from agents.thick.highlevel import HighLevelModel, highlevel_losses, highlevel_modes, highlevel_step
 from agents.thick.segments import segment_boundaries, segment_targets
-from bench.api import AbstractAgent, StreamSpec
 from bench.spaces import Space
 
 sg = jax.lax.stop_gradient
 
 
 class ThickWorldModel(AbstractDynamics):
-    """The dynamics THICK plugs into DreamerV3: C-RSSM, coarse heads, high-level model, coarse critic."""
+    """The dynamics THICK plugs into DreamerV3: C-RSSM, coarse heads and the high-level model."""
 
     crssm: ContextRSSM
     coarse: CoarseHeads
     highlevel: HighLevelModel
-    coarse_critic: MLPHead
-    # The slow copy is an EMA of `coarse_critic` (ThickDreamer.update). It is only ever read through
-    # stop_gradient, so the optimizer, which sees every array of the dynamics, gets zero gradients for it.
-    coarse_slow_critic: MLPHead
     layout: ActionLayout = eqx.field(static=True)
     free_nats: float = eqx.field(static=True)
     sparse_free: float = eqx.field(static=True)
     discount: float = eqx.field(static=True)
-    psi: float = eqx.field(static=True)
-    thick_dreamer: bool = eqx.field(static=True)
-    slow_reg: float = eqx.field(static=True)
     reward_bins: int = eqx.field(static=True)
-    value_bins: int = eqx.field(static=True)
     hl_bins: int = eqx.field(static=True)
     kl_balance: float = eqx.field(static=True)
     feature_size: int = eqx.field(static=True)
@@ -81,7 +73,7 @@ class ThickWorldModel(AbstractDynamics):
     def __init__(self, config: ThickConfig, obs_space: Mapping[str, Space], layout: ActionLayout,
                  token_size: int, *, key: PRNGKeyArray):  # fmt: skip
         r, c, h = config.rssm, config.context, config.highlevel
-        keys = jax.random.split(key, 4)
+        keys = jax.random.split(key, 3)
         self.crssm = ContextRSSM(
             token_size, layout.size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
             context=c.size, blocks=r.blocks, dyn_layers=r.dyn_layers, img_layers=r.img_layers,
@@ -97,28 +89,11 @@ class ThickWorldModel(AbstractDynamics):
             r.stoch, r.classes, c.size, layout, hl_actions=h.actions, units=h.units, layers=h.layers,
             bins=h.bins, unimix=r.unimix, act=r.act, key=keys[2],
         )  # fmt: skip
-        cr = config.critic
-        self.coarse_critic = make_critic(
-            self.crssm.coarse_size,
-            cr.units,
-            cr.layers,
-            cr.bins,
-            act=cr.act,
-            outscale=cr.outscale,
-            key=keys[3],
-        )
-        # A copy, not the same buffers: the runner donates the whole state to the update.
-        self.coarse_slow_critic = jax.tree.map(
-            lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, self.coarse_critic
-        )
         self.layout = layout
         self.free_nats = r.free_nats
         self.sparse_free = c.sparse_free
         self.discount = 1.0 - 1.0 / config.imagination.discount_horizon
-        self.psi = config.thick_dreamer.psi
-        self.thick_dreamer = config.thick_dreamer.enabled
-        self.slow_reg = cr.slow_reg
-        self.reward_bins, self.value_bins, self.hl_bins = config.reward_head.bins, cr.bins, h.bins
+        self.reward_bins, self.hl_bins = config.reward_head.bins, h.bins
         self.kl_balance = h.kl_balance
         self.feature_size = self.crssm.feature_size
 
@@ -185,32 +160,49 @@ class ThickWorldModel(AbstractDynamics):
             "context/change_rate": changed.mean(),
             "context/gate_mean": sg(gates).mean(),
             "context/abs_mean": jnp.abs(posteriors["context"]).mean(),
-            "dyn_kl": dists.categorical_kl(post, priors["logits"]).sum(-1).mean(),
-            "coarse_kl": dists.categorical_kl(post, posteriors["coarse_logits"]).sum(-1).mean(),
-            "prior_ent": dists.categorical_entropy(priors["logits"]).sum(-1).mean(),
-            "post_ent": dists.categorical_entropy(post).sum(-1).mean(),
-            "coarse_reward_pred": dists.twohot_mean(reward_logits, reward_bins).mean(),
-            **hl_metrics,
+            "dyn/dyn_kl": dists.categorical_kl(post, priors["logits"]).sum(-1).mean(),
+            "dyn/coarse_kl": dists.categorical_kl(post, posteriors["coarse_logits"]).sum(-1).mean(),
+            "dyn/prior_ent": dists.categorical_entropy(priors["logits"]).sum(-1).mean(),
+            "dyn/post_ent": dists.categorical_entropy(post).sum(-1).mean(),
+            "dyn/coarse_reward_pred": dists.twohot_mean(reward_logits, reward_bins).mean(),
+            **{f"dyn/{k}": v for k, v in hl_metrics.items()},
         }
         return losses, metrics
 
-    # ------------------------------------------------------------------------------- THICK Dreamer
 
-    def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
-                       cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
+class ThickBehaviour(AbstractBehaviourExtension):
+    """THICK Dreamer's addition to behaviour learning: the coarse critic and the psi-mixed critic targets."""
+
+    coarse_critic: MLPHead
+    psi: float = eqx.field(static=True)
+    thick_dreamer: bool = eqx.field(static=True)
+    slow_reg: float = eqx.field(static=True)
+    value_bins: int = eqx.field(static=True)
+
+    def __init__(self, config: ThickConfig, coarse_size: int, *, key: PRNGKeyArray):
+        cr = config.critic
+        self.coarse_critic = make_critic(
+            coarse_size, cr.units, cr.layers, cr.bins, act=cr.act, outscale=cr.outscale, key=key
+        )
+        self.psi = config.thick_dreamer.psi
+        self.thick_dreamer = config.thick_dreamer.enabled
+        self.slow_reg = cr.slow_reg
+        self.value_bins = cr.bins
+
+    def critic_targets(self, slow: ThickBehaviour, dynamics: ThickWorldModel, trajectory: Latent,
+                       returns: Float[Array, "N H"], cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
         """Mix one high-level step's long-horizon return into the critic targets; train the coarse critic."""
-        del reward  # the fine rewards are already in `returns`
         starts, horizon = returns.shape
         value_bins = dists.symexp_bins(self.value_bins)
         # Imagined states 0..H-1, flattened: the lambda returns exist for these.
         latents = jax.tree.map(
             lambda x: sg(x[:, :horizon]).reshape(starts * horizon, *x.shape[2:]), trajectory
         )
-        coarse_features = self.coarse_features(latents)
-        slow_value = dists.twohot_mean(jax.vmap(self.coarse_slow_critic)(coarse_features), value_bins)
+        coarse_features = dynamics.coarse_features(latents)
+        slow_value = dists.twohot_mean(jax.vmap(slow.coarse_critic)(coarse_features), value_bins)
 
         if self.thick_dreamer:
-            long_return = self.long_horizon_return(latents, key=key).reshape(starts, horizon)
+            long_return = self.long_horizon_return(slow, dynamics, latents, key=key).reshape(starts, horizon)
             targets = self.psi * returns + (1.0 - self.psi) * long_return
         else:
             long_return, targets = returns, returns
@@ -232,103 +224,61 @@ class ThickWorldModel(AbstractDynamics):
         }
         return sg(targets), {"coarse_value": coarse_value}, metrics
 
-    def long_horizon_return(self, latents: Latent, *, key: PRNGKeyArray) -> Float[Array, " N"]:
+    def long_horizon_return(self, slow: ThickBehaviour, dynamics: ThickWorldModel, latents: Latent, *,
+                            key: PRNGKeyArray) -> Float[Array, " N"]:  # fmt: skip
         """G = r_way + gamma^delta (r(z_tau, c_tau) + cont(z_tau, c_tau) V_slow(z_tau, c_tau)) from (z, c)."""
         step_key, coarse_key = jax.random.split(key)
         step = highlevel_step(
-            self.highlevel, self.coarse_features(latents), self.layout, dists.symexp_bins(self.hl_bins),
-            key=step_key,
+            dynamics.highlevel, dynamics.coarse_features(latents), dynamics.layout,
+            dists.symexp_bins(dynamics.hl_bins), key=step_key,
         )  # fmt: skip
         # One coarse low-level step from the predicted pre-change state, with the action that causes the
         # change, in the context that held until then.
-        stoch_after, context_after, _ = self.crssm.coarse_step(
+        stoch_after, context_after, _ = dynamics.crssm.coarse_step(
             step.state_before, latents["context"], step.action_before, key=coarse_key
         )
-        after = self.crssm.coarse_features(stoch_after, context_after)
+        after = dynamics.crssm.coarse_features(stoch_after, context_after)
         reward_after = dists.twohot_mean(
-            jax.vmap(self.coarse.reward)(after), dists.symexp_bins(self.reward_bins)
+            jax.vmap(dynamics.coarse.reward)(after), dists.symexp_bins(dynamics.reward_bins)
         )
-        cont_after = jax.nn.sigmoid(jax.vmap(self.coarse.cont_logit)(after))
-        value_after = dists.twohot_mean(
-            jax.vmap(self.coarse_slow_critic)(after), dists.symexp_bins(self.value_bins)
-        )
-        long_return = step.reward + self.discount**step.time * (reward_after + cont_after * value_after)
+        cont_after = jax.nn.sigmoid(jax.vmap(dynamics.coarse.cont_logit)(after))
+        value_after = dists.twohot_mean(jax.vmap(slow.coarse_critic)(after), dists.symexp_bins(self.value_bins))
+        long_return = step.reward + dynamics.discount**step.time * (reward_after + cont_after * value_after)
         return sg(long_return)
 
 
-@dataclasses.dataclass(frozen=True)
-class ThickWorldModelMaker:
-    """`make_dynamics` for DreamerV3 (hashable, so the agent stays static under jit): the coarse decoder
-    needs the observation space and the high-level action head the action layout, which DreamerV3's
-    `make_dynamics(config, token_size, action_size, key=...)` does not receive."""
-
-    obs_items: tuple[tuple[str, Space], ...]
-    act_items: tuple[tuple[str, Space], ...]
-
-    def __call__(self, config: ThickConfig, token_size: int, action_size: int, *, key: PRNGKeyArray):
-        layout = ActionLayout.from_spaces(dict(self.act_items))
-        if layout.size != action_size:
-            raise ValueError(f"action size {action_size} does not match the action space's {layout.size}")
-        return ThickWorldModel(config, dict(self.obs_items), layout, token_size, key=key)
+# ------------------------------------------------------------------------------------------ plugging in
 
 
-class ThickDreamer(AbstractAgent):
-    """DreamerV3 with `ThickWorldModel` as its dynamics, plus the coarse slow critic's EMA after each update
-    and the THICK report. Everything else is DreamerV3's, unchanged."""
-
-    config: ThickConfig
-    obs_space: Mapping[str, Space]
-    act_space: Mapping[str, Space]
-    base: DreamerV3
-
-    def init(self, *, key: PRNGKeyArray) -> DreamerV3State:
-        return self.base.init(key=key)
-
-    def initial_carry(self, state, batch_size: int) -> dict:
-        return self.base.initial_carry(state, batch_size)
-
-    def act(
-        self, state: DreamerV3State, carry: dict, obs: Mapping[str, Array], *, key: PRNGKeyArray, mode: str
-    ):
-        return self.base.act(state, carry, obs, key=key, mode=mode)
-
-    def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
-        state, metrics, replay_updates = self.base.update(state, stream, batch, key=key)
-        dynamics = state.nets.dynamics
-        slow = ema_update(dynamics.coarse_slow_critic, dynamics.coarse_critic, self.config.critic.slow_rate)
-        state = eqx.tree_at(lambda s: s.nets.dynamics.coarse_slow_critic, state, slow)
-        # DreamerV3 prefixes the dynamics' metrics with "dyn/"; the context ones keep their own names.
-        metrics = {
-            k.removeprefix("dyn/") if k.startswith("dyn/context/") else k: v for k, v in metrics.items()
-        }
-        return state, metrics, replay_updates
-
-    def report(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:
-        base_key, thick_key = jax.random.split(key)
-        out = self.base.report(state, batch, key=base_key)
-        out = {k.removeprefix("dyn/") if k.startswith("dyn/context/") else k: v for k, v in out.items()}
-        out.update(thick_report(self.base, state, batch, key=thick_key))
-        return out
-
-    def streams(self) -> Mapping[str, StreamSpec]:
-        return self.base.streams()
+def make_world_model(
+    config: ThickConfig,
+    obs_space: Mapping[str, Space],
+    layout: ActionLayout,
+    token_size: int,
+    *,
+    key: PRNGKeyArray,
+) -> ThickWorldModel:
+    """`make_dynamics` of THICK."""
+    return ThickWorldModel(check_config(config), obs_space, layout, token_size, key=key)
 
 
-def thick_report(base: DreamerV3, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray,
-                 rows: int = 4) -> dict:  # fmt: skip
-    """uint8 images of up to `rows` replayed sequences:
+def make_behaviour(config: ThickConfig, dynamics: ThickWorldModel, *, key: PRNGKeyArray) -> ThickBehaviour:
+    """`make_behaviour` of THICK: the coarse critic reads the coarse features [z, c] of the C-RSSM."""
+    return ThickBehaviour(config, dynamics.crssm.coarse_size, key=key)
+
+
+def thick_report(agent: DreamerV3, nets: Networks, data: dict, *, key: PRNGKeyArray, rows: int = 4) -> dict:
+    """uint8 images of up to `rows` replayed sequences (DreamerV3's `extra_report`):
 
     * `thick/context_changes` (rows H, T W, 3): the observed frames side by side, a red border where the
       context changed at that step.
     * `thick/highlevel` (rows (1 + A) H, T W, 3): per sequence the frames, then for each high-level action
       A_i the coarse decoding of the predicted pre-change state z_{tau-1} (with the context of that step).
     """
-    images, _ = split_keys(base.obs_space)
+    images, _ = split_keys(agent.obs_space)
     if not images:
         return {}
-    nets = state.nets
     dynamics: ThickWorldModel = nets.dynamics
-    data = base._split_batch(batch)
     take = lambda x: x[:rows]
     sensors = jax.tree.map(take, data["sensors"])
     tokens = nets.encoder(sensors)
@@ -387,10 +337,14 @@ def _to_uint8(image: Float[Array, "..."]) -> Array:
 
 def make_thick(
     config: ThickConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]
-) -> ThickDreamer:
-    """The AgentSpec `make`."""
+) -> DreamerV3:
+    """The AgentSpec `make`: DreamerV3 with THICK's world model, behaviour extension and report."""
     check_config(config)
-    obs_space, act_space = dict(obs_space), dict(act_space)
-    maker = ThickWorldModelMaker(tuple(sorted(obs_space.items())), tuple(sorted(act_space.items())))
-    base = make_agent(config, obs_space, act_space, make_dynamics=maker)
-    return ThickDreamer(config, obs_space, act_space, base)
+    return make_agent(
+        config,
+        obs_space,
+        act_space,
+        make_dynamics=make_world_model,
+        make_behaviour=make_behaviour,
+        extra_report=thick_report,
+    )

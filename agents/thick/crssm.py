@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.dynamics import reset_at_first
+from agents.common.latents import reset_at_first
 from agents.common.nets import MLP, BlockGRU, Linear, MLPHead, NormedLinear
 from agents.common.observations import ObservationDecoder
 from agents.thick.gatel0rd import GateL0RDCell

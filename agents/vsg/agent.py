@@ -7,7 +7,7 @@ Nothing of the DreamerV3 update is repeated here: the agents are `agents.dreamer
     rec + rew + con + dyn * dyn_kl + rep * rep_kl + gate * gate_kl + policy + value + repval * repval_loss
 
 with `gate` = 0.1 (the VSG paper's gate-KL scale) and the gate prior / free bits in `rssm.gate_prior` /
-`rssm.gate_free`. The gate-open rate is logged as `dyn/gate/open_rate` (the agent prefixes dynamics metrics).
+`rssm.gate_free`. The gate-open rate is logged as `dyn/gate/open_rate`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from jaxtyping import PRNGKeyArray
 
+from agents.common.actions import ActionLayout
 from agents.dreamerv3 import DreamerV3, DreamerV3Config, LossScales, make_agent
 from agents.vsg.dynamics import GatedRSSM, StochasticGatedSSM
 from bench.api import AgentSpec
@@ -72,26 +73,41 @@ class SVSGConfig(DreamerV3Config):
     loss_scales: GatedLossScales = GatedLossScales()
 
 
-def make_gated_rssm(config: VSGConfig, token_size: int, action_size: int, *, key: PRNGKeyArray) -> GatedRSSM:
+def make_gated_rssm(
+    config: VSGConfig,
+    obs_space: Mapping[str, Space],
+    layout: ActionLayout,
+    token_size: int,
+    *,
+    key: PRNGKeyArray,
+) -> GatedRSSM:
     """`make_dynamics` of VSG."""
+    del obs_space
     r = config.rssm
     if not isinstance(r, GatedRSSMConfig):
         raise TypeError(f"VSG needs config.rssm to be a GatedRSSMConfig, got {type(r).__name__}")
     return GatedRSSM(
-        token_size, action_size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
+        token_size, layout.size, deter=r.deter, hidden=r.hidden, stoch=r.stoch, classes=r.classes,
         blocks=r.blocks, img_layers=r.img_layers, obs_layers=r.obs_layers, unimix=r.unimix,
         free_nats=r.free_nats, gate_prior=r.gate_prior, gate_free=r.gate_free, act=r.act, key=key,
     )  # fmt: skip
 
 
-def make_gated_state(config: SVSGConfig, token_size: int, action_size: int, *,
-                     key: PRNGKeyArray) -> StochasticGatedSSM:  # fmt: skip
+def make_gated_state(
+    config: SVSGConfig,
+    obs_space: Mapping[str, Space],
+    layout: ActionLayout,
+    token_size: int,
+    *,
+    key: PRNGKeyArray,
+) -> StochasticGatedSSM:
     """`make_dynamics` of SVSG."""
+    del obs_space
     r = config.rssm
     if not isinstance(r, GatedStateConfig):
         raise TypeError(f"SVSG needs config.rssm to be a GatedStateConfig, got {type(r).__name__}")
     return StochasticGatedSSM(
-        token_size, action_size, stoch=r.stoch, hidden=r.hidden, blocks=r.blocks, min_std=r.min_std,
+        token_size, layout.size, stoch=r.stoch, hidden=r.hidden, blocks=r.blocks, min_std=r.min_std,
         free_nats=r.free_nats, gate_prior=r.gate_prior, gate_free=r.gate_free, act=r.act, key=key,
     )  # fmt: skip
 
@@ -112,7 +128,7 @@ VSG_SPEC = AgentSpec(
     name="vsg",
     config_cls=VSGConfig,
     make=make_vsg,
-    presets=("agents.common:presets.yaml", "agents.vsg:presets.yaml",),
+    presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:presets.yaml"),
     description="VSG (Jain et al. 2022): DreamerV3 with a gated RSSM whose deterministic state is updated only "
     "where sampled Bernoulli gates open (gate prior 0.4, gate KL 0.1). Presets size1m..size400m, debug, per suite.",
 )
@@ -121,7 +137,7 @@ SVSG_SPEC = AgentSpec(
     name="svsg",
     config_cls=SVSGConfig,
     make=make_svsg,
-    presets=("agents.common:presets.yaml", "agents.vsg:svsg_presets.yaml",),
+    presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:svsg_presets.yaml"),
     description="SVSG (Jain et al. 2022): DreamerV3 with a fully stochastic Gaussian state, one gate per "
     "dimension shared by prior and posterior, and a gate-masked KL. Presets size1m..size400m, debug, per suite.",
 )

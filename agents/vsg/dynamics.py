@@ -1,4 +1,4 @@
-"""VSG and SVSG latent dynamics (Jain et al. 2022) as `AbstractDynamics` for the DreamerV3 agent.
+"""VSG and SVSG latent dynamics (Jain et al. 2022) as `AbstractDynamics` (agents/dreamerv3/dynamics.py).
 
 VSG, the gated RSSM. Latent `deter` (B, D) and `stoch` (B, S, K) one-hot; features [deter, flat stoch]:
 
@@ -39,16 +39,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.dynamics import (
-    AbstractDynamics,
-    Latent,
-    WorldModelData,
+from agents.common.latents import (
     categorical_decoder_inputs,
     categorical_features,
     categorical_kl_terms,
     reset_at_first,
 )
 from agents.common.nets import MLP, BlockLinear, Linear, NormedLinear, batched
+from agents.dreamerv3.dynamics import AbstractDynamics, Latent, WorldModelData
 from agents.vsg import gate as gate_lib
 
 sg = jax.lax.stop_gradient
@@ -226,12 +224,7 @@ class GatedRSSM(AbstractDynamics):
         metrics.update(_gate_metrics(posteriors["gate"], posteriors["gate_logits"], gate_kl))
         # a batch-level term spread over (B, T): its mean over the steps is the paper's value
         losses["gate"] = jnp.broadcast_to(gate_loss, losses["dyn"].shape)
-        return losses, metrics
-
-    def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
-                       cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
-        del trajectory, reward, cont, key
-        return returns, {}, {}
+        return losses, {f"dyn/{k}": v for k, v in metrics.items()}
 
 
 # ----------------------------------------------------------------------------------------------------- SVSG
@@ -353,9 +346,4 @@ class StochasticGatedSSM(AbstractDynamics):
             "rep": jnp.maximum(rep, self.free_nats),
             "gate": jnp.broadcast_to(gate_loss, dyn.shape),
         }
-        return losses, metrics
-
-    def critic_targets(self, trajectory: Latent, returns: Float[Array, "N H"], reward: Float[Array, "N H+1"],
-                       cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
-        del trajectory, reward, cont, key
-        return returns, {}, {}
+        return losses, {f"dyn/{k}": v for k, v in metrics.items()}
