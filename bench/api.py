@@ -139,8 +139,10 @@ class AgentSpec:
     """How the registry builds an agent.
 
     `config_cls` is a frozen dataclass with defaults. `presets` names YAML files (package resource paths
-    "package:relative/path.yaml" or absolute paths) of named presets; a preset named after the suite is
-    applied automatically before `--configs`.
+    "package:relative/path.yaml" or absolute paths) of named presets, layered in order (a preset defined again
+    in a later file updates the earlier one's keys); a preset named after the suite is applied automatically
+    before `--configs`. `action_kinds` says which action spaces the agent can act in ("discrete",
+    "continuous"): contract tests and benchmark plans use it to leave out combinations that cannot run.
     """
 
     name: str
@@ -148,6 +150,7 @@ class AgentSpec:
     make: Callable[..., AbstractAgent]  # make(config, obs_space, act_space) -> agent
     presets: tuple[str, ...] = ()
     description: str = ""
+    action_kinds: tuple[str, ...] = ("discrete", "continuous")
 
 
 # ------------------------------------------------------------------------------------------------ tasks

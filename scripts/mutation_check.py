@@ -42,7 +42,7 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
-        "1", "dyn/rep stop-gradients swapped", "agents/common/dynamics.py",
+        "1", "dyn/rep stop-gradients swapped", "agents/common/latents.py",
         "    dyn = dists.categorical_kl(sg(post), prior).sum(-1)\n    rep = dists.categorical_kl(post, sg(prior)).sum(-1)\n",
         "    dyn = dists.categorical_kl(post, sg(prior)).sum(-1)\n    rep = dists.categorical_kl(sg(post), prior).sum(-1)\n",
         (COMMON, AGENT),

@@ -52,8 +52,8 @@ MUTATIONS = (
     Mutation(
         "a", "long-horizon value V bootstrapped at the current state instead of s_tau",
         "agents/thick/agent.py",
-        "jax.vmap(self.coarse_slow_critic)(after)",
-        "jax.vmap(self.coarse_slow_critic)(self.coarse_features(latents))",
+        "jax.vmap(slow.coarse_critic)(after)",
+        "jax.vmap(slow.coarse_critic)(dynamics.coarse_features(latents))",
         tests=(LONG_HORIZON,),
     ),
     Mutation(

@@ -26,6 +26,7 @@ from bench import registry, spaces
 from tasks import toy
 
 TASKS = ("reach", "point")  # discrete and continuous actions
+ACTION_KIND = {"reach": "discrete", "point": "continuous"}
 TASK_SPECIFIC = {"bbs_scripted"}  # scripted policies that read one suite's private state; they do not learn
 # Shrinks the debug models further where the agent has these keys (others are left alone).
 SMALL = {"batch_size": 2, "batch_length": 4, "imagination.horizon": 3}
@@ -80,7 +81,8 @@ def copy(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
 
 
-@pytest.fixture(scope="module", params=[(n, t) for n in learning_agents() for t in TASKS], ids="-".join)
+@pytest.fixture(scope="module", ids="-".join, params=[
+    (n, t) for n in learning_agents() for t in TASKS if ACTION_KIND[t] in registry.get_agent(n).action_kinds])
 def setup(request):
     name, task = request.param
     agent = build(name, task)

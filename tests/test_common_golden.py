@@ -16,7 +16,7 @@ import numpy as np
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import Actor, imagination_loss, make_critic, policy_log_prob, replay_value_loss
 from agents.common.conv import ConvDecoder
-from agents.common.dynamics import categorical_kl_terms
+from agents.common.latents import categorical_kl_terms
 from agents.common.nets import BlockGRU
 from agents.common.returns import PercentileNormalizer
 from bench import spaces

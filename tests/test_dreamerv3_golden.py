@@ -116,7 +116,7 @@ def test_agent_wires_targets_and_hyperparameters_into_the_losses(monkeypatch):
         "action": rng.integers(0, 3, size=(b, t)).astype(np.int32),
     }
     batch["is_terminal"][0, 3] = batch["is_last"][0, 3] = batch["is_last"][1, 2] = True
-    for key, value in agent.initial_carry(None, 1)["latent"].items():
+    for key, value in eqx.filter_eval_shape(lambda: agent.initial_carry(agent.init(key=jax.random.key(0)), 1))["latent"].items():
         batch[LATENT_PREFIX + key] = np.zeros((b, t, *value.shape[1:]), np.float16)
 
     seen, arrays = {}, {}

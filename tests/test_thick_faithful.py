@@ -28,7 +28,7 @@ import numpy as np
 from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.thick import SPEC, ContextRSSM, ThickConfig
-from agents.thick.agent import ThickWorldModel
+from agents.thick.agent import ThickBehaviour, ThickWorldModel
 from agents.thick.gatel0rd import GateL0RDCell
 from agents.thick.highlevel import HighLevelModel, highlevel_losses
 from agents.thick.segments import SegmentTargets, segment_boundaries, segment_targets
@@ -247,8 +247,9 @@ def test_long_horizon_return_reads_reward_continue_and_value_at_s_tau():
         LogitProbe(jnp.asarray(w_cont)),
     ))  # fmt: skip
     value = TwohotProbe(jnp.asarray(w_value), dists.symexp_bins(config.critic.bins))
-    model = eqx.tree_at(lambda m: (m.highlevel, m.crssm, m.coarse, m.coarse_slow_critic), model,
-                        (hl, crssm, coarse, value))  # fmt: skip
+    model = eqx.tree_at(lambda m: (m.highlevel, m.crssm, m.coarse), model, (hl, crssm, coarse))
+    behaviour = ThickBehaviour(config, coarse_size, key=jax.random.key(1))
+    slow = eqx.tree_at(lambda b: b.coarse_critic, behaviour, value)  # the slow coarse critic V_slow
 
     starts = 6
     z_now = rng.integers(0, classes, (starts, stoch))
@@ -258,7 +259,7 @@ def test_long_horizon_return_reads_reward_continue_and_value_at_s_tau():
         "stoch": jax.nn.one_hot(z_now, classes),
         "context": jnp.asarray(c_now),
     }
-    long_return = eqx.filter_jit(model.long_horizon_return)(latents, key=jax.random.key(3))
+    long_return = eqx.filter_jit(behaviour.long_horizon_return)(slow, model, latents, key=jax.random.key(3))
 
     # Reference: G = r_way + gamma^delta (r(s_tau) + cont(s_tau) V(s_tau)), gamma = 1 - 1/333.
     gamma = 1.0 - 1.0 / 333.0

@@ -14,6 +14,7 @@ SPEC = AgentSpec(
     config_cls=IRISConfig,
     make=make_agent,
     presets=("agents.iris:presets.yaml",),
+    action_kinds=("discrete",),  # IRIS embeds one discrete action as a token
     description="IRIS (Micheli et al. 2023): VQ tokenizer, GPT world model imagining token by token with a KV "
     "cache, CNN+LSTM actor-critic; three training streams. Presets atari100k, debug, quick.",
 )

@@ -196,7 +196,8 @@ class IRIS(AbstractAgent):
         (total, metrics), grads = jax.value_and_grad(
             lambda p: loss_fn(eqx.combine(p, static), state, batch, key=key), has_aux=True
         )(params)
-        updates, opt_state = self._optimizer(stream).update(grads, state.opt[stream], params)
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: float ** int32 step count
+            updates, opt_state = self._optimizer(stream).update(grads, state.opt[stream], params)
         component = eqx.combine(optax.apply_updates(params, updates), static)
         state = eqx.tree_at(lambda s: self._component(s, stream), state, component)
         state = eqx.tree_at(lambda s: (s.opt[stream], s.updates[stream]), state,
