@@ -90,7 +90,8 @@ class TinyAgent(AbstractAgent):
             return jnp.where(poisoned, jnp.nan, loss)
 
         loss, grads = jax.value_and_grad(loss_fn)((state.weights, state.bias))
-        updates, opt_state = self.optimizer().update(grads, state.opt_state)
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: float ** int32 step count
+            updates, opt_state = self.optimizer().update(grads, state.opt_state)
         weights, bias = optax.apply_updates((state.weights, state.bias), updates)
         poison = (self.config.nan_state_after >= 0) & (state.updates >= self.config.nan_state_after)
         new_state = TinyState(weights, bias, opt_state, state.updates + 1, jnp.where(poison, jnp.nan, state.shadow))
@@ -226,9 +227,9 @@ class TwoStreamAgent(AbstractAgent):
         if leading != (batch_size, context + length):
             raise ValueError(f"stream {stream}: batch shape {leading} != {(batch_size, context + length)}")
         if stream == "fast":
-            value = batch["reward"].astype(jnp.float32).sum() + 0.001 * batch["action"].sum()
+            value = batch["reward"].astype(jnp.float32).sum() + 0.001 * batch["action"].sum().astype(jnp.float32)
         else:
-            value = batch["t"].astype(jnp.float32).sum() + batch["reward"].sum()
+            value = batch["t"].astype(jnp.float32).sum() + batch["reward"].astype(jnp.float32).sum()
         sums = {**state.sums, stream: state.sums[stream] + value + jax.random.uniform(key)}
         updates = {**state.updates, stream: state.updates[stream] + 1}
         metrics = {"value": value, "count": updates[stream]}
