@@ -408,7 +408,7 @@ class Rollout:
     def receive(self) -> list[Finished]:
         collected = self.envs.collect()
         finished: list[Finished] = []
-        observations = [{k: v[w] for k, v in self.obs.items()} for w in range(len(self.episodes))]
+        observations: list[dict | None] = [None] * len(self.episodes)
         for w, result in collected.items():
             episode = self.episodes[w]
             if result.crashed:
@@ -426,6 +426,9 @@ class Rollout:
                 if result.obs["is_last"]:
                     finished.append((w, episode, result.stats or {}, False))
             observations[w] = result.obs
+        for w, obs in enumerate(observations):
+            if obs is None:  # an idle worker (evaluation done with it) keeps its last observation
+                observations[w] = {k: v[w] for k, v in self.obs.items()}
         self.obs = stack(observations)
         return finished
 
