@@ -212,6 +212,7 @@ def test_report_images(agent, state):
     np.testing.assert_array_equal(out["imagination"][:, :16, :16], batch["image"][0])
 
 
+@pytest.mark.slow  # the default run covers this through tests/test_agent_contract.py
 def test_save_load_round_trip_gives_identical_outputs(agent, state, jitted):
     updates, act, _ = jitted
     rng = np.random.default_rng(5)

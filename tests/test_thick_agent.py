@@ -189,6 +189,7 @@ def compiled():
     return agent, state, batch, update
 
 
+@pytest.mark.slow  # the default run covers this through tests/test_agent_contract.py
 def test_update_traces_once_and_logs_every_term(compiled):
     agent, state, batch, update = compiled
     slow_before = state.slow["behaviour"].coarse_critic

@@ -120,6 +120,7 @@ def gate_metric(metrics: dict, name: str) -> float:
     return float(value)
 
 
+@pytest.mark.slow  # the default run covers this through tests/test_agent_contract.py
 def test_update_traces_once_and_logs_every_term(compiled):
     name, agent, state, batch, update = compiled
     dynamics_type = GatedRSSM if name == "vsg" else StochasticGatedSSM
