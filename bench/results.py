@@ -86,16 +86,15 @@ def no_new_empty_folders(folder):
 
 def fsync_file(path) -> None:
     """Flush a written file's data to disk (a rename alone may reach the disk before the data)."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+    _fsync(path, os.O_RDONLY)
 
 
 def fsync_dir(path) -> None:
     """Flush a folder's entries (creations, renames, deletions) to disk."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    _fsync(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path, flags: int) -> None:
     handle = os.open(path, flags)
     try:
         os.fsync(handle)
