@@ -16,6 +16,7 @@ examples:
   bench run --agent thick --suite atari100k --task pong --seed 1
   bench run --agent thick --suite atari100k --seeds 0:5 --parallel 2      (every task, seeds 0-4)
   bench run --agent dreamerv3 --suite dmc_proprio --task cartpole_swingup --loss_scales.rep 0.2 --run.envs 4
+  bench run --plan plans/cpu.yaml --parallel 2      (every run of a benchmark plan; see bench/plan.py)
 
 Any config key can be set with a dotted flag: agent keys directly (--loss_scales.sparse 10), framework
 sections with their prefix (--run.train_ratio 64, --replay.capacity 1e5, --env.noops 0,
@@ -37,8 +38,9 @@ def _add_run(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--agent", required=True, help=AGENT_HELP)
-    parser.add_argument("--suite", required=True, help=SUITE_HELP)
+    parser.add_argument("--agent", help=AGENT_HELP + " (required unless --plan)")
+    parser.add_argument("--suite", help=SUITE_HELP + " (required unless --plan)")
+    parser.add_argument("--plan", help="run every run of a benchmark plan (a YAML file; see bench/plan.py)")
     parser.add_argument("--task", help="task of the suite; without it every task of the suite is run")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="one seed (default 0)")
@@ -58,6 +60,10 @@ def _cmd_run(args, extra: list[str]) -> int:
     from bench import registry, results, runner
     from bench.sweep import EXECUTORS, Job, check_seeds, parse_seeds, summarize
 
+    if args.plan:
+        return _run_plan(args, extra)
+    if not args.agent or not args.suite:
+        raise config_lib.ConfigError("bench run: --agent and --suite are required (or give --plan FILE)")
     overrides = config_lib.parse_overrides(extra)
     if args.steps is not None:
         if not float(args.steps).is_integer() or args.steps <= 0:
@@ -91,6 +97,34 @@ def _cmd_run(args, extra: list[str]) -> int:
     ]
     print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
           file=sys.stderr)  # fmt: skip
+    return summarize(jobs, EXECUTORS[args.executor](args.parallel).run_all(jobs))
+
+
+def _run_plan(args, extra: list[str]) -> int:
+    """`bench run --plan FILE`: the plan's unfinished runs as one sweep (finished ones are counted, not rerun)."""
+    from bench import config as config_lib
+    from bench import plan as plan_lib
+    from bench import results
+    from bench.sweep import EXECUTORS, Job, summarize
+
+    given = [flag for flag, value in (("--agent", args.agent), ("--suite", args.suite), ("--task", args.task),
+             ("--seed", args.seed), ("--seeds", args.seeds), ("--configs", args.configs), ("--steps", args.steps),
+             ("--restart", args.restart)) if value]  # fmt: skip
+    if given or extra:
+        raise config_lib.ConfigError(f"--plan: the plan file says what to run; drop {' '.join(given + extra)}")
+    plan = plan_lib.load(args.plan)
+    runs = plan_lib.resolve_runs(plan)
+    left_out = plan.runs()[1]
+    root = args.logdir or results.default_root()
+    todo = [run for run in runs if not results.is_finished(run.folder(plan.suite, root))]
+    print(f"{plan.describe()}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run "
+          f"({args.parallel} at a time) under {root}", file=sys.stderr)  # fmt: skip
+    for line in left_out:
+        print(f"  left out: {line}", file=sys.stderr)
+    jobs = [Job(run.run.agent.agent, plan.suite, run.run.task, run.run.seed, run.run.agent.configs,
+                run.run.overrides, args.logdir) for run in todo]  # fmt: skip
+    if not jobs:
+        return 0
     return summarize(jobs, EXECUTORS[args.executor](args.parallel).run_all(jobs))
 
 
@@ -158,7 +192,7 @@ def _add_leaderboard(subparsers) -> None:
         help="build a suite's leaderboard from result files and published reference rows",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Normalised scores, rliable aggregates with bootstrap CIs, Markdown/CSV/JSON/HTML and plots.",
-        epilog="examples:\n  bench leaderboard --suite atari100k\n"
+        epilog="examples:\n  bench leaderboard --suite atari100k\n  bench leaderboard --plan plans/cpu.yaml --runs results\n"
         "  bench leaderboard --suite toy --runs runs --out leaderboard_out/toy --reps 2000",
     )
     pub = subparsers.add_parser(

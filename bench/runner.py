@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import config as config_lib
-from bench import registry, results
+from bench import registry, results, spaces
 from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
 from bench.checkpoint import Checkpointer, CheckpointError
 from bench.envs import VecEnv, episode_seed, stack
@@ -453,6 +453,12 @@ class Run:
         self.envs = VecEnv(resolved.suite_ref, resolved.task, cfg.env, cfg.run.envs,
                            max_restarts=cfg.run.max_worker_restarts, timeout=cfg.run.worker_timeout)  # fmt: skip
         self.eval_envs: VecEnv | None = None
+        kind = spaces.action_kind(self.envs.act_space)
+        if kind not in resolved.agent_spec.action_kinds:
+            self.envs.close()
+            kinds = " and ".join(resolved.agent_spec.action_kinds)
+            raise RunError(f"agent {resolved.agent_spec.name!r} acts in {kinds} action spaces only; "
+                           f"task {resolved.task!r} has {kind} actions")  # fmt: skip
         self.agent = resolved.agent_spec.make(cfg.agent, self.envs.obs_space, self.envs.act_space)
         self.streams: dict[str, StreamSpec] = dict(self.agent.streams())
         self.compiled = CompiledAgent(self.agent, self.base_key)

@@ -96,6 +96,12 @@ def step_spaces() -> dict[str, Space]:
     }
 
 
+def action_kind(act_space: Mapping[str, Space]) -> str:
+    """'discrete' or 'continuous': the kind of an action space (its "action" entry), as `AgentSpec.action_kinds`
+    names them."""
+    return "discrete" if act_space["action"].is_discrete else "continuous"
+
+
 def sensor_keys(obs_space: Mapping[str, Space]) -> list[str]:
     """Keys a learning agent may encode: everything except step keys and private keys."""
     return [k for k in obs_space if k not in STEP_KEYS and not k.startswith(PRIVATE_PREFIX)]

@@ -122,15 +122,28 @@ def build(
     any_budget: bool = False,
     skip_invalid: bool = False,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    plan=None,
 ) -> Leaderboard:
-    """`progress(description, total)` returns an `advance(n)` callback (or pass None)."""
+    """`progress(description, total)` returns an `advance(n)` callback (or pass None). `plan` (a
+    `bench.plan.Plan`) limits our runs to the plan's and names the plan and its hash in the board."""
     if reps < 1:
         raise ValueError(f"--reps must be >= 1, got {reps}")
     info = load.suite_info(suite, protocol)
     report = load.LoadReport(notes=list(info.notes))
     roots = list(load.default_roots() if roots is None else roots)
     info = load.with_run_tasks(info, roots)
-    loaded = load.load_runs(roots, info, report, any_budget=any_budget, skip_invalid=skip_invalid)
+    only = None
+    if plan is not None:
+        from bench import plan as plan_lib
+
+        only = [run.key for run in plan_lib.resolve_runs(plan)]
+        report.notes.append(f"{plan.describe()}: {plan.about}".rstrip(": "))
+        tasks = tasks or list(plan.tasks)
+        if plan.steps and plan.steps != info.budget:  # the plan fixes the budget of every run it names
+            report.notes.append(f"budget: the plan's {plan.steps:,} agent steps (the suite's is {info.budget:,})")
+            info = dataclasses.replace(info, budget=plan.steps)
+        report.notes += [f"left out by the plan: {line}" for line in plan.runs()[1]]
+    loaded = load.load_runs(roots, info, report, any_budget=any_budget, skip_invalid=skip_invalid, only=only)
     if references:
         loaded += load.load_references(info, report)
     if methods:

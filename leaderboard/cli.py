@@ -17,7 +17,9 @@ from leaderboard.normalize import PROTOCOLS, SUITES
 
 
 def add_leaderboard_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", required=True, help=f"suite to rank ({', '.join(sorted(SUITES))})")
+    parser.add_argument("--suite", help=f"suite to rank ({', '.join(sorted(SUITES))}); required unless --plan")
+    parser.add_argument("--plan", type=Path,
+                        help="board of exactly a benchmark plan's runs (its suite; says which are missing)")  # fmt: skip
     parser.add_argument("--runs", nargs="+", type=Path, metavar="DIR",
                         help="results roots holding <suite>/<task>/<agent>/<config-hash>/seed<N>/ run folders "
                              "(default: the repository's results/ and the local runs/ or $BENCH_ROOT)")  # fmt: skip
@@ -78,6 +80,16 @@ def run_leaderboard(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     quiet = getattr(args, "quiet", False)
+    plan = None
+    if getattr(args, "plan", None):
+        from bench import plan as plan_lib
+
+        plan = plan_lib.load(args.plan)
+        if args.suite and args.suite != plan.suite:
+            raise ValueError(f"--suite {args.suite!r} differs from the plan's suite {plan.suite!r}")
+        args.suite = plan.suite
+    if not args.suite:
+        raise ValueError("bench leaderboard: --suite is required (or give --plan FILE)")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         factory = None if quiet else _progress_factory(console, stack)
@@ -95,9 +107,10 @@ def run_leaderboard(args: argparse.Namespace) -> int:
             any_budget=args.any_budget,
             skip_invalid=args.skip_invalid,
             progress=factory,
+            plan=plan,
         )
     built = time.perf_counter()
-    out = args.out or Path("leaderboard_out") / board.suite.name
+    out = args.out or Path("leaderboard_out") / (plan.name if plan else board.suite.name)
     written = render.write(board, out, plots=not args.no_plots)
     if args.screenshot:
         from leaderboard import browser

@@ -24,7 +24,7 @@ import json
 import math
 import stat
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -538,16 +538,20 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
 
 def load_runs(
     roots: Sequence[Path], info: SuiteInfo, report: LoadReport, *, any_budget: bool = False,
-    skip_invalid: bool = False,
+    skip_invalid: bool = False, only: Collection[tuple[str, str, str, int]] | None = None,
 ) -> list[Method]:  # fmt: skip
-    """Every finished run of the suite under the roots, grouped by agent and config hash."""
+    """Every finished run of the suite under the roots, grouped by agent and config hash. With `only` (a
+    plan's (task, agent, config hash, seed) keys), just those runs; the folders of other runs are not read."""
     seen: dict[tuple, Run] = {}
     runs: list[Run] = []
+    wanted = None if only is None else {(t, a, h, f"seed{s}") for t, a, h, s in only}
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"results root {root} is not a folder")
         for folder in find_run_folders(root, info.name):
+            if wanted is not None and tuple(folder.parts[-4:]) not in wanted:
+                continue
             try:
                 result = read_run(folder, info, any_budget=any_budget)
             except ValueError as error:
@@ -570,6 +574,12 @@ def load_runs(
                 continue
             seen[key] = result
             runs.append(result)
+    if wanted is not None:
+        found = {(r.task, r.agent, r.config_hash, f"seed{r.seed}") for r in runs}
+        missing = sorted(wanted - found)
+        report.notes.append(f"{len(found)} of {len(wanted)} planned runs found finished"
+                            + (f"; missing {len(missing)}: " + ", ".join("/".join(k) for k in missing)
+                               if missing else ""))  # fmt: skip
     methods: dict[str, Method] = {}
     for run in sorted(runs, key=lambda r: (r.method, r.task, r.seed)):
         if run.task not in info.tasks:
