@@ -171,7 +171,9 @@ class VecEnv:
         status, payload = parent.recv()
         if status != "ready":
             proc.join(timeout=5)
-            raise WorkerError(f"env worker {index} ({self.suite_name}/{self.task}) failed to start:\n{payload}")
+            lines = str(payload).strip().splitlines()
+            cause = lines[-1] if lines else "no reason given"  # a traceback's last line is the exception
+            raise WorkerError(f"env worker {index} ({self.suite_name}/{self.task}) failed to start: {cause}\n{payload}")  # fmt: skip
         self._procs[index], self._conns[index] = proc, parent
         self._spaces = payload
 

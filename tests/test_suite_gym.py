@@ -215,3 +215,11 @@ def test_dreamerv3_learns_cartpole_above_random(tmp_path):
           f"{final.mean():.1f} +- {final.std():.1f}")  # fmt: skip
     assert final.size == 10
     assert final.mean() > bar
+
+
+def test_an_env_that_fails_to_start_is_one_line_naming_the_cause(tmp_path, capsys):
+    code = cli.main(["run", "--agent", "random", "--suite", SUITE_REF, "--task", "FrozenLake-v1", "--steps", "10",
+                     "--env.kwargs", '{"is_slipery": false}', "--logdir", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "failed to start: ValueError" in err and "is_slipery" in err, err
