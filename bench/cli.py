@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 
 from bench.sweep import PARENT_ENV, die_with_parent
 
@@ -15,6 +16,7 @@ examples:
   bench run --agent dreamerv3 --suite toy --task reach --configs debug --steps 5000
   bench run --agent thick --suite atari100k --task pong --seed 1
   bench run --agent thick --suite atari100k --seeds 0:5 --parallel 2      (every task, seeds 0-4)
+  bench run --agent thick --suite atari100k --seeds 0:5 --executor ray --ray.address HEAD_IP:6379
   bench run --agent dreamerv3 --suite dmc_proprio --task cartpole_swingup --loss_scales.rep 0.2 --run.envs 4
   bench run --plan plans/cpu.yaml --parallel 2      (every run of a benchmark plan; see bench/plan.py)
 
@@ -49,7 +51,16 @@ def _add_run(subparsers) -> None:
     parser.add_argument("--logdir", help="results root (default $BENCH_ROOT or ./runs)")
     parser.add_argument("--steps", type=float, help="agent steps (overrides the suite budget; same as --run.steps)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time in a sweep (local executor)")
-    parser.add_argument("--executor", default="local", choices=["local"], help="sweep executor")
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="sweep executor: a local process pool, or a Ray cluster (see --ray.*)")
+    ray = parser.add_argument_group("Ray executor (--executor ray)")
+    ray.add_argument("--ray.address", dest="ray_address", metavar="ADDRESS",
+                     help="cluster address, e.g. 10.0.0.1:6379 or auto (the one `ray start` began on this machine); "
+                     "default $RAY_ADDRESS, else a new cluster on this machine")
+    ray.add_argument("--ray.cpus", dest="ray_cpus", type=float, metavar="N", help="CPUs each run holds (default 1)")
+    ray.add_argument("--ray.gpus", dest="ray_gpus", type=float, metavar="N", help="GPUs each run holds (default 0)")
+    ray.add_argument("--ray.retries", dest="ray_retries", type=int, metavar="N",
+                     help="times a failed or lost run is started again; it resumes from its checkpoint (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     parser.add_argument("--restart", action="store_true",
                         help="start over a run folder whose results cannot be resumed (deletes its results)")
@@ -71,13 +82,20 @@ def _cmd_run(args, extra: list[str]) -> int:
         overrides["run.steps"] = str(int(args.steps))
     if args.parallel < 1:
         raise config_lib.ConfigError(f"--parallel: expected a positive number of runs at a time, got {args.parallel}")
+    ray_options = {key: value for key in ("address", "cpus", "gpus", "retries")
+                   if (value := getattr(args, f"ray_{key}")) is not None}  # fmt: skip
+    if ray_options and args.executor != "ray":
+        raise config_lib.ConfigError(f"--ray.{next(iter(ray_options))} is an option of --executor ray")
+    if args.executor == "ray" and args.parallel != 1:
+        raise config_lib.ConfigError("--parallel is for the local executor; on Ray, --ray.cpus and --ray.gpus per run "
+                                     "decide how many runs share the cluster")  # fmt: skip
     seeds = parse_seeds(args.seeds) if args.seeds else check_seeds([args.seed or 0], "--seed")
     suite = registry.get_suite(args.suite)
     tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
     # resolve the config once, up front, so a typo fails before any run starts
     resolved = runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
     command = shlex.join(["bench", *sys.argv[1:]])
-    if len(tasks) == 1 and len(seeds) == 1:
+    if len(tasks) == 1 and len(seeds) == 1 and args.executor == "local":
         root = args.logdir or results.default_root()
         target = runner.run_folder(resolved, seeds[0], root)
         try:
@@ -90,14 +108,22 @@ def _cmd_run(args, extra: list[str]) -> int:
         if not args.quiet:
             print(folder)
         return 0
+    logdir = args.logdir
+    if args.executor == "ray":  # a Ray worker starts elsewhere: every node sees the results root at this path
+        logdir = str((Path(logdir) if logdir else results.default_root()).resolve())
     jobs = [
-        Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), args.logdir)
+        Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), logdir)
         for task in tasks
         for seed in seeds
     ]
-    print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
-          file=sys.stderr)  # fmt: skip
-    return summarize(jobs, EXECUTORS[args.executor](args.parallel).run_all(jobs))
+    if args.executor == "ray":
+        executor = EXECUTORS["ray"](**ray_options)
+        print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds) on Ray", file=sys.stderr)
+    else:
+        executor = EXECUTORS["local"](args.parallel)
+        print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
+              file=sys.stderr)  # fmt: skip
+    return summarize(jobs, executor.run_all(jobs))
 
 
 def _run_plan(args, extra: list[str]) -> int:
@@ -229,7 +255,8 @@ def _add_perf(subparsers) -> None:
         help="throughput benchmarks: runner, envs, agent",
         description="Throughput benchmarks that print figures and ratios.",
         epilog="examples:\n  bench perf runner --suite toy --task reach --envs 4\n  bench perf envs --suite atari100k"
-        "\n  bench perf agent --agent dreamerv3 --configs size12m",
+        "\n  bench perf agent --agent dreamerv3 --configs size12m"
+        "\n  bench perf agent --agent dreamerv3 --estimate atari100k      (wall time of one run and of the board)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     perf.add_arguments(parser)

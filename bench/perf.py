@@ -22,6 +22,7 @@ def add_arguments(parser) -> None:
         agent.set_defaults(unavailable=str(error))
     else:
         perf_agent.add_arguments(agent)
+        perf_agent.add_estimate_arguments(agent)
 
 
 def run(args) -> int:
@@ -35,4 +36,4 @@ def run(args) -> int:
         return perf_envs(args)
     from bench import perf_agent
 
-    return perf_agent.run(args)
+    return perf_agent.run_estimate(args) if args.estimate else perf_agent.run(args)

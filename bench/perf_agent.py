@@ -24,6 +24,7 @@ a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -393,4 +394,123 @@ def run(args) -> int:
     if args.json:
         with open(args.json, "w") as file:
             json.dump(figures, file, indent=2)
+    return 1 if figures["non_finite_metrics"] else 0
+
+
+# ------------------------------------------------------------------------------------------ estimate
+#
+# `bench perf agent --estimate SUITE`: the wall time of one run of the suite's protocol and of a whole board
+# (every task x --board-seeds), from the figures measured above. Its own section: the arithmetic is a pure
+# function of those figures (`estimate_run`), so it is tested on fixed inputs.
+
+
+def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--estimate", metavar="SUITE", default=None,
+                        help="estimate the wall time of one run of SUITE's protocol and of a whole board")  # fmt: skip
+    parser.add_argument("--board-seeds", type=int, default=5, help="seeds per task of the board (--estimate)")
+    parser.add_argument("--eval-episode-steps", type=int, default=None,
+                        help="agent steps per evaluation episode (--estimate; default: the protocol's cap)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPlan:
+    name: str
+    ratio: float  # replayed steps per policy step
+    batch: int
+    length: int
+    start: int  # agent step of its first update
+    update_s: float  # measured seconds per update
+
+
+def episode_cap(suite_spec, protocol) -> int | None:
+    """The protocol's truncation limit in agent steps, if it has one (an upper bound of an episode's length)."""
+    if getattr(protocol, "episode_frames", 0):
+        return -(-protocol.episode_frames // suite_spec.frames_per_step(protocol))
+    for name in ("episode_length", "max_steps", "time_limit"):
+        if getattr(protocol, name, 0):
+            return int(getattr(protocol, name))
+    return None
+
+
+def estimate_run(*, steps: int, train_fill: int, streams: list[StreamPlan], policy_steps_per_s: float,
+                 eval_rounds: int, eval_episodes: int, eval_episode_steps: int, tasks: int, seeds: int) -> dict:  # fmt: skip
+    """Seconds of one run and of a board, with the arithmetic as text lines.
+
+    A stream's credit grows by ratio / (batch x length) per policy step once the replay holds `train_fill` steps
+    and the stream has started (bench.runner `_train`), so it runs (steps - max(train_fill, start)) x that many
+    updates. Policy steps (training and evaluation) take 1 / policy_steps_per_s each (policy_steps_per_s counts
+    every env of one batched call). Env stepping is not counted: the workers step while the learner trains.
+    """
+    lines, total = [], 0.0
+    for s in streams:
+        trained = max(steps - max(train_fill, s.start), 0)
+        updates = trained * s.ratio / (s.batch * s.length)
+        seconds = updates * s.update_s
+        total += seconds
+        lines.append(f"updates '{s.name}': ({steps:,} - {max(train_fill, s.start):,}) steps x {s.ratio:g} / "
+                     f"({s.batch} x {s.length}) = {updates:,.0f} updates x {s.update_s:.4g} s = {seconds:,.0f} s")  # fmt: skip
+    policy = steps / policy_steps_per_s
+    total += policy
+    lines.append(f"policy (training): {steps:,} steps / {policy_steps_per_s:,.1f} steps/s = {policy:,.0f} s")
+    eval_steps = eval_rounds * eval_episodes * eval_episode_steps
+    evaluation = eval_steps / policy_steps_per_s
+    total += evaluation
+    lines.append(f"policy (evaluation): {eval_rounds} rounds x {eval_episodes} episodes x {eval_episode_steps:,} steps "
+                 f"/ {policy_steps_per_s:,.1f} steps/s = {evaluation:,.0f} s")  # fmt: skip
+    board = total * tasks * seeds
+    lines.append(f"one run: {total:,.0f} s = {total / 3600:.2f} h")
+    lines.append(f"board: {tasks} tasks x {seeds} seeds x {total:,.0f} s = {board:,.0f} s = {board / 3600:.1f} h "
+                 f"= {board / 86400:.2f} days, one run at a time on this machine")  # fmt: skip
+    return {"run_s": total, "board_s": board, "lines": lines}
+
+
+def run_estimate(args) -> int:
+    """Measure the agent as the suite's runs configure it, then print `estimate_run`'s arithmetic."""
+    from bench import config as config_lib
+    from bench import registry, runner
+
+    suite_spec = registry.get_suite(args.estimate)
+    if args.suite and registry.get_suite(args.suite).name != suite_spec.name:
+        raise config_lib.ConfigError(f"--estimate {args.estimate} with --suite {args.suite}: name one suite")
+    task = suite_spec.resolve_task(args.task or suite_spec.tasks[0])
+    overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
+    resolved = runner.resolve(args.agent, suite_spec.name, task, args.configs, overrides)
+    cfg = resolved.config
+    # measure the agent the suite's runs train: its suite presets first, then --configs, on the suite's spaces
+    presets = registry.agent_presets(resolved.agent_spec)
+    automatic = [name for name in (suite_spec.name, f"{suite_spec.name}_{task}") if name in presets]
+    protocol = getattr(cfg.env, "eval_protocol", suite_spec.eval_protocol)
+    eval_episodes = cfg.run.eval_episodes or suite_spec.eval_episodes
+    final = 1 if protocol == "final_eval" or cfg.run.eval_episodes else 0  # as bench.runner `_evaluate`
+    eval_rounds = (cfg.run.steps // cfg.run.eval_every if cfg.run.eval_every else 0) + final
+    episode_steps = args.eval_episode_steps
+    if episode_steps is None and eval_rounds:
+        episode_steps = episode_cap(suite_spec, cfg.env)
+        if episode_steps is None:
+            raise config_lib.ConfigError(f"suite {suite_spec.name!r} has no episode cap: give --eval-episode-steps")
+        cap_note = " (the protocol's episode cap: an upper bound; --eval-episode-steps for a typical length)"
+    else:
+        cap_note = ""
+    measured_args = argparse.Namespace(**{**vars(args), "suite": suite_spec.name, "task": task,
+                                          "configs": [*automatic, *args.configs], "envs": cfg.run.envs})  # fmt: skip
+    figures = measure(measured_args)
+    for line in report_lines(figures):
+        print(line)
+    obs_space, act_space, _ = _spaces(measured_args)
+    agent = resolved.agent_spec.make(cfg.agent, obs_space, act_space)
+    streams = [StreamPlan(name, cfg.run.train_ratio if spec.ratio is None else spec.ratio, spec.batch, spec.length,
+                          spec.start, figures["streams"][name]["update_s_median"])
+               for name, spec in dict(agent.streams()).items()]  # fmt: skip
+    result = estimate_run(steps=cfg.run.steps, train_fill=cfg.run.train_fill, streams=streams,
+                          policy_steps_per_s=figures["policy_steps_per_s"], eval_rounds=eval_rounds,
+                          eval_episodes=eval_episodes, eval_episode_steps=episode_steps or 0,
+                          tasks=len(suite_spec.tasks), seeds=args.board_seeds)  # fmt: skip
+    print(f"estimate for {suite_spec.name} ({task} measured; {cfg.run.envs} envs, train_ratio {cfg.run.train_ratio:g},"
+          f" {cfg.run.steps:,} agent steps, {eval_rounds} evaluation rounds{cap_note}) on {figures['device']}:")
+    for line in result["lines"]:
+        print(f"  {line}")
+    print("  (env stepping not counted: it overlaps with training; `bench perf envs` measures it)")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({**figures, "estimate": result}, file, indent=2)
     return 1 if figures["non_finite_metrics"] else 0

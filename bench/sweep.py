@@ -2,8 +2,9 @@
 
 Each job is one `bench run --task T --seed S ...` command, so a crashing job never takes the sweep down and
 the run itself decides whether to start, resume or skip (finished). The executor interface is small
-(`run_all` jobs, get each one's exit code back in job order) so cluster engines can be added next to the
-local process pool.
+(`run_all` jobs, get each one's exit code back in job order): the local process pool (the default) and a Ray
+cluster (`RayExecutor`, whose tasks run `run_job`) start and stop a run the same way (`start_job`, `stop_job`),
+so a run behaves the same on both.
 
 A sweep owns its child runs, so that running the same command again never meets a second writer:
 
@@ -69,6 +70,7 @@ class Job:
 class SweepResult:
     codes: list[int | None]  # exit code of each job in job order; None = cancelled before it started
     stopped_by: int | None = None  # the signal that stopped the sweep, if any
+    lost: dict[int, str] = dataclasses.field(default_factory=dict)  # job index -> why it has no exit code (code 1)
 
 
 def child_env() -> dict[str, str]:
@@ -82,7 +84,9 @@ def child_env() -> dict[str, str]:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Make this process receive SIGTERM when its parent (the sweep, pid `parent_pid`) exits."""
+    """Make this process receive SIGTERM when its parent (the sweep, pid `parent_pid`) exits, and hear the signals
+    the sweep forwards even if the parent's thread blocked them (a Ray worker blocks SIGINT; children inherit it)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
@@ -97,6 +101,38 @@ def die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
     if os.getppid() != parent_pid:  # the sweep died before the death signal was armed
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_job(job: Job) -> subprocess.Popen:
+    """Start one run as a child of this process, in its own process group (signals reach it only through us)."""
+    return subprocess.Popen(job.argv(), env=child_env(), start_new_session=True)
+
+
+def stop_job(proc: subprocess.Popen, signum: int) -> None:
+    """Send `signum` to a run and its env workers (the run saves a checkpoint and stops; the workers ignore it)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass  # finished meanwhile
+
+
+def run_job(job: Job) -> int:
+    """Run one job here and return its exit code: the body of a Ray task.
+
+    Ray cancels a running task by raising KeyboardInterrupt between Python instructions (hence the polling wait),
+    perhaps more than once: the first one sends the run a SIGINT, as Ctrl-C would; it saves a checkpoint and exits.
+    """
+    proc = start_job(job)
+    stopping = False
+    while True:
+        try:
+            while proc.poll() is None:
+                time.sleep(0.2)
+            return proc.returncode
+        except KeyboardInterrupt:
+            if not stopping:
+                stop_job(proc, signal.SIGINT)
+                stopping = True
 
 
 class AbstractExecutor(abc.ABC):
@@ -120,8 +156,7 @@ class LocalExecutor(AbstractExecutor):
         with self._lock:
             if self._stopped_by is not None:
                 return None  # cancelled: the sweep was stopped before this job started
-            # its own process group: signals reach the run and its env workers only through the sweep
-            proc = subprocess.Popen(job.argv(), env=child_env(), start_new_session=True)
+            proc = start_job(job)
             self._running[index] = proc
         try:
             return proc.wait()
@@ -134,10 +169,7 @@ class LocalExecutor(AbstractExecutor):
             first = self._stopped_by is None
             self._stopped_by = self._stopped_by or signum
             for proc in self._running.values():
-                try:
-                    os.killpg(proc.pid, signum)
-                except ProcessLookupError:
-                    pass  # finished meanwhile
+                stop_job(proc, signum)
         if first:
             print(f"\nsweep: {signal.Signals(signum).name}: stopping the running runs (they save a checkpoint);"
                   " queued runs are cancelled", file=sys.stderr, flush=True)  # fmt: skip
@@ -165,6 +197,141 @@ class LocalExecutor(AbstractExecutor):
         return SweepResult(codes, self._stopped_by)
 
 
+class RayExecutor(AbstractExecutor):
+    """A Ray cluster: one Ray task per run, holding `cpus` CPUs and `gpus` GPUs while its run lasts.
+
+    The cluster runs as many runs at a time as its resources allow. A run that fails (a nonzero exit, or its worker
+    or node lost, e.g. a preempted machine) is started again, at most `retries` more times, after a pause that
+    doubles each time; like the same command run by hand, it resumes from its last checkpoint. Every node must
+    import the same `bench` code (installed, or this checkout at the same path on shared storage) and see the
+    results root at the same path. `address`: a cluster's address ("auto": the one started on this machine by
+    `ray start`); None: $RAY_ADDRESS, else a new single-machine cluster for this sweep.
+    """
+
+    def __init__(self, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0, retries: int = 2,
+                 retry_delay: float = 5.0):  # fmt: skip
+        if cpus <= 0 or gpus < 0:
+            raise ValueError(f"--ray.cpus must be > 0 and --ray.gpus >= 0 per run, got {cpus} and {gpus}")
+        if retries < 0:
+            raise ValueError(f"--ray.retries: expected 0 or more retries of a failed run, got {retries}")
+        self.address, self.cpus, self.gpus, self.retries, self.retry_delay = address, cpus, gpus, retries, retry_delay
+        self._stopped_by: int | None = None
+
+    def _connect(self):
+        import ray
+
+        if ray.is_initialized():
+            return ray, False  # the caller's own connection (a script, the tests): leave it open
+        kwargs = {}
+        pythonpath = child_env().get("PYTHONPATH")
+        if pythonpath:  # a source checkout: the workers import this `bench` (from the same path on every node)
+            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
+        if self.address is None and not os.environ.get("RAY_ADDRESS"):
+            kwargs["include_dashboard"] = False  # a throwaway single-machine cluster
+        try:
+            ray.init(address=self.address, **kwargs)
+        except (ConnectionError, RuntimeError) as error:  # no cluster there, or a version mismatch
+            where = f"--ray.address {self.address}" if self.address else "Ray"
+            raise ValueError(f"{where}: cannot join the cluster ({str(error).strip().splitlines()[0]})") from None
+        return ray, True
+
+    def _describe_cluster(self, ray) -> None:
+        total = ray.cluster_resources()
+        fits = [node for node in ray.nodes() if node.get("Alive")
+                and node["Resources"].get("CPU", 0) >= self.cpus and node["Resources"].get("GPU", 0) >= self.gpus]  # fmt: skip
+        print(f"sweep: Ray cluster {ray.get_runtime_context().gcs_address}: {total.get('CPU', 0):g} CPUs, "
+              f"{total.get('GPU', 0):g} GPUs; each run holds {self.cpus:g} CPUs and {self.gpus:g} GPUs",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if not fits:
+            print(f"sweep: no node of the cluster has {self.cpus:g} CPUs and {self.gpus:g} GPUs free to give one run;"
+                  " the runs wait until such a node joins", file=sys.stderr, flush=True)  # fmt: skip
+
+    def _stop(self, signum, _frame) -> None:
+        if self._stopped_by is None:
+            print(f"\nsweep: {signal.Signals(signum).name}: stopping the running runs (they save a checkpoint);"
+                  " queued runs are cancelled", file=sys.stderr, flush=True)  # fmt: skip
+        self._stopped_by = self._stopped_by or signum
+
+    @staticmethod
+    def _outcome(ray, ref) -> tuple[int | None, str | None]:
+        """(exit code, None), (None, None) for a task cancelled before its run started, or (None, why it was lost)."""
+        try:
+            return ray.get(ref), None
+        except ray.exceptions.TaskCancelledError:
+            return None, None
+        except ray.exceptions.RayError as error:  # the worker or its node died, the object was lost, ...
+            text = str(error).strip().splitlines()
+            return None, f"{type(error).__name__}: {text[0] if text else 'no message'}"
+
+    def run_all(self, jobs: list[Job]) -> SweepResult:
+        ray, owned = self._connect()
+        try:
+            self._describe_cluster(ray)
+            task = ray.remote(run_job).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+            return self._drive(ray, task, jobs)
+        finally:
+            if owned:
+                ray.shutdown()
+
+    def _drive(self, ray, task, jobs: list[Job]) -> SweepResult:
+        result = SweepResult([None] * len(jobs))
+        attempts = [0] * len(jobs)
+        pending: dict = {}  # Ray object ref -> job index
+        retry_at: dict[int, float] = {}  # job index -> when to start it again
+        done, cancelled, cancel_again = 0, False, 0.0
+
+        def submit(index: int) -> None:
+            attempts[index] += 1
+            pending[task.remote(jobs[index])] = index
+
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {sig: signal.signal(sig, self._stop) for sig in FORWARDED_SIGNALS}
+        try:
+            for index in range(len(jobs)):
+                submit(index)
+            while pending or retry_at:
+                if self._stopped_by is not None and time.monotonic() >= cancel_again:
+                    # a running task's run gets a SIGINT (see run_job), a queued task never starts; sent again
+                    # while tasks remain, in case a cancel met a task that was just being started
+                    cancelled, cancel_again = True, time.monotonic() + 2.0
+                    retry_at.clear()
+                    for ref in pending:
+                        ray.cancel(ref)
+                for index, when in list(retry_at.items()):
+                    if when <= time.monotonic():
+                        del retry_at[index]
+                        submit(index)
+                if not pending:
+                    time.sleep(0.2)
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    code, lost = self._outcome(ray, ref)
+                    if code is None and lost is None:
+                        continue  # cancelled before its run started
+                    what = describe_exit(code) if lost is None else f"lost ({lost})"
+                    if (code or lost) and not cancelled and attempts[index] <= self.retries:
+                        delay = self.retry_delay * 2 ** (attempts[index] - 1)
+                        retry_at[index] = time.monotonic() + delay
+                        print(f"sweep: {jobs[index].name}: {what} on attempt {attempts[index]} of "
+                              f"{self.retries + 1}; retrying in {delay:g} s (it resumes from its checkpoint)",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                        continue
+                    result.codes[index] = 1 if lost else code
+                    if lost:
+                        result.lost[index] = what
+                    done += 1
+                    tries = f" (attempt {attempts[index]})" if attempts[index] > 1 else ""
+                    print(f"[{done}/{len(jobs)}] {jobs[index].name}: {what}{tries}", file=sys.stderr, flush=True)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        result.stopped_by = self._stopped_by
+        return result
+
+
 def describe_exit(code: int) -> str:
     if code == 0:
         return "ok"
@@ -175,7 +342,8 @@ def describe_exit(code: int) -> str:
 
 def summarize(jobs: list[Job], result: SweepResult) -> int:
     """Print what failed or was cancelled, naming every such run; return the sweep's exit code."""
-    failed = [f"{job.name} ({describe_exit(code)})" for job, code in zip(jobs, result.codes) if code]
+    failed = [f"{job.name} ({result.lost.get(index) or describe_exit(code)})"
+              for index, (job, code) in enumerate(zip(jobs, result.codes)) if code]  # fmt: skip
     cancelled = [job.name for job, code in zip(jobs, result.codes) if code is None]
     if failed:
         print(f"bench: error: {len(failed)} of {len(jobs)} runs failed: {', '.join(failed)}", file=sys.stderr)
@@ -213,4 +381,4 @@ def parse_seeds(text: str) -> list[int]:
     return check_seeds(seeds, f"--seeds {text!r}")
 
 
-EXECUTORS = {"local": LocalExecutor}
+EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}

@@ -5,33 +5,44 @@ import sys
 from pathlib import Path
 
 
-def main(out_dir: str, size: str) -> int:
+def _text(folder: Path, name: str, default: str = "") -> str:
+    path = folder / name
+    return path.read_text().strip() if path.exists() else default
+
+
+def main(out_dir: str) -> int:
     folder = Path(out_dir)
-    device = (folder / "device.txt").read_text().strip() if (folder / "device.txt").exists() else "unknown"
-    lines = [f"# GPU check ({size})", "", f"Device: `{device}`", "",
-             "`bench perf agent --agent A --configs SIZE --updates 5` (float32, synthetic 64x64 RGB, 6 actions, the "
-             "agent's batch); products = matmul + convolution FLOPs with loops unrolled; utilisation = achieved product "
-             "rate / measured float32 matmul rate of this device (XLA's default matmul precision).", "",
-             "| agent | batch | parameters | compile s | update s (median) | updates/s | GFLOP/update | GFLOP/s | "
-             "matmul peak GFLOP/s | utilisation | policy steps/s | XLA temp MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["# GPU check", "", f"Device: `{_text(folder, 'device.txt', 'unknown')}`", "",
+             "`bench perf agent --agent A --configs SIZE --set compute_dtype=DTYPE` (synthetic 64x64 RGB, 6 actions, "
+             "the agent's batch); products = matmul + convolution FLOPs with loops unrolled; utilisation = achieved "
+             "product rate / this device's measured matmul rate in the compute dtype (float32 at XLA's default "
+             "precision, or bfloat16).", "",
+             "| agent | size | compute | batch | parameters | compile s | update s (median) | updates/s | GFLOP/update | "
+             "GFLOP/s | matmul peak GFLOP/s | utilisation | policy steps/s | XLA temp MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for path in sorted(folder.glob("perf_*.json")):
         f = json.loads(path.read_text())
+        size = next((c for c in f["configs"] if c.startswith("size") or c == "debug"), "default")
+        dtype = f.get("compute_dtype", "float32")
         lines.append(
-            f"| {f['agent']} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | {f['update_compile_s']:.1f} | {f['update_s_median']:.4f} | "
-            f"{f['updates_per_s']:.1f} | {f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | "
-            f"{f['matmul_peak_gflops']:.0f} | {100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | "
-            f"{f['xla_temp_mib']:.0f} |"
+            f"| {f['agent']} | {size} | {dtype} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | "
+            f"{f['update_compile_s']:.1f} | {f['update_s_median']:.4f} | {f['updates_per_s']:.1f} | "
+            f"{f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | {f['matmul_peak_gflops']:.0f} | "
+            f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} |"
         )
-    failed = [line for line in (folder / "log.txt").read_text().splitlines() if line.endswith(" failed")] \
-        if (folder / "log.txt").exists() else []
+    failed = [line for line in _text(folder, "log.txt").splitlines() if line.endswith(" failed")]
     if failed:
         lines += ["", "Failed: " + "; ".join(failed) + " (see log.txt)."]
+    skipped = _text(folder, "skipped.txt").splitlines()
+    if skipped:
+        lines += ["", "Skipped to stay within the time budget: " + "; ".join(skipped) + "."]
+    if _text(folder, "seconds.txt"):
+        lines += ["", f"Wall time of the check: {_text(folder, 'seconds.txt')} s."]
     if (folder / "tests.txt").exists():
-        lines += ["", "Numerics tests on the device:", "", "```", (folder / "tests.txt").read_text().strip(), "```"]
+        lines += ["", "Numerics tests on the device:", "", "```", _text(folder, "tests.txt"), "```"]
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(sys.argv[1]))

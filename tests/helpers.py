@@ -252,3 +252,6 @@ class TwoStreamAgent(AbstractAgent):
 TWO_STREAMS = AgentSpec("two_streams", TwoStreamConfig,
                         lambda config, obs, act: TwoStreamAgent(config, dict(obs), dict(act)),
                         description="test agent with two training streams and two replay tables")  # fmt: skip
+
+# TWO_STREAMS with presets named like model sizes: scripts/gpu_check.sh's dry-mode test runs it at "debug"
+SIZED_TWO_STREAMS = dataclasses.replace(TWO_STREAMS, presets=("tests:fixtures/sizes.yaml",))
