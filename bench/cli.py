@@ -69,7 +69,7 @@ def _add_run(subparsers) -> None:
 def _cmd_run(args, extra: list[str]) -> int:
     from bench import config as config_lib
     from bench import registry, results, runner
-    from bench.sweep import EXECUTORS, Job, check_seeds, parse_seeds, summarize
+    from bench.sweep import Job, check_seeds, parse_seeds, summarize
 
     if args.plan:
         return _run_plan(args, extra)
@@ -80,15 +80,7 @@ def _cmd_run(args, extra: list[str]) -> int:
         if not float(args.steps).is_integer() or args.steps <= 0:
             raise config_lib.ConfigError(f"--steps: expected a positive whole number, got {args.steps}")
         overrides["run.steps"] = str(int(args.steps))
-    if args.parallel < 1:
-        raise config_lib.ConfigError(f"--parallel: expected a positive number of runs at a time, got {args.parallel}")
-    ray_options = {key: value for key in ("address", "cpus", "gpus", "retries")
-                   if (value := getattr(args, f"ray_{key}")) is not None}  # fmt: skip
-    if ray_options and args.executor != "ray":
-        raise config_lib.ConfigError(f"--ray.{next(iter(ray_options))} is an option of --executor ray")
-    if args.executor == "ray" and args.parallel != 1:
-        raise config_lib.ConfigError("--parallel is for the local executor; on Ray, --ray.cpus and --ray.gpus per run "
-                                     "decide how many runs share the cluster")  # fmt: skip
+    executor = _executor(args)
     seeds = parse_seeds(args.seeds) if args.seeds else check_seeds([args.seed or 0], "--seed")
     suite = registry.get_suite(args.suite)
     tasks = [suite.resolve_task(args.task)] if args.task else list(suite.tasks)
@@ -108,22 +100,40 @@ def _cmd_run(args, extra: list[str]) -> int:
         if not args.quiet:
             print(folder)
         return 0
-    logdir = args.logdir
-    if args.executor == "ray":  # a Ray worker starts elsewhere: every node sees the results root at this path
-        logdir = str((Path(logdir) if logdir else results.default_root()).resolve())
+    logdir = _sweep_logdir(args)
     jobs = [
         Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), logdir)
         for task in tasks
         for seed in seeds
     ]
-    if args.executor == "ray":
-        executor = EXECUTORS["ray"](**ray_options)
-        print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds) on Ray", file=sys.stderr)
-    else:
-        executor = EXECUTORS["local"](args.parallel)
-        print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {args.parallel} at a time",
-              file=sys.stderr)  # fmt: skip
+    where = "on Ray" if args.executor == "ray" else f"{args.parallel} at a time"
+    print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {where}", file=sys.stderr)
     return summarize(jobs, executor.run_all(jobs))
+
+
+def _executor(args):
+    """The sweep executor the flags ask for (checked before anything runs)."""
+    from bench import config as config_lib
+    from bench.sweep import EXECUTORS
+
+    if args.parallel < 1:
+        raise config_lib.ConfigError(f"--parallel: expected a positive number of runs at a time, got {args.parallel}")
+    ray_options = {key: value for key in ("address", "cpus", "gpus", "retries")
+                   if (value := getattr(args, f"ray_{key}")) is not None}  # fmt: skip
+    if ray_options and args.executor != "ray":
+        raise config_lib.ConfigError(f"--ray.{next(iter(ray_options))} is an option of --executor ray")
+    if args.executor == "ray" and args.parallel != 1:
+        raise config_lib.ConfigError("--parallel is for the local executor; on Ray, --ray.cpus and --ray.gpus per run "
+                                     "decide how many runs share the cluster")  # fmt: skip
+    return EXECUTORS["ray"](**ray_options) if args.executor == "ray" else EXECUTORS["local"](args.parallel)
+
+
+def _sweep_logdir(args) -> str | None:
+    from bench import results
+
+    if args.executor == "ray":  # a Ray worker starts elsewhere: every node sees the results root at this path
+        return str((Path(args.logdir) if args.logdir else results.default_root()).resolve())
+    return args.logdir
 
 
 def _run_plan(args, extra: list[str]) -> int:
@@ -131,27 +141,30 @@ def _run_plan(args, extra: list[str]) -> int:
     from bench import config as config_lib
     from bench import plan as plan_lib
     from bench import results
-    from bench.sweep import EXECUTORS, Job, summarize
+    from bench.sweep import Job, summarize
 
     given = [flag for flag, value in (("--agent", args.agent), ("--suite", args.suite), ("--task", args.task),
              ("--seed", args.seed), ("--seeds", args.seeds), ("--configs", args.configs), ("--steps", args.steps),
              ("--restart", args.restart)) if value]  # fmt: skip
     if given or extra:
         raise config_lib.ConfigError(f"--plan: the plan file says what to run; drop {' '.join(given + extra)}")
+    executor = _executor(args)
     plan = plan_lib.load(args.plan)
     runs = plan_lib.resolve_runs(plan)
     left_out = plan.runs()[1]
     root = args.logdir or results.default_root()
     todo = [run for run in runs if not results.is_finished(run.folder(plan.suite, root))]
+    where = "on Ray" if args.executor == "ray" else f"{args.parallel} at a time"
     print(f"{plan.describe()}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run "
-          f"({args.parallel} at a time) under {root}", file=sys.stderr)  # fmt: skip
+          f"({where}) under {root}", file=sys.stderr)  # fmt: skip
     for line in left_out:
         print(f"  left out: {line}", file=sys.stderr)
+    logdir = _sweep_logdir(args)
     jobs = [Job(run.run.agent.agent, plan.suite, run.run.task, run.run.seed, run.run.agent.configs,
-                run.run.overrides, args.logdir) for run in todo]  # fmt: skip
+                run.run.overrides, logdir) for run in todo]  # fmt: skip
     if not jobs:
         return 0
-    return summarize(jobs, EXECUTORS[args.executor](args.parallel).run_all(jobs))
+    return summarize(jobs, executor.run_all(jobs))
 
 
 def _add_list(subparsers) -> None:

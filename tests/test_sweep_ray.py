@@ -76,7 +76,7 @@ def _manifests(root) -> dict[str, dict]:
 def test_ray_sweep_writes_the_usual_run_folders_then_skips_finished_runs(cluster, loopback_env, tmp_path):
     args = [*RUN, "--seeds", "0:2", "--steps", "60", "--run.final_eval", "false", "--ray.address", cluster]
     first = bench(*args, root=tmp_path)
-    assert "sweep: 2 runs (1 tasks x 2 seeds) on Ray" in first.stderr
+    assert "sweep: 2 runs (1 tasks x 2 seeds), on Ray" in first.stderr
     assert f"Ray cluster {cluster}: 2 CPUs, 0 GPUs" in first.stderr and "[2/2] toy/reach/random/seed" in first.stderr
     # the folders a local run of each seed writes
     resolved = runner.resolve("random", "toy", "reach", (), {"run.steps": "60", "run.final_eval": "false"})
