@@ -80,7 +80,13 @@ def run_steps(agent, state, env, steps, *, gate_bias):
     """Act for `steps` steps from a reset with every context gate forced open (+) or shut (-)."""
     state = eqx.tree_at(lambda s: s.nets.dynamics.crssm.cell.gate.bias, state,
                         jnp.full_like(state.nets.dynamics.crssm.cell.gate.bias, gate_bias))  # fmt: skip
-    act = eqx.filter_jit(agent.act)
+    traces = []
+
+    def act(*args, **kwargs):
+        traces.append(1)  # runs only while tracing
+        return agent.act(*args, **kwargs)
+
+    act = eqx.filter_jit(act)
     carry = agent.initial_carry(state, 1)
     obs = env.reset(seed=0)
     since = []
@@ -89,6 +95,7 @@ def run_steps(agent, state, env, steps, *, gate_bias):
         carry, action, _ = act(state, carry, batch, key=jax.random.key(step), mode="eval")
         since.append(int(carry["since_plan"][0]))
         obs = env.step({k: np.asarray(v)[0] for k, v in action.items()})
+    assert len(traces) == 1, "act traced more than once"
     return since
 
 
