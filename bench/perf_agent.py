@@ -13,8 +13,8 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   resident memory,
 * the update's FLOPs: XLA's cost analysis of the compiled update (which counts each loop body once) and the
   FLOPs of all matrix products and convolutions counted from the jaxpr with every scan unrolled; the latter
-  over the update time is the achieved GFLOP/s, and utilisation = achieved / this machine's measured float32
-  matmul throughput.
+  over the update time is the achieved GFLOP/s, and utilisation = achieved / this machine's measured matmul
+  throughput in the agent's compute dtype (float32, or bfloat16 with `--set compute_dtype=bfloat16`).
 
 Observation and action spaces come from `--suite/--task` (the env is created once to read them) or default to
 a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` overrides work as on
@@ -174,13 +174,13 @@ def _obs_batch(obs_space, envs, rng):
 # ---------------------------------------------------------------------------------------- measuring
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 GFLOP/s of a jitted size x size matmul (the machine's practical peak)."""
+def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best GFLOP/s of a jitted size x size matmul in `dtype` (the machine's practical peak for that dtype)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, b).block_until_ready()
     best = float("inf")
@@ -285,7 +285,9 @@ def measure(args) -> dict:
     for name, stream in streams.items():
         stream_figures[name] = _measure_update(compiled, name, stream, obs_space, act_space, extras, args, rng)
     main = stream_figures[next(iter(streams))]
-    peak = matmul_peak(args.matmul)
+    # the products run in the agent's compute dtype (DreamerV3 family `compute_dtype`): the peak is that dtype's
+    compute = getattr(agent_config, "compute_dtype", "float32")
+    peak = matmul_peak(args.matmul, dtype=compute)
     total_products = sum(f["update_gflop_products"] for f in stream_figures.values())
     total_seconds = sum(f["update_s_median"] for f in stream_figures.values())
     for f in stream_figures.values():
@@ -303,6 +305,7 @@ def measure(args) -> dict:
         "policy_envs": args.envs,
         "policy_steps_per_s": args.envs / policy_seconds,
         "matmul_peak_gflops": peak,
+        "compute_dtype": compute,
         "peak_rss_mib": _peak_rss_mib(),
         # the first stream's figures at the top level (one-stream agents: the update)
         **{k: main[k] for k in ("batch", "length", "context", "update_trace_s", "update_compile_s", "update_s_median",
@@ -376,7 +379,7 @@ def report_lines(f: dict) -> list[str]:
             f"           {s['updates_per_s']:.2f} updates/s, {s['replayed_steps_per_s']:.0f} replayed steps/s",
             f"  FLOPs:   XLA cost analysis {s['update_gflop_xla']:.1f} GFLOP per update (loop bodies counted once);"
             f" matmuls + convolutions with loops unrolled {s['update_gflop_products']:.1f} GFLOP",
-            f"           -> {s['achieved_gflops']:.1f} GFLOP/s of products; float32 matmul peak"
+            f"           -> {s['achieved_gflops']:.1f} GFLOP/s of products; {f['compute_dtype']} matmul peak"
             f" {f['matmul_peak_gflops']:.1f} GFLOP/s -> utilisation {100 * s['utilisation']:.0f}%",
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB",

@@ -222,10 +222,15 @@ class RayExecutor(AbstractExecutor):
 
         if ray.is_initialized():
             return ray, False  # the caller's own connection (a script, the tests): leave it open
-        kwargs = {}
+        kwargs, env_vars = {}, {}
         pythonpath = child_env().get("PYTHONPATH")
         if pythonpath:  # a source checkout: the workers import this `bench` (from the same path on every node)
-            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
+            env_vars["PYTHONPATH"] = pythonpath
+        if 0 < self.gpus < 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ:
+            # runs sharing a GPU: JAX would preallocate 75% of it in each; give each its share
+            env_vars["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 * self.gpus:.3f}"
+        if env_vars:
+            kwargs["runtime_env"] = {"env_vars": env_vars}
         if self.address is None and not os.environ.get("RAY_ADDRESS"):
             kwargs["include_dashboard"] = False  # a throwaway single-machine cluster
         try:

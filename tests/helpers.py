@@ -184,6 +184,7 @@ class TwoStreamConfig:
     slow_context: int = 1
     slow_start: int = 300  # agent steps before the slow stream trains
     pair_every: int = 2  # the "pairs" table gets a row every this many steps of an episode
+    compute_dtype: str = "float32"  # read by `bench perf agent` only (which matmul peak it compares with)
 
 
 class TwoStreamState(eqx.Module):

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from agents.common.nets import BlockLinear, Linear, NormedLinear, RMSNorm, activation, trunc_normal_in
+from agents.common.nets import (BlockLinear, Linear, NormedLinear, RMSNorm, activation, product_operands,
+                                trunc_normal_in)
 
 # Batch images per chunk in the weight gradient: the chunk's patch matrix should fit in the cache.
 PATCH_CHUNK_BYTES = 8 * 2**20
@@ -58,9 +59,10 @@ def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], 
             [padded[:, dy : dy + height, dx : dx + width] for dy in range(kernel) for dx in range(kernel)], -1
         )
         flat = patches.reshape(-1, kernel * kernel * channels)
-        return total + jnp.einsum("pk,po->ko", flat, grad_chunk.reshape(flat.shape[0], -1)), None
+        grad_flat = grad_chunk.reshape(flat.shape[0], -1).astype(flat.dtype)  # bfloat16 operands: see nets.py
+        return total + jnp.einsum("pk,po->ko", flat, grad_flat).astype(jnp.float32), None
 
-    total = jnp.zeros((kernel * kernel * channels, grad.shape[-1]), x.dtype)
+    total = jnp.zeros((kernel * kernel * channels, grad.shape[-1]), jnp.float32)
     total, _ = jax.lax.scan(accumulate, total, (xs, grads))
     return total.reshape(kernel, kernel, channels, grad.shape[-1])
 
@@ -79,7 +81,7 @@ def _conv2d_backward(residuals, grad):
     x, weight = residuals
     _, input_vjp = jax.vjp(lambda x_: _conv(x_, weight), x)  # XLA's input gradient is fast
     (input_grad,) = input_vjp(grad)
-    return input_grad, _weight_gradient(x, grad, weight.shape[0])
+    return input_grad, _weight_gradient(x, grad, weight.shape[0]).astype(weight.dtype)
 
 
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
@@ -166,7 +168,7 @@ class Conv2d(eqx.Module):
 
     def __call__(self, x: Float[Array, "*b h w i"]) -> Float[Array, "*b h w o"]:
         batch, lead = _as_batch(x)
-        return _from_batch(conv2d(batch, self.weight), lead) + self.bias
+        return _from_batch(conv2d(*product_operands(batch, self.weight)).astype(jnp.float32), lead) + self.bias
 
     def pooled(self, x: Float[Array, "*b h w i"]) -> Float[Array, "*b h/2 w/2 o"]:
         """Exactly max_pool_2x2(self(x)), computed at half resolution (space-to-depth).
@@ -194,7 +196,8 @@ class Conv2d(eqx.Module):
         count, height, width, _ = batch.shape
         blocks = batch.reshape(count, height // 2, 2, width // 2, 2, in_channels).transpose(0, 1, 3, 2, 4, 5)
         blocks = blocks.reshape(count, height // 2, width // 2, 4 * in_channels)
-        y = conv2d(blocks, weight).reshape(count, height // 2, width // 2, 4, out_channels)
+        y = conv2d(*product_operands(blocks, weight)).astype(jnp.float32)
+        y = y.reshape(count, height // 2, width // 2, 4, out_channels)
         return _from_batch(max_over_phases(y), lead) + self.bias
 
     def upsampled(self, x: Float[Array, "*b h w i"]) -> Float[Array, "*b 2h 2w o"]:
@@ -219,7 +222,7 @@ class Conv2d(eqx.Module):
         batch, lead = _as_batch(x)
         count, height, width, _ = batch.shape
         out = self.weight.shape[-1]
-        y = conv2d(batch, phase_kernels).reshape(count, height, width, 2, 2, out)
+        y = conv2d(*product_operands(batch, phase_kernels)).astype(jnp.float32).reshape(count, height, width, 2, 2, out)
         y = y.transpose(0, 1, 3, 2, 4, 5).reshape(count, 2 * height, 2 * width, out)
         return _from_batch(y, lead) + self.bias
 

@@ -9,6 +9,8 @@ its standard deviation is sqrt(1 / fan_in), times `outscale` (0 gives zero weigh
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections.abc import Callable
 
@@ -41,6 +43,41 @@ def trunc_normal_in(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int, scal
     return values * (1.1368 * math.sqrt(1.0 / fan_in) * scale)
 
 
+# ------------------------------------------------------------------------------------------ compute dtype
+#
+# Mixed precision (the DreamerV3 family's `compute_dtype`): while `compute_dtype("bfloat16")` is active where a
+# function is traced, the matrix products of Linear, BlockLinear and the convolutions (conv.py) take bfloat16
+# operands (parameters cast from their float32 master copy, activations cast on entry) and their results are
+# cast back to float32 (XLA's CPU backend has no bfloat16 x bfloat16 -> float32 product; GPUs accumulate bfloat16
+# products in float32 anyway). Parameters, optimizer state, norms, recurrent states and losses stay float32.
+# Outside the context nothing changes (float32 throughout, the same computation).
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+_COMPUTE_DTYPE: contextvars.ContextVar = contextvars.ContextVar("compute_dtype", default=None)
+
+
+def check_compute_dtype(name: str) -> str:
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype {name!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
+    return name
+
+
+@contextlib.contextmanager
+def compute_dtype(name: str):
+    """Trace the products inside in dtype `name` ("float32": unchanged)."""
+    token = _COMPUTE_DTYPE.set(None if check_compute_dtype(name) == "float32" else jnp.dtype(name))
+    try:
+        yield
+    finally:
+        _COMPUTE_DTYPE.reset(token)
+
+
+def product_operands(x: Array, weight: Array) -> tuple[Array, Array]:
+    """(x, weight) in the active compute dtype (unchanged without one)."""
+    dtype = _COMPUTE_DTYPE.get()
+    return (x, weight) if dtype is None else (x.astype(dtype), weight.astype(dtype))
+
+
 def batched(fn: Callable, *args, dims: int = 2):
     """Apply a one-example network `fn(*args)` over the first `dims` axes of every leaf with one vmap."""
     leaves = jax.tree.leaves(args)
@@ -66,7 +103,7 @@ class Linear(eqx.Module):
         self.bias = jnp.zeros((out_size,), jnp.float32) if bias else None
 
     def __call__(self, x: Float[Array, " i"]) -> Float[Array, " o"]:
-        y = x @ self.weight
+        y = jnp.matmul(*product_operands(x, self.weight)).astype(jnp.float32)
         return y if self.bias is None else y + self.bias
 
 
@@ -91,7 +128,7 @@ class BlockLinear(eqx.Module):
 
     def __call__(self, x: Float[Array, "*b i"]) -> Float[Array, "*b o"]:
         groups = x.reshape(*x.shape[:-1], self.blocks, -1)
-        y = jnp.einsum("...gi,gio->...go", groups, self.weight)
+        y = jnp.einsum("...gi,gio->...go", *product_operands(groups, self.weight)).astype(jnp.float32)
         return y.reshape(*x.shape[:-1], -1) + self.bias
 
 

@@ -49,7 +49,7 @@ from agents.common.behaviour import (
     policy_sample,
     replay_value_loss,
 )
-from agents.common.nets import MLPHead, batched
+from agents.common.nets import MLPHead, batched, check_compute_dtype, compute_dtype
 from agents.common.observations import ObservationDecoder, ObservationEncoder, split_keys
 from agents.common.optim import laprop_agc
 from agents.common.returns import PercentileNormalizer, ema_update
@@ -204,7 +204,8 @@ class DreamerV3(AbstractAgent):
 
         def loss_fn(params):
             nets = eqx.combine(params, static)
-            losses, retnorm, metrics, latents = self._losses(nets, state, batch, key=key, train=True)
+            with compute_dtype(self.config.compute_dtype):  # the products' dtype (float32: unchanged)
+                losses, retnorm, metrics, latents = self._losses(nets, state, batch, key=key, train=True)
             total, weighted = self._total(losses)
             return total, (retnorm, metrics, latents, weighted)
 
@@ -459,5 +460,6 @@ def make_agent(
     batch of `_split_batch`)."""
     agent = DreamerV3(config, dict(obs_space), dict(act_space), make_dynamics, make_behaviour, extra_report)
     split_keys(agent.obs_space)  # fail early on observation spaces without sensors
+    check_compute_dtype(config.compute_dtype)
     ActionLayout.from_spaces(agent.act_space)
     return agent

@@ -152,3 +152,6 @@ class DreamerV3Config:
     retnorm: ReturnNormConfig = ReturnNormConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     loss_scales: LossScales = LossScales()
+    # float32 | bfloat16: the dtype of the update's matrix products (agents.common.nets `compute_dtype`);
+    # parameters, optimizer state and recurrent states stay float32 either way. The policy step runs float32.
+    compute_dtype: str = "float32"
