@@ -56,8 +56,11 @@ EXPLORATION_TERMS = ("disag", "expl_policy", "expl_value")
 
 def disagreement(predictions: Float[Array, "K *b D"]) -> Float[Array, " *b"]:
     """Plan2Explore's intrinsic reward: the variance over the K ensemble members (unbiased, 1/(K-1)),
-    averaged over the predicted dimensions. Zero exactly when all members agree."""
-    return jnp.var(predictions, axis=0, ddof=1).mean(-1)
+    averaged over the predicted dimensions. Zero exactly when all members agree: the variance is taken of
+    the offsets from the first member (shift-invariant), which are exactly 0 then, while the mean of equal
+    floats can round away from them."""
+    offsets = predictions - predictions[:1]
+    return jnp.var(offsets, axis=0, ddof=1).mean(-1)
 
 
 class Ensemble(eqx.Module):
@@ -202,25 +205,19 @@ class Plan2Explore(AbstractAgent):
         dynamics = nets.dynamics
         batch_size, steps = is_first.shape
 
-        # Ensemble: [features_t, a_t] -> target_{t+1}, only inside an episode; (B, T) with the last step 0.
-        features = dynamics.features(latents)
-        inputs = jnp.concatenate([features[:, :-1], actions[:, :-1]], -1)
-        targets = self._target_of(dynamics, latents)[:, 1:]
-        predictions = batched(expl.ensemble, inputs)  # (B, T-1, K, D)
-        error = jnp.square(predictions - targets[:, :, None]).sum((-2, -1))
-        inside = 1.0 - is_first[:, 1:].astype(jnp.float32)
-        disag = jnp.concatenate([inside * error, jnp.zeros((batch_size, 1), error.dtype)], 1)
+        disag = ensemble_loss(
+            expl.ensemble, dynamics.features(latents), actions, self._target_of(dynamics, latents), is_first
+        )
 
         # Exploration actor-critic in imagination from every posterior state.
         starts = jax.tree.map(lambda x: x.reshape(batch_size * steps, *x.shape[2:]), latents)
         trajectory, imagined_actions = imagine(dynamics, expl.actor, starts, cfg.imagination.horizon, key=key)
         imagined = dynamics.features(trajectory)  # (N, H+1, F)
-        transitions = jnp.concatenate([imagined[:, :-1], imagined_actions], -1)
-        ensemble = sg_tree(expl.ensemble)
-        intrinsic = disagreement(jnp.moveaxis(batched(ensemble, transitions), -2, 0))  # (N, H)
         extrinsic = dists.twohot_mean(batched(nets.reward, imagined[:, 1:]), dists.symexp_bins(cfg.reward_head.bins))
-        reward = cfg.expl.intr_scale * intrinsic + cfg.expl.extr_scale * extrinsic
-        reward = sg(jnp.concatenate([jnp.zeros_like(reward[:, :1]), reward], 1))  # entering steps 1..H
+        reward, intrinsic = exploration_reward(
+            sg_tree(expl.ensemble), imagined, imagined_actions, extrinsic, cfg.expl.intr_scale, cfg.expl.extr_scale
+        )
+        reward = sg(reward)
         cont = sg(jax.nn.sigmoid(batched(nets.cont, imagined)[..., 0]))
         ac_losses, _, retnorm, ac_metrics = imagination_loss(
             expl.actor, expl.critic, state.expl_slow_critic, state.expl_retnorm, imagined, imagined_actions,
@@ -235,10 +232,31 @@ class Plan2Explore(AbstractAgent):
         metrics = {f"expl/{k}": v for k, v in ac_metrics.items()}
         metrics["expl/intr_reward"] = intrinsic.mean()
         metrics["expl/extr_reward"] = extrinsic.mean()
-        metrics["expl/ensemble_mse"] = (inside * error).sum() / jnp.maximum(inside.sum(), 1.0) / (
-            predictions.shape[-2] * predictions.shape[-1]
-        )
         return losses, retnorm, metrics
+
+
+def ensemble_loss(ensemble: Ensemble, features: Float[Array, "B T F"], actions: Float[Array, "B T A"],
+                  targets: Float[Array, "B T D"], is_first: Array) -> Float[Array, "B T"]:  # fmt: skip
+    """sum_k sum_d (f_k([features_t, a_t])_d - targets_{t+1, d})^2 at step t, for transitions inside an
+    episode (not into a step with is_first); the last step has no successor and gets 0. Inputs and targets
+    are stop-gradiented: the ensemble does not shape the world model."""
+    inputs = sg(jnp.concatenate([features[:, :-1], actions[:, :-1]], -1))
+    predictions = batched(ensemble, inputs)  # (B, T-1, K, D)
+    error = jnp.square(predictions - sg(targets[:, 1:, None])).sum((-2, -1))
+    inside = 1.0 - jnp.asarray(is_first)[:, 1:].astype(jnp.float32)
+    return jnp.concatenate([inside * error, jnp.zeros_like(error[:, :1])], 1)
+
+
+def exploration_reward(ensemble: Ensemble, features: Float[Array, "N H+1 F"], actions: Float[Array, "N H A"],
+                       extrinsic: Float[Array, "N H"], intr_scale: float,
+                       extr_scale: float) -> tuple[Float[Array, "N H+1"], Float[Array, "N H"]]:  # fmt: skip
+    """The exploration reward on entering imagined steps 1..H (step 0's entry is unused by the returns):
+    r_i = intr_scale * D(s_{i-1}, a_{i-1}) + extr_scale * extrinsic_{i-1}, where `extrinsic` holds the reward
+    head's predictions on entering steps 1..H. Also returns the disagreement D (N, H)."""
+    transitions = jnp.concatenate([features[:, :-1], actions], -1)
+    intrinsic = disagreement(jnp.moveaxis(batched(ensemble, transitions), -2, 0))
+    reward = intr_scale * intrinsic + extr_scale * extrinsic
+    return jnp.concatenate([jnp.zeros_like(reward[:, :1]), reward], 1), intrinsic
 
 
 def sg_tree(tree: PyTree) -> PyTree:
