@@ -96,3 +96,34 @@ def test_source_with_other_spaces_is_a_one_line_error(source, tmp_path):
     proc = bench("run", "--agent", "random", "--suite", "toy", "--task", "reach", "--steps", "50", "--quiet",
                  "--run.offline", "true", root=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2 and "--replay.load" in proc.stderr
+
+
+def test_load_into_marks_cut_lanes_maps_lanes_and_keeps_only_observations_and_actions(tmp_path):
+    """A hand-made source (eviction cut lane 0 mid-episode; a source extra "memory") loaded into one lane."""
+    from bench.checkpoint import Checkpointer
+    from bench.replay import Replay, Table
+    from bench.replay_load import ReplaySource, load_into
+
+    table = Table("main", workers=2, capacity=8, chunk=4)
+    for lane, steps in ((0, 14), (1, 5)):
+        for t in range(steps):
+            table.add(lane, {"vector": np.full(2, 100 * lane + t, np.float32), "action": np.int32(t % 3),
+                             "reward": np.float32(t), "is_first": np.bool_(t % 5 == 0), "is_last": np.bool_(t % 5 == 4),
+                             "is_terminal": np.bool_(False), "memory": np.float32(-1)})  # fmt: skip
+    assert table.first == [12, 0]  # eviction kept steps 12, 13 of lane 0: the middle of an episode
+    Checkpointer(tmp_path / "ckpt").save(step=19, header={}, agent_tree=(), replay=Replay({"main": table}))
+    spaces = {"obs": {k: {} for k in ("vector", "reward", "is_first", "is_last", "is_terminal")}, "act": {"action": {}}}
+    source = ReplaySource(tmp_path, {"spaces": spaces}, {"replay": {"chunk": 4}},
+                          Checkpointer(tmp_path / "ckpt").load_header())  # fmt: skip
+    target = Table("main", workers=1, capacity=100, chunk=4)
+    row = {"vector": np.zeros(2, np.float32), "action": np.int32(0), "reward": np.float32(0),
+           "is_first": np.bool_(False), "is_last": np.bool_(False), "is_terminal": np.bool_(False),
+           "latent/deter": np.ones(3, np.float16)}  # fmt: skip
+    assert load_into(source, target, row) == 7
+    got = target.lane_steps(0)
+    assert set(got) == set(row)  # the source's "memory" is not carried over
+    np.testing.assert_array_equal(got["vector"][:, 0], [12, 13, 100, 101, 102, 103, 104])
+    np.testing.assert_array_equal(got["action"], [0, 1, 0, 1, 2, 0, 1])
+    np.testing.assert_array_equal(got["is_first"], [1, 0, 1, 0, 0, 0, 0])  # step 12 marked: cut by eviction
+    np.testing.assert_array_equal(got["is_last"], [0, 1, 0, 0, 0, 0, 1])  # each lane's last step ends it
+    np.testing.assert_array_equal(got["latent/deter"], np.zeros((7, 3)))  # the new agent's extras start at 0
