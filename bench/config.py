@@ -116,6 +116,9 @@ class RunConfig:
     # seconds an env worker may take to answer one request (a restore replays a whole episode) before it is
     # killed and restarted as crashed; raise it for slow simulators
     worker_timeout: float = ranged(600.0, gt=0)
+    # train only on the replay of `replay.load` (THICK's train_only_on_replay): no env interaction except
+    # evaluation; `steps` and the log/save/eval/report intervals then count update rounds (bench.runner)
+    offline: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,7 @@ class ReplayConfig:
     online: bool = True  # train once on every fresh sequence first (DreamerV3's online queue)
     recency: float = ranged(0.0, ge=0, le=1)  # fraction of sampled sequences drawn with recency priority
     recency_decay: float = ranged(1e-4, ge=0)  # recency weight exp(-decay * age in steps)
+    load: str = ""  # a run folder whose replay this run starts with (THICK's train_from_replay; bench.replay_load)
 
 
 @dataclasses.dataclass(frozen=True)

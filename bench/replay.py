@@ -230,6 +230,13 @@ class Table:
             positions.append((lane, self.count[lane] - length - age))
         return self._gather(positions, length), positions
 
+    def lane_steps(self, lane: int) -> dict[str, np.ndarray]:
+        """Every retained step of one lane, oldest first, as {key: (steps, ...)} ({} for an empty lane)."""
+        steps = self.count[lane] - self.first[lane]
+        if steps == 0 or self.keys is None:
+            return {}
+        return {key: value[0] for key, value in self._gather([(lane, self.first[lane])], steps).items()}
+
     def _gather(self, positions, length) -> dict[str, np.ndarray]:
         out = {}
         for key in self.keys:

@@ -22,6 +22,9 @@ holds everything else (agent state, policy carry, replay, run state, each worker
 actions, file positions), so a killed run started again with the same command continues exactly: the same
 episodes, none lost, none duplicated.
 
+A run may start with the replay of another run (`replay.load`, bench/replay_load.py) and then train on it
+alone (`run.offline`): `_offline_step` replaces the policy step, and the run's steps count update rounds.
+
 One process writes a run folder: `Run` holds an exclusive lock on `<folder>/.lock` for the whole run.
 SIGINT (Ctrl-C), SIGTERM and SIGHUP save a checkpoint and stop; the manifest says "stopped" and `run` raises
 `RunStopped` (the CLI exits 130); the same command resumes.
@@ -53,6 +56,7 @@ from bench.checkpoint import Checkpointer, CheckpointError
 from bench.envs import VecEnv, episode_seed, stack
 from bench.logging import Logger, MetricAccumulator, Progress
 from bench.replay import Replay, Table, make_sampler
+from bench.replay_load import check_spaces, load_into, open_source, spaces_record
 from bench.spaces import PRIVATE_PREFIX
 
 KEY_INIT, KEY_ACT, KEY_UPDATE, KEY_EVAL, KEY_REPORT = range(5)
@@ -95,6 +99,8 @@ def resolve(agent: str, suite: str, task: str, configs=(), overrides=None) -> Re
     suite_spec = registry.get_suite(suite)
     task = suite_spec.resolve_task(task)
     config = registry.build_config(agent_spec, suite_spec, configs, overrides, task)
+    if config.run.offline and not config.replay.load:
+        raise RunError("run.offline trains only on a replay: give the run folder to train on as --replay.load RUN_DIR")
     if config.run.steps <= 0:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=suite_spec.budget))
     return Resolved(agent_spec, suite_spec, task, config, suite)
@@ -447,7 +453,8 @@ class Run:
         self.folder = folder
         self.quiet = quiet
         self.command = command
-        self.frames_per_step = resolved.suite_spec.frames_per_step(cfg.env)
+        # An offline run consumes no env frames; its steps count update rounds (see `_offline_step`).
+        self.frames_per_step = 0 if cfg.run.offline else resolved.suite_spec.frames_per_step(cfg.env)
         self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
         self.stop_requested = False
         self.envs = VecEnv(resolved.suite_ref, resolved.task, cfg.env, cfg.run.envs,
@@ -459,6 +466,12 @@ class Run:
             kinds = " and ".join(resolved.agent_spec.action_kinds)
             raise RunError(f"agent {resolved.agent_spec.name!r} acts in {kinds} action spaces only; "
                            f"task {resolved.task!r} has {kind} actions")  # fmt: skip
+        # A fresh start reads the source replay (checked before the agent is built); a resumed run has it in
+        # its own replay already.
+        self.source = None
+        if cfg.replay.load and not Checkpointer(folder / "ckpt").exists():
+            self.source = open_source(cfg.replay.load)
+            check_spaces(self.source, self.envs.obs_space, self.envs.act_space)
         self.agent = resolved.agent_spec.make(cfg.agent, self.envs.obs_space, self.envs.act_space)
         self.streams: dict[str, StreamSpec] = dict(self.agent.streams())
         self.compiled = CompiledAgent(self.agent, self.base_key)
@@ -507,7 +520,10 @@ class Run:
             clock = Clock(state.wall_time, state.step)
             with progress:
                 while state.step < cfg.run.steps and not self.stop_requested:
-                    self._policy_step()  # acts, steps the workers and trains the due updates meanwhile
+                    if cfg.run.offline:
+                        self._offline_step()
+                    else:
+                        self._policy_step()  # acts, steps the workers and trains the due updates meanwhile
                     state.wall_time = clock.elapsed()
                     if state.step >= state.due["eval"]:
                         self._evaluate(final=False)
@@ -556,15 +572,31 @@ class Run:
         cfg = self.config
         self.scores.truncate(0)
         self.logger.metrics.truncate(0)
+        source = self.source
+        if cfg.replay.load and source is None:  # an unusable checkpoint was found at __init__: start over
+            source = open_source(cfg.replay.load)
+            check_spaces(source, self.envs.obs_space, self.envs.act_space)
         self.state = RunState.fresh(cfg, self.streams, cfg.run.envs, self.seed)
-        first = self.envs.reset_all([e.seed for e in self.state.episodes])
-        obs = stack([first[w].obs for w in range(cfg.run.envs)])
-        self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
+        if not cfg.run.offline:
+            first = self.envs.reset_all([e.seed for e in self.state.episodes])
+            obs = stack([first[w].obs for w in range(cfg.run.envs)])
+            self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
         self.manifest = results.new_manifest(
             suite=self.resolved.suite_spec.name, task=self.resolved.task, agent=self.resolved.agent_spec.name,
             seed=self.seed, config_hash=cfg.hash(), protocol=registry.protocol_dict(self.resolved.suite_spec, cfg.env),
             budget=cfg.run.steps, command=self.command,
         )  # fmt: skip
+        self.manifest["spaces"] = spaces_record(self.envs.obs_space, self.envs.act_space)
+        self.manifest["offline"] = cfg.run.offline  # offline: agent_steps and budget count update rounds
+        if source is not None:
+            steps = load_into(source, self.replay[MAIN_TABLE], self._row_example())
+            self.manifest["replay_source"] = {**source.record(), "steps_loaded": steps}
+            self.say(f"loaded {steps} replay steps of {source.folder}")
+            if cfg.run.offline:
+                for name, spec in self.streams.items():
+                    if not self.replay[spec.table].ready(spec.total_length):
+                        raise RunError(f"replay.load: the replay of {source.folder} holds {steps} steps, no window of "
+                                       f"{spec.total_length} steps for stream {name!r} (table {spec.table!r}) to train on")  # fmt: skip
         self._save()  # a checkpoint at step 0: from now on every kill leaves a resumable folder
 
     def _restore(self, header: dict) -> None:
@@ -578,14 +610,15 @@ class Run:
         if sorted(self.state.credit) != sorted(self.streams):
             raise CheckpointError(f"checkpoint streams {sorted(self.state.credit)} != the agent's {sorted(self.streams)}")
         self.accumulator.load(header["accumulator"])
-        for w, episode in enumerate(self.state.episodes):
-            self.envs.request(w, "restore", (episode.seed, episode.actions))
-        restored = self.envs.collect()
-        for w, result in restored.items():
-            if result.crashed:
-                raise RunError(f"env worker {w} crashed while restoring its episode: {result.error.strip()}")
-        obs = stack([restored[w].obs for w in range(self.envs.num_envs)])
-        self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
+        if not self.config.run.offline:
+            for w, episode in enumerate(self.state.episodes):
+                self.envs.request(w, "restore", (episode.seed, episode.actions))
+            restored = self.envs.collect()
+            for w, result in restored.items():
+                if result.crashed:
+                    raise RunError(f"env worker {w} crashed while restoring its episode: {result.error.strip()}")
+            obs = stack([restored[w].obs for w in range(self.envs.num_envs)])
+            self.rollout = Rollout(self.envs, self.state.episodes, obs, self._next_train_episode)
         # Only now, with everything verified, are the result files cut back to the checkpoint.
         self.scores.truncate(header["positions"]["scores"])
         self.logger.metrics.truncate(header["positions"]["metrics"])
@@ -626,6 +659,35 @@ class Run:
                     table.mark_last(worker)  # the abandoned episode ends at its last stored step
                 self.say(f"env worker {worker} crashed; episode {episode.index} recorded as broken, worker restarted")
 
+    def _offline_step(self) -> None:
+        """One round of training on the loaded replay and nothing else: the first stream does one update, the
+        others in proportion to their ratios. Offline, `RunState.step` counts these rounds (the budget, log,
+        save, eval and report intervals count updates of the first stream)."""
+        self._train(policy_steps=0)
+        self.state.step += 1
+
+    def _row_example(self) -> dict:
+        """One step of a main-table replay row (observation, action, `act` extras) as zeros of its shapes."""
+        n = self.config.run.envs
+        obs = {k: space.zeros((n,)) for k, space in self.envs.obs_space.items()}
+        act = lambda state, carry: self.agent.act(state, carry, obs, key=jax.random.PRNGKey(0), mode="train")
+        _, _, extras = eqx.filter_eval_shape(act, self.compiled.state(), self.carry)
+        other = {name for name in self.replay.tables if name != MAIN_TABLE}
+        row = {k: space.zeros() for k, space in self.envs.obs_space.items() if not k.startswith(PRIVATE_PREFIX)}
+        row.update({k: space.zeros() for k, space in self.envs.act_space.items()})
+        row.update({k: np.zeros(v.shape[1:], v.dtype) for k, v in extras.items() if k.split("/", 1)[0] not in other})
+        return row
+
+    def _credit(self, spec: StreamSpec, policy_steps: int) -> float:
+        """Update credit a stream earns for `policy_steps`: ratio / (batch * length) per policy step; offline,
+        one round gives the first stream one update and the others credit in proportion to their ratios."""
+        ratio = lambda s: self.config.run.train_ratio if s.ratio is None else s.ratio  # noqa: E731
+        if not self.config.run.offline:
+            return policy_steps * ratio(spec) / (spec.batch * spec.length)
+        first = next(iter(self.streams.values()))
+        rate = lambda s: ratio(s) / (s.batch * s.length)  # noqa: E731
+        return rate(spec) / rate(first) if rate(first) > 0 else 0.0
+
     def _store(self, obs: dict, action: dict, extras: dict) -> None:
         """One replay row per worker: observation + action + extras in "main"; "<table>/..." extras elsewhere."""
         other = {name for name in self.replay.tables if name != MAIN_TABLE}
@@ -649,12 +711,11 @@ class Run:
     def _train(self, policy_steps: int) -> None:
         """Run every stream's due updates: its credit grows by ratio / (batch * length) per policy step."""
         state, cfg = self.state, self.config
-        filled = len(self.replay[MAIN_TABLE]) >= cfg.run.train_fill
+        filled = cfg.run.offline or len(self.replay[MAIN_TABLE]) >= cfg.run.train_fill
         for name, spec in self.streams.items():
             if state.step < spec.start:
                 continue
-            ratio = cfg.run.train_ratio if spec.ratio is None else spec.ratio
-            state.credit[name] += policy_steps * ratio / (spec.batch * spec.length)
+            state.credit[name] += self._credit(spec, policy_steps)
             table = self.replay[spec.table]
             if not filled or not table.ready(spec.total_length):
                 state.credit[name] = min(state.credit[name], 1.0)
@@ -723,7 +784,7 @@ class Run:
         cfg, state = self.config, self.state
         episodes = cfg.run.eval_episodes or self.resolved.suite_spec.eval_episodes
         protocol = getattr(cfg.env, "eval_protocol", self.resolved.suite_spec.eval_protocol)
-        if final and protocol != "final_eval" and not cfg.run.eval_episodes:
+        if final and protocol != "final_eval" and not cfg.run.eval_episodes and not cfg.run.offline:
             return  # the protocol scores training episodes (train_window, crafter_score, success_rate)
         n = min(cfg.run.envs, episodes)
         if self.eval_envs is None or self.eval_envs.num_envs != n:

@@ -200,6 +200,13 @@ class DreamerV3(AbstractAgent):
     def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
         if stream not in self.streams():
             raise ValueError(f"unknown stream {stream!r}; this agent trains on {sorted(self.streams())}")
+        new_state, metrics, latents = self.train_step(state, batch, key=key)
+        return new_state, metrics, self.replay_updates(batch, latents)
+
+    def train_step(self, state: DreamerV3State, batch: Mapping[str, Array], *,
+                   key: PRNGKeyArray) -> tuple[DreamerV3State, dict[str, Array], Latent]:  # fmt: skip
+        """One update; also returns the posterior latents (B, T) of the trained steps, computed with the
+        networks before the update (Plan2Explore trains its ensemble on them)."""
         params, static = eqx.partition(state.nets, eqx.is_inexact_array)
 
         def loss_fn(params):
@@ -223,7 +230,7 @@ class DreamerV3(AbstractAgent):
         metrics["opt/grad_norm"] = jnp.sqrt(jnp.sum(jnp.square(flat_grads)))
         metrics["opt/update_rms"] = jnp.sqrt(jnp.mean(jnp.square(flat_updates)))
         metrics["opt/updates"] = new_state.updates.astype(jnp.float32)
-        return new_state, metrics, self._replay_updates(batch, latents)
+        return new_state, metrics, latents
 
     def report(self, state: DreamerV3State, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:
         """World-model loss terms on the batch and an open-loop video: `report_context` observed steps, then
@@ -328,7 +335,7 @@ class DreamerV3(AbstractAgent):
             "start": start,
         }
 
-    def _replay_updates(self, batch: Mapping[str, Array], latents: Latent) -> dict[str, Array]:
+    def replay_updates(self, batch: Mapping[str, Array], latents: Latent) -> dict[str, Array]:
         """Refreshed posterior latents aligned with the batch's (B, T); the context step keeps its value."""
         context = self.config.replay_context
         if not context:
