@@ -122,17 +122,21 @@ def imagine(
     Nothing here is differentiated (the trajectory is stop-gradiented by the caller's use).
     """
 
+    # Keys the dynamics needs only to carry its state (TSSM's key/value window) stay out of the trajectory.
+    carry_only = getattr(dynamics, "carry_only", ())
+    kept = lambda latent: {k: v for k, v in latent.items() if k not in carry_only}  # noqa: E731
+
     def step(latent, step_key):
         policy_key, dynamics_key = jax.random.split(step_key)
         policy = jax.vmap(actor)(dynamics.features(latent))
         action = policy_sample(policy, actor.layout, policy_key)
         following = dynamics.imagine_step(latent, action, key=dynamics_key)
-        return following, (following, action)
+        return following, (kept(following), action)
 
     start = sg(start)
     _, (latents, actions) = jax.lax.scan(step, start, jax.random.split(key, horizon))
     to_batch_major = lambda x: jnp.swapaxes(x, 0, 1)
-    latents = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], to_batch_major(x)], 1), start, latents)
+    latents = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], to_batch_major(x)], 1), kept(start), latents)
     return sg(latents), sg(to_batch_major(actions))
 
 

@@ -93,6 +93,14 @@ class DreamerV3State(eqx.Module):
     updates: Int[Array, ""]
 
 
+def observe_tokens(dynamics: AbstractDynamics, tokens: Array, reward: Array) -> Array:
+    """The tokens `observe` reads: the encoder's, plus the raw reward as a last column for a dynamics that
+    `observes_reward` (TSSM)."""
+    if not dynamics.observes_reward:
+        return tokens
+    return jnp.concatenate([tokens, reward[..., None].astype(tokens.dtype)], -1)
+
+
 def build_networks(config, obs_space: Mapping[str, Space], layout: ActionLayout, make_dynamics: MakeDynamics,
                    make_behaviour: MakeBehaviour, *, key: PRNGKeyArray) -> Networks:  # fmt: skip
     keys = jax.random.split(key, 8)
@@ -185,6 +193,8 @@ class DreamerV3(AbstractAgent):
         nets = state.nets
         observe_key, action_key = jax.random.split(key)
         tokens = nets.encoder(self._sensors(obs))
+        if nets.dynamics.observes_reward:
+            tokens = observe_tokens(nets.dynamics, tokens, jnp.asarray(obs["reward"], jnp.float32))
         is_first = jnp.asarray(obs["is_first"], bool)
         latent, _, _ = nets.dynamics.observe(
             carry["latent"], tokens[:, None], carry["action"][:, None], is_first[:, None], key=observe_key
@@ -194,7 +204,8 @@ class DreamerV3(AbstractAgent):
             action = policy_mode(policy, self.layout)
         else:
             action = policy_sample(policy, self.layout, action_key)
-        extras = {LATENT_PREFIX + k: v.astype(LATENT_STORAGE_DTYPE) for k, v in latent.items()}
+        stored = {k: v for k, v in latent.items() if k not in nets.dynamics.carry_only}
+        extras = {LATENT_PREFIX + k: v.astype(LATENT_STORAGE_DTYPE) for k, v in stored.items()}
         return {"latent": latent, "action": action}, self.layout.to_env(action), extras
 
     def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
@@ -243,7 +254,7 @@ class DreamerV3(AbstractAgent):
         context = min(self.config.report_context, data["is_first"].shape[1] - 1)
         take = lambda x: x[:rows]
         sensors = jax.tree.map(take, data["sensors"])
-        tokens = nets.encoder(sensors)
+        tokens = observe_tokens(nets.dynamics, nets.encoder(sensors), take(data["reward"]))
         start = jax.tree.map(take, data["start"])
         prev_actions, is_first = take(data["prev_actions"]), take(data["is_first"])
         last, posts, _ = nets.dynamics.observe(
@@ -356,7 +367,8 @@ class DreamerV3(AbstractAgent):
         # 1. Representation: encode and filter.
         tokens = nets.encoder(data["sensors"])
         _, posteriors, priors = dynamics.observe(
-            data["start"], tokens, data["prev_actions"], data["is_first"], key=observe_key
+            data["start"], observe_tokens(dynamics, tokens, data["reward"]), data["prev_actions"], data["is_first"],
+            key=observe_key,
         )
         latent_keys = tuple(data["start"])
         latents = {k: posteriors[k] for k in latent_keys}
