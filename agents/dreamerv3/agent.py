@@ -42,6 +42,7 @@ from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import (
     Actor,
+    frozen,
     imagination_loss,
     imagine,
     make_critic,
@@ -402,17 +403,27 @@ class DreamerV3(AbstractAgent):
         # 3. Imagination from every posterior state.
         starts = jax.tree.map(lambda x: x.reshape(batch_size * steps, *x.shape[2:]), latents)
         horizon = cfg.imagination.horizon
-        trajectory, imagined_actions = imagine(dynamics, nets.actor, starts, horizon, key=imagine_key)
-        imagined_features = dynamics.features(trajectory)
+        backprop = cfg.actor_grad == "dynamics"
+        # Dynamics backprop: the actor's gradient flows through the world model, never into it.
+        wm_dynamics, reward_head, cont_head = (
+            (frozen(dynamics), frozen(nets.reward), frozen(nets.cont)) if backprop else (dynamics, nets.reward, nets.cont)
+        )
+        trajectory, imagined_actions = imagine(
+            wm_dynamics, nets.actor, starts, horizon, key=imagine_key, differentiable=backprop
+        )
+        imagined_features = wm_dynamics.features(trajectory)
         # Rewards on entering steps 1..H (the entry at step 0 is unused by the returns).
-        imagined_reward = dists.twohot_mean(batched(nets.reward, imagined_features[:, 1:]), reward_bins)
+        imagined_reward = dists.twohot_mean(batched(reward_head, imagined_features[:, 1:]), reward_bins)
         imagined_reward = jnp.concatenate([jnp.zeros_like(imagined_reward[:, :1]), imagined_reward], 1)
-        imagined_cont = jax.nn.sigmoid(batched(nets.cont, imagined_features)[..., 0])
-        imagined_reward, imagined_cont = sg(imagined_reward), sg(imagined_cont)
+        imagined_cont = jax.nn.sigmoid(batched(cont_head, imagined_features)[..., 0])
+        imagined_cont = sg(imagined_cont)
+        if not backprop:
+            imagined_reward = sg(imagined_reward)
+        trajectory_sg = sg(trajectory)
 
         def critic_targets(returns):
             return nets.behaviour.critic_targets(
-                state.slow["behaviour"], dynamics, trajectory, returns, imagined_cont, key=targets_key
+                state.slow["behaviour"], dynamics, trajectory_sg, returns, imagined_cont, key=targets_key
             )
 
         value_bins = self._bins(cfg.critic.bins)
@@ -420,7 +431,7 @@ class DreamerV3(AbstractAgent):
             nets.actor, nets.critic, state.slow["critic"], state.retnorm, imagined_features, imagined_actions,
             imagined_reward, imagined_cont, value_bins, lam=cfg.imagination.lam,
             entropy_scale=cfg.actor.entropy, slow_reg=cfg.critic.slow_reg, slow_target=cfg.critic.slow_target,
-            critic_targets=critic_targets,
+            critic_targets=critic_targets, actor_grad=cfg.actor_grad,
         )  # fmt: skip
         if not train:
             retnorm = state.retnorm
@@ -471,5 +482,10 @@ def make_agent(
     batch of `_split_batch`)."""
     agent = DreamerV3(config, dict(obs_space), dict(act_space), make_dynamics, make_behaviour, extra_report)
     split_keys(agent.obs_space)  # fail early on observation spaces without sensors
-    ActionLayout.from_spaces(agent.act_space)
+    layout = ActionLayout.from_spaces(agent.act_space)
+    if config.actor_grad not in ("reinforce", "dynamics"):
+        raise ValueError(f"actor_grad must be 'reinforce' or 'dynamics', got {config.actor_grad!r}")
+    discrete = [p.key for p in layout.parts if p.discrete]
+    if config.actor_grad == "dynamics" and discrete:
+        raise ValueError(f"actor_grad 'dynamics' needs continuous actions; the action keys {discrete} are discrete")
     return agent

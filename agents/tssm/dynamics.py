@@ -173,7 +173,22 @@ class TSSM(AbstractDynamics):
         stoch = dists.sample_onehot(key, post)
         keep = 1.0 - is_first.astype(jnp.float32)
         prev_reward = jnp.concatenate([latent["reward"][:, None], reward[:, :-1]], 1) * keep
-        prev_actions = prev_actions * keep[..., None]
+        cache = {k: latent[k] for k in CACHE_KEYS}
+        deter, prior, reward_pred, windows = self.sequence(cache, prev_actions * keep[..., None], prev_reward,
+                                                           stoch, is_first)  # fmt: skip
+        posteriors = {"deter": deter, "stoch": stoch, "reward": reward, **windows, "logits": post}
+        last = {k: v[:, -1] for k, v in posteriors.items() if k != "logits"}
+        return last, posteriors, {"logits": prior, "reward": reward_pred}
+
+    def sequence(self, cache: Latent, prev_actions: Float[Array, "B T A"], prev_reward: Float[Array, "B T"],
+                 stoch: Float[Array, "B T S K"], is_first: Bool[Array, "B T"]) -> tuple[Array, Array, Array, Latent]:  # fmt: skip
+        """The full causal pass over T chunks [a_{t-1}, r_{t-1} (symlog), z_t] after the window `cache`.
+
+        Returns deter (B, T, e), prior log-probabilities of z_t (B, T, S, K), predicted symlog r_t (B, T)
+        and the window after every step (B, T, ...). A new episode segment starts at every `is_first`;
+        earlier tokens (and the cache) are invisible to it.
+        """
+        steps = stoch.shape[1]
         slots = self.transformer.slots
 
         def one(lat, prev_a, prev_r, z, first):
@@ -189,11 +204,7 @@ class TSSM(AbstractDynamics):
             reward_pred = jax.vmap(self._reward_one)(out[:, 1])
             return out[:, 2], prior, reward_pred, windows
 
-        cache = {k: latent[k] for k in CACHE_KEYS}
-        deter, prior, reward_pred, windows = jax.vmap(one)(cache, prev_actions, prev_reward, stoch, is_first)
-        posteriors = {"deter": deter, "stoch": stoch, "reward": reward, **windows, "logits": post}
-        last = {k: v[:, -1] for k, v in posteriors.items() if k != "logits"}
-        return last, posteriors, {"logits": prior, "reward": reward_pred}
+        return jax.vmap(one)(cache, prev_actions, prev_reward, stoch, is_first)
 
     def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
         """Feed [a_t, r_t] (prior and reward of step t+1 from their outputs), sample z_{t+1}, feed it."""
