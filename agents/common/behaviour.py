@@ -205,8 +205,8 @@ def imagination_loss(
     advantage = (returns - target_value) / scale
 
     policy = batched(actor, features[:, :-1])
-    entropy = policy_entropy(policy, actor.layout)
     if actor_grad == "dynamics":
+        entropy = policy_entropy(policy, actor.layout)
         # DreamerV1: maximise the lambda return itself, differentiated through the imagined trajectory. The
         # critic is frozen here (its own loss below trains it); the baseline and scale carry no gradient.
         differentiable_value = dists.twohot_mean(batched(frozen(critic), differentiable_features), bins)
@@ -214,6 +214,7 @@ def imagination_loss(
         policy_loss = weight * -((objective - sg(target_value)) / scale + entropy_scale * entropy)
     else:
         log_prob = policy_log_prob(policy, actor.layout, sg(actions))
+        entropy = policy_entropy(policy, actor.layout)
         policy_loss = weight * -(log_prob * sg(advantage) + entropy_scale * entropy)
 
     extra_losses, extra_metrics = {}, {}
