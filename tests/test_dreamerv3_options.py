@@ -15,9 +15,35 @@ import pytest
 from agents.common.latents import gaussian_kl_terms, gaussian_stats
 from agents.dreamerv3.rssm import RSSM
 from bench import config as config_lib
-from bench import registry
-from tasks import toy
-from tests.test_agent_contract import SMALL, copy, make_batch, make_obs
+from bench import registry, spaces
+from agents.dreamerv3.config import DreamerV3Config
+
+SMALL = {"batch_size": 2, "batch_length": 4, "imagination.horizon": 3}  # as tests/test_agent_contract.py
+
+
+def make_obs(agent, rng: np.random.Generator, first) -> dict:
+    n = len(first)
+    obs = {k: agent.obs_space[k].sample(rng, (n,)) for k in spaces.sensor_keys(agent.obs_space)}
+    obs.update(reward=np.zeros(n, np.float32), is_first=np.asarray(first, bool), is_last=np.zeros(n, bool),
+               is_terminal=np.zeros(n, bool))  # fmt: skip
+    return obs
+
+
+def make_batch(agent, extras: dict, rng: np.random.Generator) -> dict:
+    """Random (B, T) sequences shaped like the agent's training stream, with `act`'s extras."""
+    stream = agent.streams()["train"]
+    b, t = stream.batch, stream.total_length
+    batch = {k: np.stack([agent.obs_space[k].sample(rng, (t,)) for _ in range(b)])
+             for k in spaces.sensor_keys(agent.obs_space)}  # fmt: skip
+    batch["reward"] = rng.normal(size=(b, t)).astype(np.float32)
+    batch["is_first"] = rng.uniform(size=(b, t)) < 0.2
+    batch["is_last"] = np.roll(batch["is_first"], -1, axis=1)
+    batch["is_terminal"] = batch["is_last"] & (rng.uniform(size=(b, t)) < 0.5)
+    for key, space in agent.act_space.items():
+        batch[key] = space.sample(rng, (b, t))
+    for key, value in extras.items():
+        batch[key] = rng.uniform(size=(b, t, *value.shape[1:])).astype(value.dtype)
+    return batch
 
 
 def test_gaussian_kl_with_free_nats_by_hand():
@@ -54,7 +80,8 @@ def test_gaussian_rssm_filters_and_imagines():
     tokens = jax.random.normal(jax.random.key(1), (2, 4, 5))
     actions = jax.random.normal(jax.random.key(2), (2, 4, 2))
     first = jnp.zeros((2, 4), bool).at[:, 0].set(True)
-    last, posts, priors = rssm.observe(rssm.initial(2), tokens, actions, first, key=jax.random.key(3))
+    observe = eqx.filter_jit(lambda m, *a, key: m.observe(*a, key=key))
+    last, posts, priors = observe(rssm, rssm.initial(2), tokens, actions, first, key=jax.random.key(3))
     assert posts["stoch"].shape == (2, 4, 3) and posts["logits"].shape == (2, 4, 3, 2)
     assert np.all(np.asarray(posts["logits"][..., 1]) > 0.1) and np.all(np.asarray(priors["logits"][..., 1]) > 0.1)
     following = rssm.imagine_step(last, actions[:, 0], key=jax.random.key(4))
@@ -66,12 +93,21 @@ def test_gaussian_rssm_filters_and_imagines():
 # -------------------------------------------------------------------------------- dynamics-backprop actor
 
 
-def build_agent(**overrides):
+VECTOR_OBS = {"vector": spaces.box((3,), -10.0, 10.0), **spaces.step_spaces()}  # no CNN: compiles faster
+CONTINUOUS_ACT = {"move": spaces.box((2,), -1.0, 1.0)}
+
+
+def build_agent(act_space=CONTINUOUS_ACT, **overrides):
+    """DreamerV3's `debug` preset, shrunk, on a vector observation."""
     spec = registry.get_agent("dreamerv3")
-    config = registry.build_config(spec, toy.SUITE, ["debug"], task="point")
+    config = config_lib.Config(
+        run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(), logger=config_lib.LoggerConfig(),
+        env=config_lib.RunConfig(), agent=DreamerV3Config(),
+    )  # fmt: skip
+    preset = registry.agent_presets(spec)["debug"]
+    config = config_lib.apply(config, {k: v for k, v in preset.items() if k not in ("run", "replay")})
     config = config_lib.apply(config, {**SMALL, **overrides})
-    env = toy.make_env("point", config.env)
-    return spec.make(config.agent, env.obs_space, env.act_space)
+    return spec.make(config.agent, VECTOR_OBS, act_space)
 
 
 @eqx.filter_jit
@@ -100,7 +136,7 @@ def test_dynamics_backprop_reaches_the_actor_through_the_world_model_only():
     rng = np.random.default_rng(0)
     _, _, extras = agent.act(state, agent.initial_carry(state, 2), make_obs(agent, rng, [True, True]),
                              key=jax.random.key(1), mode="train")  # fmt: skip
-    batch = make_batch(agent, agent.streams()["train"], extras, rng)
+    batch = make_batch(agent, extras, rng)
     grads = policy_gradient(agent, state, batch)
     for name in ("encoder", "dynamics", "decoder", "reward", "cont", "critic"):
         assert norm(getattr(grads, name)) == 0.0, f"the actor's loss trains {name}"
@@ -108,14 +144,10 @@ def test_dynamics_backprop_reaches_the_actor_through_the_world_model_only():
     # Cut the actions out of the dynamics: with no entropy bonus, the gradient only ever came through it.
     cut = eqx.tree_at(lambda n: n.dynamics.core.action_in.linear.weight, state.nets,
                       replace_fn=jnp.zeros_like)  # fmt: skip
-    cut_state = eqx.tree_at(lambda s: s.nets, copy(state), cut)
+    cut_state = eqx.tree_at(lambda s: s.nets, state, cut)
     assert norm(policy_gradient(agent, cut_state, batch).actor) == 0.0
 
 
 def test_dynamics_backprop_needs_continuous_actions():
-    spec = registry.get_agent("dreamerv3")
-    config = registry.build_config(spec, toy.SUITE, ["debug"], task="reach")
-    config = config_lib.apply(config, {"actor_grad": "dynamics"})
-    env = toy.make_env("reach", config.env)
     with pytest.raises(ValueError, match="continuous actions"):
-        spec.make(config.agent, env.obs_space, env.act_space)
+        build_agent({"action": spaces.discrete(3)}, actor_grad="dynamics")

@@ -101,7 +101,10 @@ def jitted(dyn: TSSM):
     seq = eqx.filter_jit(lambda d, *a: d.sequence(*a))
     step = eqx.filter_jit(lambda d, lat, a, k: d.imagine_step(lat, a, key=k))
     obs = eqx.filter_jit(lambda d, *a, k: d.observe(*a, key=k))
-    return (lambda *a: seq(dyn, *a)), (lambda lat, a, key: step(dyn, lat, a, key)), (lambda *a, key: obs(dyn, *a, k=key))
+    sequence = lambda *a: seq(dyn, *a)  # noqa: E731
+    imagine_step = lambda lat, a, key: step(dyn, lat, a, key)  # noqa: E731
+    observe = lambda *a, key: obs(dyn, *a, k=key)  # noqa: E731
+    return sequence, imagine_step, observe
 
 
 def random_inputs(rng, batch, steps, dyn):

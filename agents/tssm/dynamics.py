@@ -181,7 +181,7 @@ class TSSM(AbstractDynamics):
         return last, posteriors, {"logits": prior, "reward": reward_pred}
 
     def sequence(self, cache: Latent, prev_actions: Float[Array, "B T A"], prev_reward: Float[Array, "B T"],
-                 stoch: Float[Array, "B T S K"], is_first: Bool[Array, "B T"]) -> tuple[Array, Array, Array, Latent]:  # fmt: skip
+                 stoch: Float[Array, "B T S K"], is_first: Bool[Array, "B T"]) -> tuple[Array, Array, Array, dict]:  # fmt: skip
         """The full causal pass over T chunks [a_{t-1}, r_{t-1} (symlog), z_t] after the window `cache`.
 
         Returns deter (B, T, e), prior log-probabilities of z_t (B, T, S, K), predicted symlog r_t (B, T)
