@@ -181,3 +181,29 @@ def test_kv_window_imagination_equals_full_causal_pass():
         np.testing.assert_allclose(np.asarray(x["reward"]), np.asarray(reward[:, t]), rtol=1e-5, atol=1e-5)
         # The imagined latent is the sample of the full pass's prior under the same key.
         np.testing.assert_array_equal(np.asarray(x["stoch"]), np.asarray(dists.sample_onehot(keys[k], prior[:, t])))
+
+
+def test_dynamics_backprop_through_frozen_tssm_reaches_actions_not_parameters():
+    from agents.common.behaviour import frozen
+
+    dyn = small_tssm(context=2)
+    rng = np.random.default_rng(5)
+    tokens = jnp.asarray(rng.normal(size=(2, 2, TOKENS + 1)), jnp.float32)
+    prev_a = jnp.asarray(rng.normal(size=(2, 2, ACTIONS)), jnp.float32)
+    _, _, observe = jitted(dyn)
+    start, _, _ = observe(dyn.initial(2), tokens, prev_a, jnp.zeros((2, 2), bool), key=jax.random.key(0))
+    actions = jnp.asarray(rng.normal(size=(3, 2, ACTIONS)), jnp.float32)
+
+    @eqx.filter_jit
+    def grads(dyn, actions):
+        def objective(dyn, actions):
+            latent, model = start, frozen(dyn)
+            for k in range(3):
+                latent = model.imagine_step(latent, actions[k], key=jax.random.key(k))
+            return jnp.sum(model.features(latent) ** 2) + jnp.sum(latent["reward"])
+
+        return eqx.filter_grad(objective)(dyn, actions), jax.grad(objective, argnums=1)(dyn, actions)
+
+    into_params, into_actions = grads(dyn, actions)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(into_params))
+    assert float(jnp.abs(into_actions).max()) > 0.0
