@@ -168,7 +168,7 @@ def test_config_defaults_match_the_reference_table():
     # World model (reference: World model).
     assert dataclasses.asdict(c.rssm) == dict(
         deter=8192, hidden=1024, stoch=32, classes=64, blocks=8, dyn_layers=1, img_layers=2, obs_layers=1,
-        unimix=0.01, free_nats=1.0, absolute=False, act="silu",
+        unimix=0.01, free_nats=1.0, absolute=False, act="silu", latent="categorical", min_std=0.1,
     )  # fmt: skip
     assert dataclasses.asdict(c.loss_scales) == dict(
         rec=1.0, rew=1.0, con=1.0, dyn=1.0, rep=0.1, policy=1.0, value=1.0, repval=0.3
@@ -191,6 +191,7 @@ def test_config_defaults_match_the_reference_table():
     # Replay and batching.
     assert (c.batch_size, c.batch_length, c.replay_context) == (16, 64, 1)
     assert c.repval and c.reward_grad
+    assert c.actor_grad == "reinforce"  # 2024: REINFORCE for continuous actions too (2023 backpropagated)
     replay = config_lib.ReplayConfig()
     assert (replay.capacity, replay.chunk, replay.online, replay.recency) == (5_000_000, 1024, True, 0.0)
 

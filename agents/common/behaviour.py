@@ -5,6 +5,10 @@
 * Policy: REINFORCE for discrete and continuous actions, advantage (R - v) / max(1, S) where S is the EMA
   of the 5th-95th return percentile range, entropy bonus, each step weighted by the cumulative product of
   predicted continue flags (which carry the discount).
+* Option `actor_grad="dynamics"` (DreamerV1's objective, continuous actions): the policy maximises the same
+  normalised lambda return by differentiating it through the imagined trajectory (reparameterised action
+  samples -> frozen dynamics -> frozen reward head and critic). The caller freezes the world model
+  (`frozen`), so this gradient reaches the actor only.
 * Critic: twohot cross-entropy towards the lambda returns plus a regulariser towards the slow critic's
   prediction; `repval` trains the critic on lambda returns of the replayed sequence bootstrapped from the
   imagination returns.
@@ -101,6 +105,11 @@ def policy_entropy(policy: dict, layout: ActionLayout) -> Float[Array, "*b"]:
     return sum(policy[p.key].entropy() for p in layout.parts)
 
 
+def frozen(module):
+    """`module` with every inexact array stop-gradiented: gradients flow through it, not into it."""
+    return jax.tree.map(lambda x: sg(x) if eqx.is_inexact_array(x) else x, module)
+
+
 def make_critic(feature_size: int, units: int, layers: int, bins: int, *, act: str = "silu",
                 outscale: float = 0.0, key: PRNGKeyArray) -> MLPHead:
     """Features -> twohot logits over symexp bins; the output layer starts at zero (prediction exactly 0)."""
@@ -111,7 +120,8 @@ def make_critic(feature_size: int, units: int, layers: int, bins: int, *, act: s
 
 
 def imagine(
-    dynamics: eqx.Module, actor: Actor, start: Latent, horizon: int, *, key: PRNGKeyArray
+    dynamics: eqx.Module, actor: Actor, start: Latent, horizon: int, *, key: PRNGKeyArray,
+    differentiable: bool = False,
 ) -> tuple[Latent, Float[Array, "N H A"]]:
     """Roll the prior forward `horizon` steps from `start` (N, ...) with actions sampled from the actor.
 
@@ -119,20 +129,27 @@ def imagine(
     of agents/dreamerv3/dynamics.py).
 
     Returns the latents (N, H+1, ...) including the start and the actions (N, H, A) taken at steps 0..H-1.
-    Nothing here is differentiated (the trajectory is stop-gradiented by the caller's use).
+    The start is always stop-gradiented; the trajectory and actions too unless `differentiable` (the
+    dynamics-backprop actor gradient, with a `frozen` dynamics).
     """
+
+    # Keys the dynamics needs only to carry its state (TSSM's key/value window) stay out of the trajectory.
+    carry_only = getattr(dynamics, "carry_only", ())
+    kept = lambda latent: {k: v for k, v in latent.items() if k not in carry_only}  # noqa: E731
 
     def step(latent, step_key):
         policy_key, dynamics_key = jax.random.split(step_key)
         policy = jax.vmap(actor)(dynamics.features(latent))
         action = policy_sample(policy, actor.layout, policy_key)
         following = dynamics.imagine_step(latent, action, key=dynamics_key)
-        return following, (following, action)
+        return following, (kept(following), action)
 
     start = sg(start)
     _, (latents, actions) = jax.lax.scan(step, start, jax.random.split(key, horizon))
     to_batch_major = lambda x: jnp.swapaxes(x, 0, 1)
-    latents = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], to_batch_major(x)], 1), start, latents)
+    latents = jax.tree.map(lambda s, x: jnp.concatenate([s[:, None], to_batch_major(x)], 1), kept(start), latents)
+    if differentiable:
+        return latents, to_batch_major(actions)
     return sg(latents), sg(to_batch_major(actions))
 
 
@@ -155,14 +172,22 @@ def imagination_loss(
     slow_reg: float = 1.0,
     slow_target: bool = False,
     critic_targets: CriticTargets | None = None,
+    actor_grad: str = "reinforce",
 ) -> tuple[dict[str, Float[Array, "N H"]], Float[Array, "N H"], PercentileNormalizer, dict[str, Array]]:
     """Policy and value losses (N, H) over an imagined trajectory (upstream `imag_loss`).
 
     `cont` are the predicted continue probabilities with the discount folded in. Returns (losses, lambda
     returns, updated normaliser, metrics). `critic_targets(returns)` may replace the critic's regression
     targets (THICK); its extra loss terms are returned alongside `policy` and `value`.
+
+    `actor_grad="dynamics"`: `features` and `reward` carry gradients from the actions (through a frozen
+    world model); the policy loss is -(R_lambda - v) / S - entropy with R_lambda differentiated through
+    them and a frozen critic. Everything else (critic loss, normaliser, metrics) sees stop-gradiented values.
     """
-    features = sg(features)
+    if actor_grad not in ("reinforce", "dynamics"):
+        raise ValueError(f"actor_grad must be 'reinforce' or 'dynamics', got {actor_grad!r}")
+    differentiable_features, differentiable_reward = features, reward
+    features, reward = sg(features), sg(reward)
     critic_logits = batched(critic, features)
     value = dists.twohot_mean(critic_logits, bins)
     horizon = actions.shape[1]
@@ -180,9 +205,17 @@ def imagination_loss(
     advantage = (returns - target_value) / scale
 
     policy = batched(actor, features[:, :-1])
-    log_prob = policy_log_prob(policy, actor.layout, sg(actions))
-    entropy = policy_entropy(policy, actor.layout)
-    policy_loss = weight * -(log_prob * sg(advantage) + entropy_scale * entropy)
+    if actor_grad == "dynamics":
+        entropy = policy_entropy(policy, actor.layout)
+        # DreamerV1: maximise the lambda return itself, differentiated through the imagined trajectory. The
+        # critic is frozen here (its own loss below trains it); the baseline and scale carry no gradient.
+        differentiable_value = dists.twohot_mean(batched(frozen(critic), differentiable_features), bins)
+        objective = lambda_return(differentiable_reward, cont, differentiable_value, lam)
+        policy_loss = weight * -((objective - sg(target_value)) / scale + entropy_scale * entropy)
+    else:
+        log_prob = policy_log_prob(policy, actor.layout, sg(actions))
+        entropy = policy_entropy(policy, actor.layout)
+        policy_loss = weight * -(log_prob * sg(advantage) + entropy_scale * entropy)
 
     extra_losses, extra_metrics = {}, {}
     targets = returns

@@ -42,6 +42,7 @@ from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import (
     Actor,
+    frozen,
     imagination_loss,
     imagine,
     make_critic,
@@ -91,6 +92,14 @@ class DreamerV3State(eqx.Module):
     opt_state: PyTree
     retnorm: PercentileNormalizer
     updates: Int[Array, ""]
+
+
+def observe_tokens(dynamics: AbstractDynamics, tokens: Array, reward: Array) -> Array:
+    """The tokens `observe` reads: the encoder's, plus the raw reward as a last column for a dynamics that
+    `observes_reward` (TSSM)."""
+    if not dynamics.observes_reward:
+        return tokens
+    return jnp.concatenate([tokens, reward[..., None].astype(tokens.dtype)], -1)
 
 
 def build_networks(config, obs_space: Mapping[str, Space], layout: ActionLayout, make_dynamics: MakeDynamics,
@@ -185,6 +194,8 @@ class DreamerV3(AbstractAgent):
         nets = state.nets
         observe_key, action_key = jax.random.split(key)
         tokens = nets.encoder(self._sensors(obs))
+        if nets.dynamics.observes_reward:
+            tokens = observe_tokens(nets.dynamics, tokens, jnp.asarray(obs["reward"], jnp.float32))
         is_first = jnp.asarray(obs["is_first"], bool)
         latent, _, _ = nets.dynamics.observe(
             carry["latent"], tokens[:, None], carry["action"][:, None], is_first[:, None], key=observe_key
@@ -194,7 +205,8 @@ class DreamerV3(AbstractAgent):
             action = policy_mode(policy, self.layout)
         else:
             action = policy_sample(policy, self.layout, action_key)
-        extras = {LATENT_PREFIX + k: v.astype(LATENT_STORAGE_DTYPE) for k, v in latent.items()}
+        stored = {k: v for k, v in latent.items() if k not in nets.dynamics.carry_only}
+        extras = {LATENT_PREFIX + k: v.astype(LATENT_STORAGE_DTYPE) for k, v in stored.items()}
         return {"latent": latent, "action": action}, self.layout.to_env(action), extras
 
     def update(self, state: DreamerV3State, stream: str, batch: Mapping[str, Array], *, key: PRNGKeyArray):
@@ -251,7 +263,7 @@ class DreamerV3(AbstractAgent):
         context = min(self.config.report_context, data["is_first"].shape[1] - 1)
         take = lambda x: x[:rows]
         sensors = jax.tree.map(take, data["sensors"])
-        tokens = nets.encoder(sensors)
+        tokens = observe_tokens(nets.dynamics, nets.encoder(sensors), take(data["reward"]))
         start = jax.tree.map(take, data["start"])
         prev_actions, is_first = take(data["prev_actions"]), take(data["is_first"])
         last, posts, _ = nets.dynamics.observe(
@@ -364,7 +376,8 @@ class DreamerV3(AbstractAgent):
         # 1. Representation: encode and filter.
         tokens = nets.encoder(data["sensors"])
         _, posteriors, priors = dynamics.observe(
-            data["start"], tokens, data["prev_actions"], data["is_first"], key=observe_key
+            data["start"], observe_tokens(dynamics, tokens, data["reward"]), data["prev_actions"], data["is_first"],
+            key=observe_key,
         )
         latent_keys = tuple(data["start"])
         latents = {k: posteriors[k] for k in latent_keys}
@@ -398,17 +411,27 @@ class DreamerV3(AbstractAgent):
         # 3. Imagination from every posterior state.
         starts = jax.tree.map(lambda x: x.reshape(batch_size * steps, *x.shape[2:]), latents)
         horizon = cfg.imagination.horizon
-        trajectory, imagined_actions = imagine(dynamics, nets.actor, starts, horizon, key=imagine_key)
-        imagined_features = dynamics.features(trajectory)
+        backprop = cfg.actor_grad == "dynamics"
+        # Dynamics backprop: the actor's gradient flows through the world model, never into it.
+        wm_dynamics, reward_head, cont_head = (
+            (frozen(dynamics), frozen(nets.reward), frozen(nets.cont)) if backprop else (dynamics, nets.reward, nets.cont)
+        )
+        trajectory, imagined_actions = imagine(
+            wm_dynamics, nets.actor, starts, horizon, key=imagine_key, differentiable=backprop
+        )
+        imagined_features = wm_dynamics.features(trajectory)
         # Rewards on entering steps 1..H (the entry at step 0 is unused by the returns).
-        imagined_reward = dists.twohot_mean(batched(nets.reward, imagined_features[:, 1:]), reward_bins)
+        imagined_reward = dists.twohot_mean(batched(reward_head, imagined_features[:, 1:]), reward_bins)
         imagined_reward = jnp.concatenate([jnp.zeros_like(imagined_reward[:, :1]), imagined_reward], 1)
-        imagined_cont = jax.nn.sigmoid(batched(nets.cont, imagined_features)[..., 0])
-        imagined_reward, imagined_cont = sg(imagined_reward), sg(imagined_cont)
+        imagined_cont = jax.nn.sigmoid(batched(cont_head, imagined_features)[..., 0])
+        imagined_cont = sg(imagined_cont)
+        if not backprop:
+            imagined_reward = sg(imagined_reward)
+        trajectory_sg = sg(trajectory)
 
         def critic_targets(returns):
             return nets.behaviour.critic_targets(
-                state.slow["behaviour"], dynamics, trajectory, returns, imagined_cont, key=targets_key
+                state.slow["behaviour"], dynamics, trajectory_sg, returns, imagined_cont, key=targets_key
             )
 
         value_bins = self._bins(cfg.critic.bins)
@@ -416,7 +439,7 @@ class DreamerV3(AbstractAgent):
             nets.actor, nets.critic, state.slow["critic"], state.retnorm, imagined_features, imagined_actions,
             imagined_reward, imagined_cont, value_bins, lam=cfg.imagination.lam,
             entropy_scale=cfg.actor.entropy, slow_reg=cfg.critic.slow_reg, slow_target=cfg.critic.slow_target,
-            critic_targets=critic_targets,
+            critic_targets=critic_targets, actor_grad=cfg.actor_grad,
         )  # fmt: skip
         if not train:
             retnorm = state.retnorm
@@ -468,5 +491,10 @@ def make_agent(
     agent = DreamerV3(config, dict(obs_space), dict(act_space), make_dynamics, make_behaviour, extra_report)
     split_keys(agent.obs_space)  # fail early on observation spaces without sensors
     check_compute_dtype(config.compute_dtype)
-    ActionLayout.from_spaces(agent.act_space)
+    layout = ActionLayout.from_spaces(agent.act_space)
+    if config.actor_grad not in ("reinforce", "dynamics"):
+        raise ValueError(f"actor_grad must be 'reinforce' or 'dynamics', got {config.actor_grad!r}")
+    discrete = [p.key for p in layout.parts if p.discrete]
+    if config.actor_grad == "dynamics" and discrete:
+        raise ValueError(f"actor_grad 'dynamics' needs continuous actions; the action keys {discrete} are discrete")
     return agent

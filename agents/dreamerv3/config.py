@@ -26,6 +26,10 @@ class RSSMConfig:
     free_nats: float = ranged(1.0, ge=0)  # dyn and rep KL are each clipped below at this value
     absolute: bool = False  # posterior from tokens only (no deter)
     act: str = "silu"
+    # `gaussian`: DreamerV1/2-style continuous latents of `stoch` dimensions (classes unused), std =
+    # softplus(raw) + min_std, the same dyn/rep KL split with free nats. Default: DreamerV3's categoricals.
+    latent: str = "categorical"
+    min_std: float = ranged(0.1, gt=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,9 @@ class DreamerV3Config:
     report_context: int = 8  # open-loop report: observed steps before imagining the rest
     reward_grad: bool = True  # reward and repval losses train the representation too
     repval: bool = True  # critic loss on replayed sequences
+    # Actor objective: `reinforce` (DreamerV3, default) or `dynamics` (DreamerV1: backpropagate the lambda
+    # return through the imagined trajectory into the actions; continuous actions; world model frozen for it).
+    actor_grad: str = "reinforce"
     rssm: RSSMConfig = RSSMConfig()
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import equinox as eqx
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
@@ -76,6 +76,12 @@ class AbstractDynamics(eqx.Module):
     """
 
     feature_size: eqx.AbstractVar[int]
+    # A dynamics that reads rewards (TSSM's reward tokens) sets this: the agent then appends the step's raw
+    # reward (the one received with the observation) as the last column of the tokens passed to `observe`.
+    observes_reward: ClassVar[bool] = False
+    # Latent keys needed only to carry the state forward (TSSM's key/value window): `act` does not store
+    # them in replay and imagined trajectories do not keep them (features never read them).
+    carry_only: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def initial(self, batch_size: int) -> Latent:
