@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.iris.transformer import WorldModelGPT, generate_step, interleave, sequence_logits, start_from_frame
+from agents.iris.transformer import (
+    WorldModelGPT,
+    generate_step,
+    generate_step_recompute,
+    interleave,
+    sequence_logits,
+    start_from_frame,
+    start_recompute,
+)
 
 K, STEPS, VOCAB, ACTIONS = 4, 3, 11, 5
 
@@ -101,3 +109,26 @@ def test_generate_step_fills_the_cache_like_a_full_pass_and_refreshes(gpt):
     assert int(length) == K + K + 1  # restarted from the current frame, then one step
     fresh, _ = start_from_frame(gpt, out["frame_tokens"])
     np.testing.assert_allclose(cache.keys[:, :, :, :K], fresh.keys[:, :, :, :K], rtol=1e-4, atol=1e-5)
+
+
+def test_recomputing_generator_samples_what_the_cache_samples(gpt):
+    """The no-cache baseline that `bench perf agent` times does the same work: for the same keys it samples
+    the same rewards, ends and frames over several steps, across a context refresh."""
+    rng = np.random.default_rng(8)
+    frames = jnp.asarray(rng.integers(0, VOCAB, (3, K)), jnp.int32)
+    cached = jax.jit(lambda c, n, f, a, key: generate_step(gpt, c, n, f, a, key=key))
+    recompute = jax.jit(lambda c, n, f, a, key: generate_step_recompute(gpt, c, n, f, a, key=key))
+    cache, length = start_from_frame(gpt, frames)
+    buffer, length_r = start_recompute(gpt, frames)
+    frame, frame_r, lengths = frames, frames, []
+    for step in range(5):  # STEPS = 3: the context restarts from the current frame once
+        action = jnp.asarray(rng.integers(0, ACTIONS, (3,)), jnp.int32)
+        key = jax.random.key(100 + step)
+        out, cache, length = cached(cache, length, frame, action, key)
+        out_r, buffer, length_r = recompute(buffer, length_r, frame_r, action, key)
+        for name in ("reward", "end", "frame_tokens"):
+            np.testing.assert_array_equal(out_r[name], out[name], err_msg=f"step {step} {name}")
+        assert int(length_r) == int(length)
+        frame, frame_r = out["frame_tokens"], out_r["frame_tokens"]
+        lengths.append(int(length))
+    assert min(lengths[1:]) < max(lengths)  # a refresh happened

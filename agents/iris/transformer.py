@@ -253,7 +253,7 @@ def start_from_frame(gpt: WorldModelGPT, frame_tokens: Int[Array, "B K"]) -> tup
 
 
 def generate_step(gpt: WorldModelGPT, cache: KVCache, length: Int[Array, ""], frame_tokens: Int[Array, "B K"],
-                  action: Int[Array, " B"], *, key: PRNGKeyArray) -> tuple[dict[str, Array], KVCache, Int[Array, ""]]:  # fmt: skip
+                  action: Int[Array, " B"], *, key: PRNGKeyArray) -> tuple[dict[str, Array], KVCache, Array]:
     """One imagined step, token by token (IRIS `WorldModelEnv.step`): feed the action, sample reward sign and
     termination from the action position, then sample the next frame's K tokens one at a time, each fed back.
 
@@ -261,25 +261,60 @@ def generate_step(gpt: WorldModelGPT, cache: KVCache, length: Int[Array, ""], fr
     `frame_tokens` (IRIS does the same). Returns reward in {-1, 0, 1} (B,), end (B,) bool, the next frame's
     tokens (B, K), the cache and its new length. Samples at temperature 1 (IRIS imagination).
     """
+
+    def feed(cache, length, token):
+        hidden, cache = _batched(gpt, token[:, None], cache, length)
+        return hidden[:, 0], cache
+
+    return _sample_step(gpt, feed, start_from_frame, cache, length, frame_tokens, action, key)
+
+
+def start_recompute(gpt: WorldModelGPT, frame_tokens: Int[Array, "B K"]) -> tuple[Array, Array]:
+    """`start_from_frame` without a cache: the context is a (B, max_tokens) token buffer holding one frame."""
+    buffer = jnp.zeros((frame_tokens.shape[0], gpt.max_tokens), jnp.int32)
+    return buffer.at[:, : gpt.frame_tokens].set(frame_tokens), jnp.asarray(gpt.frame_tokens, jnp.int32)
+
+
+def generate_step_recompute(gpt: WorldModelGPT, buffer: Int[Array, "B N"], length: Int[Array, ""],
+                            frame_tokens: Int[Array, "B K"], action: Int[Array, " B"], *,
+                            key: PRNGKeyArray) -> tuple[dict[str, Array], Array, Array]:  # fmt: skip
+    """`generate_step` without a KV cache, the baseline `bench perf agent` times it against: every new token
+    reruns the full causal pass over the whole fixed-size context buffer (static shapes: max_tokens tokens;
+    positions past the new token are padding the causal mask hides). Same samples as `generate_step` for the
+    same key (the tests check it)."""
+    zero = jnp.zeros((), jnp.int32)
+
+    def feed(buffer, length, token):
+        buffer = jax.lax.dynamic_update_slice(buffer, token[:, None], (0, length))
+        hidden = jax.vmap(lambda tokens: gpt(tokens, gpt.empty_cache(), zero)[0])(buffer)  # (B, N, E)
+        return jax.lax.dynamic_index_in_dim(hidden, length, axis=1, keepdims=False), buffer
+
+    return _sample_step(gpt, feed, start_recompute, buffer, length, frame_tokens, action, key)
+
+
+def _sample_step(gpt: WorldModelGPT, feed, restart, context, length, frame_tokens, action, key):
+    """The sampling of one imagined step, shared by the cached and the recomputing generators.
+
+    `feed(context, length, token (B,)) -> (hidden (B, E) of that token placed at `length`, context)`;
+    `restart(frame_tokens) -> (context, length)` holding only the current frame.
+    """
     k = gpt.frame_tokens
-    cache, length = jax.lax.cond(
-        length + k + 1 > gpt.max_tokens,
-        lambda: start_from_frame(gpt, frame_tokens),
-        lambda: (cache, length),
+    context, length = jax.lax.cond(
+        length + k + 1 > gpt.max_tokens, lambda: restart(gpt, frame_tokens), lambda: (context, length)
     )
     reward_key, end_key, frame_key = jax.random.split(key, 3)
-    hidden, cache = _batched(gpt, action[:, None], cache, length)
-    hidden = hidden[:, 0]
+    hidden, context = feed(context, length, action)
     reward = jax.random.categorical(reward_key, gpt.reward_logits(hidden)) - 1
     end = jax.random.categorical(end_key, gpt.end_logits(hidden)) == 1
     length = length + 1
 
     def next_token(carry, token_key):
-        hidden, cache, length = carry
+        hidden, context, length = carry
         token = jax.random.categorical(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)
-        hidden, cache = _batched(gpt, token[:, None], cache, length)
-        return (hidden[:, 0], cache, length + 1), token
+        hidden, context = feed(context, length, token)
+        return (hidden, context, length + 1), token
 
-    (_, cache, length), tokens = jax.lax.scan(next_token, (hidden, cache, length), jax.random.split(frame_key, k))
+    keys = jax.random.split(frame_key, k)
+    (_, context, length), tokens = jax.lax.scan(next_token, (hidden, context, length), keys)
     out = {"reward": reward.astype(jnp.float32), "end": end, "frame_tokens": jnp.swapaxes(tokens, 0, 1)}
-    return out, cache, length
+    return out, context, length
