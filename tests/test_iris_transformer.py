@@ -1,4 +1,5 @@
-"""IRIS GPT: the KV-cache path equals the full causal pass, the mask is causal, heads read the right positions."""
+"""IRIS GPT: the KV-cache path equals the full causal pass, the mask is causal, heads read the right
+positions, the no-cache baseline samples what the cache samples."""
 
 import jax
 import jax.numpy as jnp
@@ -80,9 +81,11 @@ def test_sequence_logits_read_the_previous_position(gpt):
             pos = t * (K + 1) + k  # position of the predicted token
             if pos == 0:
                 continue
-            np.testing.assert_allclose(out["obs"][t, k], gpt.obs_logits(hidden[pos - 1]), rtol=1e-4, atol=1e-5)
+            expected = gpt.obs_logits(hidden[pos - 1])
+            np.testing.assert_allclose(out["obs"][t, k], expected, rtol=1e-4, atol=1e-5)
         action_pos = t * (K + 1) + K
-        np.testing.assert_allclose(out["reward"][t], gpt.reward_logits(hidden[action_pos]), rtol=1e-4, atol=1e-5)
+        expected = gpt.reward_logits(hidden[action_pos])
+        np.testing.assert_allclose(out["reward"][t], expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out["end"][t], gpt.end_logits(hidden[action_pos]), rtol=1e-4, atol=1e-5)
 
 
@@ -100,7 +103,8 @@ def test_generate_step_fills_the_cache_like_a_full_pass_and_refreshes(gpt):
     for b in range(batch):
         seq = jnp.concatenate([first[b], acts[b : b + 1], out["frame_tokens"][b]])
         _, full = gpt(seq, gpt.empty_cache(), jnp.zeros((), jnp.int32))
-        np.testing.assert_allclose(cache.keys[b][:, :, : 2 * K + 1], full.keys[:, :, : 2 * K + 1], rtol=1e-4, atol=1e-5)
+        filled = 2 * K + 1
+        np.testing.assert_allclose(cache.keys[b][:, :, :filled], full.keys[:, :, :filled], 1e-4, 1e-5)
     # STEPS = 3 blocks fit: the third step would overflow (2K+1 + K+1 > 3(K+1) - ...) only after the second.
     frame = out["frame_tokens"]
     out, cache, length = step(cache, length, frame, acts, jax.random.key(6))
