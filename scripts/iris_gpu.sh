@@ -4,7 +4,8 @@
 #   scripts/iris_gpu.sh perf [OUT_DIR]   # `bench perf agent` at the Atari 100k size (per-stream updates/s,
 #                                        # imagination steps/s with the KV cache vs recomputing the context,
 #                                        # peak memory), then the GPT's cache tests at float32 matmul precision
-#   scripts/iris_gpu.sh learn [OUT_DIR]  # the slow learning test on toy reach (quick preset)
+#   scripts/iris_gpu.sh learn [OUT_DIR]  # the slow learning test on toy reach (quick preset); it names the
+#                                        # suite "toy", so the package's entry points must be installed there
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: scripts/iris_gpu.sh perf|learn [OUT_DIR]}
