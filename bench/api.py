@@ -135,6 +135,27 @@ class AbstractAgent(eqx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
+class ImaginationCase:
+    """One way of imagining that `bench perf agent` times: `fn(state, inputs, key)` is jitted and run on the
+    agent's state, `inputs` (a pytree of arrays) and a PRNG key; one call imagines `steps` model steps in all
+    (batch x horizon). Its outputs are only waited for.
+
+    Optional agent method (agents that imagine with a learned model define it; `bench perf agent` looks it up
+    and skips agents without it):
+
+        def imagination_benchmark(self, batches: Mapping[str, dict]) -> dict[str, ImaginationCase]
+
+    `batches` holds one synthetic batch per stream (as `update` gets them). The first case is the agent's own
+    imagination; perf reports every case's steps/s and the first case's speed-up over each other case (e.g.
+    IRIS: generation with its KV cache against recomputing the full context for every token).
+    """
+
+    fn: Callable[[Any, Any, Any], Any]
+    inputs: Any
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentSpec:
     """How the registry builds an agent.
 

@@ -9,8 +9,12 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
 * update wall time (median of `--updates` timed runs after a warm-up), updates/s and replayed steps/s
   (batch x length per update; context steps not counted, as train_ratio counts them),
 * policy steps/s for `--envs` parallel environments,
-* memory: XLA's buffer sizes of the compiled update (arguments, outputs, temporaries) and the process's peak
-  resident memory,
+* imagination steps/s, for agents with the optional `imagination_benchmark` method (see
+  `bench.api.ImaginationCase`): each case compiled and timed like an update (on the first
+  `--imagination-batch` rows of the stream batches), and within each group of cases ("<group>/<variant>")
+  the first variant's speed-up over the others,
+* memory: XLA's buffer sizes of each compiled update and imagination case (arguments, outputs, temporaries),
+  the process's peak resident memory and, where the device reports it (GPU), its peak bytes in use,
 * the update's FLOPs: XLA's cost analysis of the compiled update (which counts each loop body once) and the
   FLOPs of all matrix products and convolutions counted from the jaxpr with every scan unrolled; the latter
   over the update time is the achieved GFLOP/s, and utilisation = achieved / this machine's measured matmul
@@ -47,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actions", type=int, default=DEFAULT_ACTIONS, help="synthetic discrete actions")
     parser.add_argument("--updates", type=int, default=5, help="timed updates after one warm-up update")
     parser.add_argument("--envs", type=int, default=1, help="parallel environments for the policy timing")
+    parser.add_argument("--imagination-batch", type=int, default=None,
+                        help="rows of each batch for the imagination timing (default: the whole batch)")
     parser.add_argument("--policy-steps", type=int, default=200, help="timed policy steps")
     parser.add_argument("--matmul", type=int, default=2048, help="size of the square matmul for the peak")
     parser.add_argument("--seed", type=int, default=0)
@@ -281,9 +287,11 @@ def measure(args) -> dict:
         action, extras = jax.device_get((action, extras))  # the runner fetches both to store them
     policy_seconds = (time.perf_counter() - start) / args.policy_steps
 
-    stream_figures = {}
+    stream_figures, batches = {}, {}
     for name, stream in streams.items():
-        stream_figures[name] = _measure_update(compiled, name, stream, obs_space, act_space, extras, args, rng)
+        batches[name] = _synthetic_batch(obs_space, act_space, jax.device_get(extras), stream, rng)
+        stream_figures[name] = _measure_update(compiled, name, stream, batches[name], args)
+    imagination = _measure_imagination(agent, compiled.state(), batches, args)
     main = stream_figures[next(iter(streams))]
     # the products run in the agent's compute dtype (DreamerV3 family `compute_dtype`): the peak is that dtype's
     compute = getattr(agent_config, "compute_dtype", "float32")
@@ -307,6 +315,8 @@ def measure(args) -> dict:
         "matmul_peak_gflops": peak,
         "compute_dtype": compute,
         "peak_rss_mib": _peak_rss_mib(),
+        "device_peak_mib": _device_peak_mib(),
+        "imagination": imagination,
         # the first stream's figures at the top level (one-stream agents: the update)
         **{k: main[k] for k in ("batch", "length", "context", "update_trace_s", "update_compile_s", "update_s_median",
                                 "update_s_all", "updates_per_s", "replayed_steps_per_s", "update_gflop_xla",
@@ -318,12 +328,63 @@ def measure(args) -> dict:
     return figures
 
 
-def _measure_update(compiled, name, stream, obs_space, act_space, extras, args, rng) -> dict:
+def _device_peak_mib() -> float | None:
+    """Peak bytes in use on the first device since the process started (GPU/TPU; None where not reported)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
+
+
+def _measure_imagination(agent, state, batches, args) -> dict:
+    """Compile and time each of the agent's `imagination_benchmark` cases (`bench.api.ImaginationCase`)."""
+    import jax
+
+    cases_fn = getattr(agent, "imagination_benchmark", None)
+    if cases_fn is None:
+        return {}
+    if args.imagination_batch is not None:
+        rows = args.imagination_batch
+        batches = {name: {k: v[:rows] for k, v in batch.items()} for name, batch in batches.items()}
+    figures = {}
+    for name, case in cases_fn(batches).items():
+        key = jax.random.key(args.seed)
+        start = time.perf_counter()
+        executable = jax.jit(case.fn).lower(state, case.inputs, key).compile()
+        compile_seconds = time.perf_counter() - start
+        memory = executable.memory_analysis()
+        jax.block_until_ready(executable(state, case.inputs, key))  # warm-up
+        times = []
+        for index in range(args.updates):
+            start = time.perf_counter()
+            jax.block_until_ready(executable(state, case.inputs, jax.random.key(args.seed + 1 + index)))
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        figures[name] = {
+            "steps": case.steps,
+            "compile_s": compile_seconds,
+            "call_s_median": seconds,
+            "call_s_all": times,
+            "steps_per_s": case.steps / seconds,
+            "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
+        }
+    groups: dict[str, list[str]] = {}
+    for name in figures:
+        groups.setdefault(name.split("/", 1)[0], []).append(name)
+    for names in groups.values():
+        first = figures[names[0]]
+        first["speedup_over"] = {
+            other: first["steps_per_s"] / figures[other]["steps_per_s"] for other in names[1:]
+        }
+    return figures
+
+
+def _measure_update(compiled, name, stream, batch, args) -> dict:
     """Compile (state donated, as the runner does) and time one stream's update of the runner's compiled agent."""
     import jax
     import numpy as np
 
-    batch = _synthetic_batch(obs_space, act_space, jax.device_get(extras), stream, rng)
     counter = np.int32(0)
     product_flops = jaxpr_flops(jax.make_jaxpr(compiled.update_function, static_argnums=(3,))(
         compiled.dynamic, batch, counter, name))  # fmt: skip
@@ -384,7 +445,17 @@ def report_lines(f: dict) -> list[str]:
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB",
         ]
-    lines.append(f"  process peak RSS {f['peak_rss_mib']:.0f} MiB")
+    for name, s in f["imagination"].items():
+        calls = ", ".join(f"{t:.3f}" for t in s["call_s_all"])
+        lines += [
+            f"  imagine '{name}': {s['steps']} steps per call; compile {s['compile_s']:.1f} s; "
+            f"{s['call_s_median']:.3f} s median ({calls})",
+            f"           {s['steps_per_s']:.1f} imagined steps/s; XLA temporaries {s['xla_temp_mib']:.0f} MiB",
+        ]
+        for other, ratio in s.get("speedup_over", {}).items():
+            lines.append(f"           {ratio:.1f}x the steps/s of '{other}'")
+    device = f"; device peak {f['device_peak_mib']:.0f} MiB" if f["device_peak_mib"] is not None else ""
+    lines.append(f"  process peak RSS {f['peak_rss_mib']:.0f} MiB{device}")
     if f["non_finite_metrics"]:
         lines.append(f"  WARNING: non-finite metrics {f['non_finite_metrics']}")
     return lines

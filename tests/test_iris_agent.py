@@ -127,7 +127,8 @@ def test_streams_follow_iris_schedule():
     assert [streams[n].start for n in ("tokenizer", "world_model", "actor_critic")] == [1200, 5200, 10200]
     assert (streams["tokenizer"].batch, streams["tokenizer"].total_length) == (256, 1)
     assert (streams["world_model"].batch, streams["world_model"].total_length) == (64, 21)
-    assert (streams["actor_critic"].batch, streams["actor_critic"].context, streams["actor_critic"].length) == (64, 20, 1)
+    actor_critic = streams["actor_critic"]
+    assert (actor_critic.batch, actor_critic.context, actor_critic.length) == (64, 20, 1)
     for spec in streams.values():  # 200 updates per 200 collected steps
         assert spec.ratio / (spec.batch * spec.length) == pytest.approx(1.0)
     assert agent.frame_tokens == 16
@@ -167,7 +168,7 @@ def test_act_resets_carry_on_first_and_after_training_episode_ends(agent, state,
 
 
 def test_eval_samples_at_temperature(agent, state, jitted):
-    """Evaluation samples at temperature 0.5: the empirical action frequencies follow softmax(logits / 0.5)."""
+    """Evaluation samples at temperature 0.5: empirical action frequencies follow softmax(logits / 0.5)."""
     _, act, _ = jitted
     rng = np.random.default_rng(2)
     obs = make_obs(rng, 1, [True])
@@ -210,6 +211,14 @@ def test_report_images(agent, state):
     assert out["reconstructions"].dtype == jnp.uint8 and out["reconstructions"].shape[1:] == (32, 3)
     # The left half of the rollout is the real sequence.
     np.testing.assert_array_equal(out["imagination"][:, :16, :16], batch["image"][0])
+    # The strip: sequence 0's real frames along the first row, its imagined frames (the video's right half)
+    # along the second.
+    strip = out["imagination_strip"]
+    assert strip.dtype == jnp.uint8 and strip.shape == (rows * 2 * 16, t * 16, 3)
+    for step in range(t):
+        np.testing.assert_array_equal(strip[:16, 16 * step : 16 * (step + 1)], batch["image"][0, step])
+        imagined = out["imagination"][step, :16, 16:]
+        np.testing.assert_array_equal(strip[16:32, 16 * step : 16 * (step + 1)], imagined)
 
 
 @pytest.mark.slow  # the default run covers this through tests/test_agent_contract.py
@@ -227,7 +236,8 @@ def test_save_load_round_trip_gives_identical_outputs(agent, state, jitted):
     for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
         np.testing.assert_array_equal(a, b)
     batch = make_batch(agent, "actor_critic", rng)
-    m1 = updates["actor_critic"](jax.tree.map(lambda x: jnp.array(x, copy=True), state), batch, jax.random.key(9))[1]
+    copy = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    m1 = updates["actor_critic"](copy, batch, jax.random.key(9))[1]
     m2 = updates["actor_critic"](restored, batch, jax.random.key(9))[1]
     for key in m1:
         np.testing.assert_array_equal(m1[key], m2[key], err_msg=key)
@@ -255,15 +265,21 @@ def test_burn_in_forgets_frames_before_a_training_episode_start(agent, state):
 def test_atari100k_model_traces_every_update():
     """IRIS's full Atari 100k model (64x64 frames, 18 actions, 340-token context) traces every stream's update
     (shapes only: no compute)."""
-    agent = SPEC.make(IRISConfig(), {"image": spaces.image(64, 64), **spaces.step_spaces()}, {"action": spaces.discrete(18)})
+    obs_space = {"image": spaces.image(64, 64), **spaces.step_spaces()}
+    agent = SPEC.make(IRISConfig(), obs_space, {"action": spaces.discrete(18)})
     state = eqx.filter_eval_shape(lambda: agent.init(key=jax.random.key(0)))
     assert state.world_model.max_tokens == 340 and state.world_model.tokens_per_step == 17
     assert state.tokenizer.codebook.shape == (512, 512)
     for name, spec in agent.streams().items():
         b, t = spec.batch, spec.total_length
-        batch = {"image": jax.ShapeDtypeStruct((b, t, 64, 64, 3), jnp.uint8),
-                 "action": jax.ShapeDtypeStruct((b, t), jnp.int32), "reward": jax.ShapeDtypeStruct((b, t), jnp.float32),
-                 **{k: jax.ShapeDtypeStruct((b, t), jnp.bool_) for k in ("is_first", "is_last", "is_terminal", SEGMENT_START)}}  # fmt: skip
-        new, metrics, _ = jax.eval_shape(lambda s, x: agent.update(s, name, x, key=jax.random.key(0)), state, batch)
+        batch = {
+            "image": jax.ShapeDtypeStruct((b, t, 64, 64, 3), jnp.uint8),
+            "action": jax.ShapeDtypeStruct((b, t), jnp.int32),
+            "reward": jax.ShapeDtypeStruct((b, t), jnp.float32),
+        }
+        for flag in ("is_first", "is_last", "is_terminal", SEGMENT_START):
+            batch[flag] = jax.ShapeDtypeStruct((b, t), jnp.bool_)
+        update = lambda s, x: agent.update(s, name, x, key=jax.random.key(0))  # noqa: E731
+        new, metrics, _ = jax.eval_shape(update, state, batch)
         assert all(m.shape == () for m in metrics.values()), name
         assert jax.tree.structure(new) == jax.tree.structure(state), name

@@ -1,4 +1,5 @@
-"""IRIS tokenizer: vector quantisation, its losses and straight-through gradient by hand; it learns toy frames."""
+"""IRIS tokenizer: vector quantisation, its losses and straight-through gradient by hand; it learns toy
+frames."""
 
 import equinox as eqx
 import jax
@@ -20,7 +21,8 @@ def test_quantize_and_vq_losses_by_hand():
     np.testing.assert_allclose(z_q, codebook[expected], rtol=1e-6)
     beta = 0.25  # not 1, so swapping the two terms' stop-gradients would show
     mse = np.mean((z - codebook[expected]) ** 2)
-    np.testing.assert_allclose(vq_losses(jnp.asarray(z), jnp.asarray(codebook[expected]), beta), (1 + beta) * mse, rtol=1e-5)
+    losses = vq_losses(jnp.asarray(z), jnp.asarray(codebook[expected]), beta)
+    np.testing.assert_allclose(losses, (1 + beta) * mse, rtol=1e-5)
 
     # Gradients: the codebook term moves entries towards encodings, the commitment term (times beta) moves
     # encodings towards entries: d/dz = beta * 2 (z - e) / n, d/de = 2 (e - z) / n.
@@ -59,7 +61,8 @@ def test_gradient_perceptual_loss_by_hand():
     x, y = rng.normal(size=(2, 3, 5, 4)).astype(np.float32), rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
     d = x - y
     expected = np.mean(np.abs(np.diff(d, axis=3))) + np.mean(np.abs(np.diff(d, axis=2)))
-    np.testing.assert_allclose(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "gradient"), expected, rtol=1e-5)
+    loss = perceptual_loss(jnp.asarray(x), jnp.asarray(y), "gradient")
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
     assert float(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "none")) == 0.0
 
 

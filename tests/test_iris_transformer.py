@@ -1,11 +1,20 @@
-"""IRIS GPT: the KV-cache path equals the full causal pass, the mask is causal, heads read the right positions."""
+"""IRIS GPT: the KV-cache path equals the full causal pass, the mask is causal, heads read the right
+positions, the no-cache baseline samples what the cache samples."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.iris.transformer import WorldModelGPT, generate_step, interleave, sequence_logits, start_from_frame
+from agents.iris.transformer import (
+    WorldModelGPT,
+    generate_step,
+    generate_step_recompute,
+    interleave,
+    sequence_logits,
+    start_from_frame,
+    start_recompute,
+)
 
 K, STEPS, VOCAB, ACTIONS = 4, 3, 11, 5
 
@@ -72,9 +81,11 @@ def test_sequence_logits_read_the_previous_position(gpt):
             pos = t * (K + 1) + k  # position of the predicted token
             if pos == 0:
                 continue
-            np.testing.assert_allclose(out["obs"][t, k], gpt.obs_logits(hidden[pos - 1]), rtol=1e-4, atol=1e-5)
+            expected = gpt.obs_logits(hidden[pos - 1])
+            np.testing.assert_allclose(out["obs"][t, k], expected, rtol=1e-4, atol=1e-5)
         action_pos = t * (K + 1) + K
-        np.testing.assert_allclose(out["reward"][t], gpt.reward_logits(hidden[action_pos]), rtol=1e-4, atol=1e-5)
+        expected = gpt.reward_logits(hidden[action_pos])
+        np.testing.assert_allclose(out["reward"][t], expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out["end"][t], gpt.end_logits(hidden[action_pos]), rtol=1e-4, atol=1e-5)
 
 
@@ -92,7 +103,8 @@ def test_generate_step_fills_the_cache_like_a_full_pass_and_refreshes(gpt):
     for b in range(batch):
         seq = jnp.concatenate([first[b], acts[b : b + 1], out["frame_tokens"][b]])
         _, full = gpt(seq, gpt.empty_cache(), jnp.zeros((), jnp.int32))
-        np.testing.assert_allclose(cache.keys[b][:, :, : 2 * K + 1], full.keys[:, :, : 2 * K + 1], rtol=1e-4, atol=1e-5)
+        filled = 2 * K + 1
+        np.testing.assert_allclose(cache.keys[b][:, :, :filled], full.keys[:, :, :filled], 1e-4, 1e-5)
     # STEPS = 3 blocks fit: the third step would overflow (2K+1 + K+1 > 3(K+1) - ...) only after the second.
     frame = out["frame_tokens"]
     out, cache, length = step(cache, length, frame, acts, jax.random.key(6))
@@ -101,3 +113,26 @@ def test_generate_step_fills_the_cache_like_a_full_pass_and_refreshes(gpt):
     assert int(length) == K + K + 1  # restarted from the current frame, then one step
     fresh, _ = start_from_frame(gpt, out["frame_tokens"])
     np.testing.assert_allclose(cache.keys[:, :, :, :K], fresh.keys[:, :, :, :K], rtol=1e-4, atol=1e-5)
+
+
+def test_recomputing_generator_samples_what_the_cache_samples(gpt):
+    """The no-cache baseline that `bench perf agent` times does the same work: for the same keys it samples
+    the same rewards, ends and frames over several steps, across a context refresh."""
+    rng = np.random.default_rng(8)
+    frames = jnp.asarray(rng.integers(0, VOCAB, (3, K)), jnp.int32)
+    cached = jax.jit(lambda c, n, f, a, key: generate_step(gpt, c, n, f, a, key=key))
+    recompute = jax.jit(lambda c, n, f, a, key: generate_step_recompute(gpt, c, n, f, a, key=key))
+    cache, length = start_from_frame(gpt, frames)
+    buffer, length_r = start_recompute(gpt, frames)
+    frame, frame_r, lengths = frames, frames, []
+    for step in range(5):  # STEPS = 3: the context restarts from the current frame once
+        action = jnp.asarray(rng.integers(0, ACTIONS, (3,)), jnp.int32)
+        key = jax.random.key(100 + step)
+        out, cache, length = cached(cache, length, frame, action, key)
+        out_r, buffer, length_r = recompute(buffer, length_r, frame_r, action, key)
+        for name in ("reward", "end", "frame_tokens"):
+            np.testing.assert_array_equal(out_r[name], out[name], err_msg=f"step {step} {name}")
+        assert int(length_r) == int(length)
+        frame, frame_r = out["frame_tokens"], out_r["frame_tokens"]
+        lengths.append(int(length))
+    assert min(lengths[1:]) < max(lengths)  # a refresh happened

@@ -1,4 +1,5 @@
-"""IRIS (Micheli et al., ICLR 2023): discrete tokenizer, GPT world model with KV-cache imagination, CNN+LSTM actor-critic."""
+"""IRIS (Micheli et al., ICLR 2023): discrete tokenizer, GPT world model with KV-cache imagination, CNN+LSTM
+actor-critic."""
 
 from agents.iris.agent import IRIS as IRIS
 from agents.iris.agent import ActorCritic as ActorCritic
@@ -15,6 +16,6 @@ SPEC = AgentSpec(
     make=make_agent,
     presets=("agents.iris:presets.yaml",),
     action_kinds=("discrete",),  # IRIS embeds one discrete action as a token
-    description="IRIS (Micheli et al. 2023): VQ tokenizer, GPT world model imagining token by token with a KV "
-    "cache, CNN+LSTM actor-critic; three training streams. Presets atari100k, debug, quick.",
+    description="IRIS (Micheli et al. 2023): VQ tokenizer, GPT world model imagining token by token with a "
+    "KV cache, CNN+LSTM actor-critic; three training streams. Presets atari100k, debug, quick.",
 )

@@ -1,4 +1,4 @@
-"""IRIS (Micheli, Alonso, Fleuret, ICLR 2023) in Equinox: tokenizer, GPT world model, imagination actor-critic.
+"""IRIS (Micheli, Alonso, Fleuret, ICLR 2023) in Equinox: tokenizer, GPT world model, imagining actor-critic.
 
 Reference: /work/shared/reference/transformer_wm.md (IRIS section). Three components, three training streams
 (`streams`), each with its own optimizer, batch shape and start step:
@@ -36,13 +36,26 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from agents.common.returns import lambda_return
 from agents.iris.config import IRISConfig
 from agents.iris.tokenizer import Tokenizer
-from agents.iris.transformer import WorldModelGPT, generate_step, sequence_logits, start_from_frame
-from bench.api import AbstractAgent, StreamSpec
+from agents.iris.transformer import (
+    WorldModelGPT,
+    generate_step,
+    generate_step_recompute,
+    sequence_logits,
+    start_from_frame,
+    start_recompute,
+)
+from bench.api import AbstractAgent, ImaginationCase, StreamSpec
 from bench.spaces import Space
 
 sg = jax.lax.stop_gradient
 
 STREAMS = ("world_model", "tokenizer", "actor_critic")
+# How imagination feeds the GPT: (start, step) over a KV cache (training) or over a token buffer whose full
+# context is recomputed for every token (the baseline `bench perf agent` times the cache against).
+GENERATORS = {
+    "kv_cache": (start_from_frame, generate_step),
+    "recompute": (start_recompute, generate_step_recompute),
+}
 SEGMENT_START = "segment_start"  # act extra: this step begins a training episode (is_first, life loss, cap)
 
 
@@ -54,9 +67,11 @@ class ActorCritic(eqx.Module):
     actor: eqx.nn.Linear
     critic: eqx.nn.Linear
 
-    def __init__(self, resolution: int, channels: tuple[int, ...], hidden: int, actions: int, *, key: PRNGKeyArray):
+    def __init__(self, resolution: int, channels: tuple[int, ...], hidden: int, actions: int, *,
+                 key: PRNGKeyArray):  # fmt: skip
         if resolution % 2 ** len(channels):
-            raise ValueError(f"image size {resolution} is not divisible by 2^{len(channels)} (actor-critic convs)")
+            levels = len(channels)
+            raise ValueError(f"image size {resolution} is not divisible by 2^{levels} (actor-critic convs)")
         keys = jax.random.split(key, len(channels) + 3)
         cins = (3, *channels[:-1])
         self.convs = tuple(eqx.nn.Conv2d(i, o, 3, padding=1, key=k) for i, o, k in zip(cins, channels, keys))
@@ -126,8 +141,8 @@ class IRIS(AbstractAgent):
         k1, k2, k3 = jax.random.split(key, 3)
         tokenizer = Tokenizer(
             resolution=self.resolution, channels=t.channels, mults=t.mults, res_blocks=t.res_blocks,
-            attn_resolutions=t.attn_resolutions, z_channels=t.z_channels, embed_dim=t.embed_dim, vocab=t.vocab,
-            beta=t.beta, perceptual=t.perceptual, perceptual_scale=t.perceptual_scale, key=k1,
+            attn_resolutions=t.attn_resolutions, z_channels=t.z_channels, embed_dim=t.embed_dim,
+            vocab=t.vocab, beta=t.beta, perceptual=t.perceptual, perceptual_scale=t.perceptual_scale, key=k1,
         )  # fmt: skip
         world_model = WorldModelGPT(
             vocab=t.vocab, actions=self.num_actions, frame_tokens=self.frame_tokens, max_steps=w.steps,
@@ -137,9 +152,7 @@ class IRIS(AbstractAgent):
         return tokenizer, world_model, actor_critic
 
     def _component(self, state: IRISState, stream: str):
-        return {"tokenizer": state.tokenizer, "world_model": state.world_model, "actor_critic": state.actor_critic}[
-            stream
-        ]
+        return getattr(state, stream)  # the state's fields are named after the streams
 
     def _reconstruct(self, tokenizer: Tokenizer, images: Array) -> Float[Array, "N H W 3"]:
         """What the policy sees of a real frame: the tokenizer's reconstruction in [0, 1]."""
@@ -149,9 +162,8 @@ class IRIS(AbstractAgent):
 
     def init(self, *, key: PRNGKeyArray) -> IRISState:
         components = dict(zip(("tokenizer", "world_model", "actor_critic"), self._build(key)))
-        opt = {
-            name: self._optimizer(name).init(eqx.filter(components[name], eqx.is_inexact_array)) for name in STREAMS
-        }
+        opt = {name: self._optimizer(name).init(eqx.filter(components[name], eqx.is_inexact_array))
+               for name in STREAMS}  # fmt: skip
         return IRISState(**components, opt=opt, updates={name: jnp.zeros((), jnp.int32) for name in STREAMS})
 
     def initial_carry(self, state, batch_size: int) -> dict:
@@ -225,8 +237,9 @@ class IRIS(AbstractAgent):
         images = jnp.asarray(batch["image"])
         b, rows = images.shape[:2]
         if rows != steps + 1:
-            raise ValueError(f"world-model batch has {rows} steps per sequence, expected steps + 1 = {steps + 1}")
-        tokens = sg(state.tokenizer.encode(images[:, :steps].reshape(-1, *images.shape[2:]))).reshape(b, steps, -1)
+            raise ValueError(f"world-model batch: {rows} steps per sequence, not steps + 1 = {steps + 1}")
+        frames = images[:, :steps].reshape(-1, *images.shape[2:])
+        tokens = sg(state.tokenizer.encode(frames)).reshape(b, steps, -1)
         actions = jnp.asarray(batch["action"], jnp.int32)[:, :steps]
         labels = transition_labels(batch, steps, self.frame_tokens)
         keys = jax.random.split(key, b)
@@ -244,7 +257,8 @@ class IRIS(AbstractAgent):
     def _actor_critic_loss(self, actor_critic: ActorCritic, state: IRISState, batch, *, key):
         a = self.config.actor_critic
         trajectory = self._imagine(actor_critic, state, batch, key=key)
-        logits, values, actions = trajectory["logits"], trajectory["value"], trajectory["action"]  # (B, H, ...)
+        # (B, H, ...) each
+        logits, values, actions = trajectory["logits"], trajectory["value"], trajectory["action"]
         reward, end = trajectory["reward"], trajectory["end"].astype(jnp.float32)
         returns = iris_lambda_returns(reward, end, sg(values), a.gamma, a.lam)  # (B, H - 1)
         returns = sg(returns)
@@ -258,9 +272,13 @@ class IRIS(AbstractAgent):
             "value": jnp.mean((values - returns) ** 2),
         }
         metrics = {
-            **terms, "entropy_nats": entropy.mean(), "imagined_reward": reward.mean(), "imagined_end": end.mean(),
-            "return": returns.mean(), "value_mean": values.mean(),
-        }  # fmt: skip
+            **terms,
+            "entropy_nats": entropy.mean(),
+            "imagined_reward": reward.mean(),
+            "imagined_end": end.mean(),
+            "return": returns.mean(),
+            "value_mean": values.mean(),
+        }
         return sum(terms.values()), metrics
 
     def _burn_in(self, actor_critic: ActorCritic, state: IRISState, batch) -> tuple[Array, Array]:
@@ -288,41 +306,89 @@ class IRIS(AbstractAgent):
         lstm = jax.tree.map(lambda x: jnp.where(start[:, burn_in, None], 0.0, x), lstm)
         return jax.tree.map(sg, lstm)
 
-    def _imagine(self, actor_critic: ActorCritic, state: IRISState, batch, *, key) -> dict[str, Array]:
+    def _imagine(self, actor_critic: ActorCritic, state: IRISState, batch, *, key,
+                 generator: str = "kv_cache") -> dict[str, Array]:  # fmt: skip
         """`horizon` imagined steps from each sequence's last frame (IRIS `ActorCritic.imagine`).
 
         Returns (B, H) rewards in {-1, 0, 1}, ends, actions, values and (B, H, A) logits; the policy's
         gradients flow through its CNN and LSTM over the whole horizon; the world model and tokenizer are
-        frozen (their outputs are stopped).
+        frozen (their outputs are stopped). `generator` names a `GENERATORS` entry.
         """
         a = self.config.actor_critic
+        start_context, generate = GENERATORS[generator]
         images = jnp.asarray(batch["image"])
         lstm = self._burn_in(actor_critic, state, batch)
         tokens = sg(state.tokenizer.encode(images[:, -1]))
-        cache, length = start_from_frame(state.world_model, tokens)
+        context, length = start_context(state.world_model, tokens)
         frame = sg(state.tokenizer.decode(tokens))
 
         def step(carry, step_key):
-            lstm, cache, length, tokens, frame = carry
+            lstm, context, length, tokens, frame = carry
             policy_key, world_key = jax.random.split(step_key)
             logits, value, lstm = jax.vmap(actor_critic)(frame, lstm)
             action = jax.random.categorical(policy_key, logits).astype(jnp.int32)
             # Generating the frame after the last action is wasted work upstream skips; the scan keeps one
             # body, so it is generated and dropped.
-            out, cache, length = generate_step(state.world_model, cache, length, tokens, action, key=world_key)
+            out, context, length = generate(state.world_model, context, length, tokens, action, key=world_key)
             next_frame = sg(state.tokenizer.decode(out["frame_tokens"]))
-            record = {"logits": logits, "value": value, "action": action, "reward": out["reward"], "end": out["end"]}
-            return (lstm, cache, length, out["frame_tokens"], next_frame), record
+            record = {"logits": logits, "value": value, "action": action, "reward": out["reward"]}
+            record["end"] = out["end"]
+            return (lstm, context, length, out["frame_tokens"], next_frame), record
 
-        _, trajectory = jax.lax.scan(step, (lstm, cache, length, tokens, frame), jax.random.split(key, a.horizon))
+        carry = (lstm, context, length, tokens, frame)
+        _, trajectory = jax.lax.scan(step, carry, jax.random.split(key, a.horizon))
         return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), trajectory)
+
+    def imagination_benchmark(self, batches: Mapping[str, dict]) -> dict[str, ImaginationCase]:
+        """`bench perf agent`'s imagination timing (bench.api.ImaginationCase), on the actor-critic's batch:
+
+        * `imagine/*`: the actor-critic's whole imagination (burn-in, policy, token-by-token generation,
+          decoding) with the KV cache, and with the full context recomputed for every generated token;
+        * `world_model/*`: the GPT's generation alone, `horizon` steps from each sequence's last frame under
+          uniformly random actions, with and without the cache.
+        """
+        batch = batches["actor_critic"]
+        horizon = self.config.actor_critic.horizon
+        steps = batch["image"].shape[0] * horizon
+
+        def imagine(generator):
+            return lambda state, batch, key: self._imagine(state.actor_critic, state, batch, key=key,
+                                                           generator=generator)  # fmt: skip
+
+        def generate_only(generator):
+            start_context, generate = GENERATORS[generator]
+
+            def fn(state, frames, key):
+                tokens = state.tokenizer.encode(frames)
+                context, length = start_context(state.world_model, tokens)
+
+                def step(carry, step_key):
+                    context, length, tokens = carry
+                    action_key, world_key = jax.random.split(step_key)
+                    action = jax.random.randint(action_key, tokens.shape[:1], 0, self.num_actions)
+                    out, context, length = generate(state.world_model, context, length, tokens, action,
+                                                    key=world_key)  # fmt: skip
+                    return (context, length, out["frame_tokens"]), out["reward"]
+
+                return jax.lax.scan(step, (context, length, tokens), jax.random.split(key, horizon))[1]
+
+            return fn
+
+        frames = batch["image"][:, -1]
+        return {
+            "imagine/kv_cache": ImaginationCase(imagine("kv_cache"), batch, steps),
+            "imagine/recompute": ImaginationCase(imagine("recompute"), batch, steps),
+            "world_model/kv_cache": ImaginationCase(generate_only("kv_cache"), frames, steps),
+            "world_model/recompute": ImaginationCase(generate_only("recompute"), frames, steps),
+        }
 
     # ------------------------------------------------------------------------------------ report
 
     def report(self, state: IRISState, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:
         """Tokenizer reconstructions (truth | reconstruction) and an open-loop rollout: from each sequence's
-        first frame the world model generates the following frames under the replayed actions
-        (truth | imagined). uint8 images (H, W, 3) and videos (T, H, W, 3); rows are up to 4 sequences."""
+        first frame the world model generates the following frames under the replayed actions, as a video
+        (truth | imagined) and a still strip (truth over imagined, time left to right). uint8 images
+        (H, W, 3) and videos (T, H, W, 3); up to 4 sequences."""
         images = jnp.asarray(batch["image"])
         rows = min(4, images.shape[0])
         images = images[:rows]
@@ -341,8 +407,9 @@ class IRIS(AbstractAgent):
             def step(carry, inputs):
                 cache, length, tokens = carry
                 action, step_key = inputs
-                generated, cache, length = generate_step(state.world_model, cache, length, tokens, action, key=step_key)
-                return (cache, length, generated["frame_tokens"]), generated["frame_tokens"]
+                gpt = state.world_model
+                out, cache, length = generate_step(gpt, cache, length, tokens, action, key=step_key)
+                return (cache, length, out["frame_tokens"]), out["frame_tokens"]
 
             _, generated = jax.lax.scan(
                 step, (cache, length, tokens), (actions[:, :-1].T, jax.random.split(key, steps - 1))
@@ -353,6 +420,11 @@ class IRIS(AbstractAgent):
             out["imagination_l1"] = jnp.abs(imagined[1:] - real[1:]).mean()
             video = jnp.concatenate([real, imagined], 3)  # (T, rows, H, 2W, 3)
             out["imagination"] = _to_uint8(jnp.concatenate(list(jnp.swapaxes(video, 0, 1)), 1))
+            # The same rollout as one still image: per sequence a row of real frames over a row of imagined
+            # ones, time running left to right.
+            strip = jnp.stack([real, imagined], 2).transpose(1, 2, 3, 0, 4, 5)  # (rows, 2, H, T, W, 3)
+            h, w = real.shape[2:4]
+            out["imagination_strip"] = _to_uint8(strip.reshape(rows * 2 * h, steps * w, 3))
         return out
 
     def streams(self) -> dict[str, StreamSpec]:
@@ -400,17 +472,20 @@ def iris_lambda_returns(reward: Float[Array, "B H"], end: Float[Array, "B H"], v
                         gamma: float, lam: float) -> Float[Array, "B H-1"]:  # fmt: skip
     """IRIS `compute_lambda_returns`, where reward[:, t] and end[:, t] follow action t:
 
-        G_t = r_t + (1 - d_t) gamma ((1 - lam) V_{t+1} + lam G_{t+1}),   G_{H-1} = V_{H-1};  returns G_0..G_{H-2}.
+        G_t = r_t + (1 - d_t) gamma ((1 - lam) V_{t+1} + lam G_{t+1}),   G_{H-1} = V_{H-1},
+
+    and returns G_0 .. G_{H-2}.
 
     `lambda_return` indexes rewards by the step they lead into, so they are shifted by one.
     """
     pad = jnp.zeros_like(reward[:, :1])
-    return lambda_return(
-        jnp.concatenate([pad, reward[:, :-1]], 1), jnp.concatenate([pad, (1.0 - end[:, :-1]) * gamma], 1), value, lam
-    )
+    rewards = jnp.concatenate([pad, reward[:, :-1]], 1)
+    discounts = jnp.concatenate([pad, (1.0 - end[:, :-1]) * gamma], 1)
+    return lambda_return(rewards, discounts, value, lam)
 
 
-def _masked_ce(logits: Float[Array, "*s V"], labels: Int[Array, "*s"], mask: Bool[Array, "*s"]) -> Float[Array, ""]:
+def _masked_ce(logits: Float[Array, "*s V"], labels: Int[Array, "*s"],
+               mask: Bool[Array, "*s"]) -> Float[Array, ""]:  # fmt: skip
     """Mean cross-entropy over the masked-in entries (upstream: ignore_index -100)."""
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
     mask = mask.astype(nll.dtype)
@@ -422,7 +497,7 @@ def _to_uint8(x: Array) -> Array:
 
 
 def make_agent(config: IRISConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]) -> IRIS:
-    """The AgentSpec `make`: checks that the task has what IRIS reads (an RGB image and one discrete action)."""
+    """The AgentSpec `make`: checks that the task has what IRIS reads (an RGB image, one discrete action)."""
     obs_space, act_space = dict(obs_space), dict(act_space)
     image = obs_space.get("image")
     if image is None or len(image.shape) != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:

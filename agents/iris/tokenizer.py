@@ -83,7 +83,8 @@ class Encoder(eqx.Module):
     pre_quant: eqx.nn.Conv2d
 
     def __init__(self, resolution: int, channels: int, mults: tuple[int, ...], res_blocks: int,
-                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *, key: PRNGKeyArray):  # fmt: skip
+                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *,
+                 key: PRNGKeyArray):  # fmt: skip
         keys = iter(jax.random.split(key, 8 + len(mults) * (2 * res_blocks + 2)))
         self.conv_in = eqx.nn.Conv2d(3, channels, 3, padding=1, key=next(keys))
         levels, cin, res = [], channels, resolution
@@ -99,7 +100,8 @@ class Encoder(eqx.Module):
                 res //= 2
             levels.append(tuple(blocks))
         self.levels = tuple(levels)
-        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)), ResBlock(cin, cin, key=next(keys)))
+        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)),
+                    ResBlock(cin, cin, key=next(keys)))  # fmt: skip
         self.norm_out = _norm(cin)
         self.conv_out = eqx.nn.Conv2d(cin, z_channels, 3, padding=1, key=next(keys))
         self.pre_quant = eqx.nn.Conv2d(z_channels, embed_dim, 1, key=next(keys))
@@ -133,13 +135,15 @@ class Decoder(eqx.Module):
     conv_out: eqx.nn.Conv2d
 
     def __init__(self, resolution: int, channels: int, mults: tuple[int, ...], res_blocks: int,
-                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *, key: PRNGKeyArray):  # fmt: skip
+                 attn_resolutions: tuple[int, ...], z_channels: int, embed_dim: int, *,
+                 key: PRNGKeyArray):  # fmt: skip
         keys = iter(jax.random.split(key, 8 + len(mults) * (2 * res_blocks + 4)))
         self.post_quant = eqx.nn.Conv2d(embed_dim, z_channels, 1, key=next(keys))
         cin = channels * mults[-1]
         res = resolution // 2 ** (len(mults) - 1)
         self.conv_in = eqx.nn.Conv2d(z_channels, cin, 3, padding=1, key=next(keys))
-        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)), ResBlock(cin, cin, key=next(keys)))
+        self.mid = (ResBlock(cin, cin, key=next(keys)), AttnBlock(cin, key=next(keys)),
+                    ResBlock(cin, cin, key=next(keys)))  # fmt: skip
         levels = []
         for i in reversed(range(len(mults))):
             blocks = []
@@ -166,7 +170,8 @@ class Decoder(eqx.Module):
         return self.conv_out(jax.nn.swish(self.norm_out(x)))
 
 
-def quantize(z: Float[Array, "N E"], codebook: Float[Array, "V E"]) -> tuple[Int[Array, " N"], Float[Array, "N E"]]:
+def quantize(z: Float[Array, "N E"],
+             codebook: Float[Array, "V E"]) -> tuple[Int[Array, " N"], Float[Array, "N E"]]:  # fmt: skip
     """Nearest codebook entry (squared Euclidean distance) of each vector: indices and entries."""
     distances = (z**2).sum(-1, keepdims=True) + (codebook**2).sum(-1)[None] - 2.0 * z @ codebook.T
     tokens = jnp.argmin(distances, axis=-1)
@@ -174,7 +179,7 @@ def quantize(z: Float[Array, "N E"], codebook: Float[Array, "V E"]) -> tuple[Int
 
 
 def vq_losses(z: Array, z_q: Array, beta: float) -> Array:
-    """Codebook term (moves entries to the encodings) + beta x commitment term (moves encodings to entries)."""
+    """Codebook term (moves entries to the encodings) + beta x commitment term (encodings to entries)."""
     return jnp.mean((sg(z) - z_q) ** 2) + beta * jnp.mean((z - sg(z_q)) ** 2)
 
 
@@ -183,7 +188,8 @@ def straight_through(z: Array, z_q: Array) -> Array:
     return z + sg(z_q - z)
 
 
-def perceptual_loss(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"], kind: str) -> Float[Array, ""]:
+def perceptual_loss(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"],
+                    kind: str) -> Float[Array, ""]:  # fmt: skip
     """Substitute for upstream's LPIPS, whose pretrained VGG weights cannot be downloaded here.
 
     "gradient": L1 between the horizontal and vertical finite differences of the two images. LPIPS's role in
@@ -213,9 +219,11 @@ class Tokenizer(eqx.Module):
         if perceptual not in PERCEPTUAL:
             raise ValueError(f"tokenizer.perceptual must be one of {PERCEPTUAL}, got {perceptual!r}")
         if resolution % 2 ** (len(mults) - 1):
-            raise ValueError(f"image size {resolution} is not divisible by 2^{len(mults) - 1} (mults {mults})")
+            levels = len(mults) - 1
+            raise ValueError(f"image size {resolution} is not divisible by 2^{levels} (mults {mults})")
         k1, k2, k3 = jax.random.split(key, 3)
-        args = (resolution, channels, tuple(mults), res_blocks, tuple(attn_resolutions), z_channels, embed_dim)
+        sizes = (tuple(mults), res_blocks, tuple(attn_resolutions), z_channels, embed_dim)
+        args = (resolution, channels, *sizes)
         self.encoder = Encoder(*args, key=k1)
         self.decoder = Decoder(*args, key=k2)
         self.codebook = jax.random.uniform(k3, (vocab, embed_dim), minval=-1.0 / vocab, maxval=1.0 / vocab)

@@ -69,7 +69,7 @@ class Block(eqx.Module):
 
     def __call__(self, x: Float[Array, "n E"], keys: Float[Array, "H N D"], values: Float[Array, "H N D"],
                  length: Int[Array, ""], *, key: PRNGKeyArray | None):  # fmt: skip
-        """Attend the n new tokens at positions length.. to the cache; returns outputs and the updated cache."""
+        """Attend the n new tokens at positions length.. to the cache; returns outputs and the new cache."""
         n, embed = x.shape
         heads, max_tokens, head_dim = keys.shape
         k_attn, k_res1, k_res2 = jax.random.split(key, 3) if key is not None else (None, None, None)
@@ -85,7 +85,8 @@ class Block(eqx.Module):
         weights = dropout(jax.nn.softmax(scores, axis=-1), self.rate, k_attn)
         attended = jnp.einsum("hqk,hkd->hqd", weights, values).transpose(1, 0, 2).reshape(n, embed)
         x = x + dropout(jax.vmap(self.proj)(attended), self.rate, k_res1)
-        hidden = jax.vmap(self.fc2)(jax.nn.gelu(jax.vmap(self.fc1)(jax.vmap(self.norm2)(x)), approximate=False))
+        hidden = jax.nn.gelu(jax.vmap(self.fc1)(jax.vmap(self.norm2)(x)), approximate=False)
+        hidden = jax.vmap(self.fc2)(hidden)
         x = x + dropout(hidden, self.rate, k_res2)
         return x, keys, values
 
@@ -121,8 +122,8 @@ class WorldModelGPT(eqx.Module):
     heads: int = eqx.field(static=True)
     rate: float = eqx.field(static=True)
 
-    def __init__(self, *, vocab: int, actions: int, frame_tokens: int, max_steps: int, embed: int, layers: int,
-                 heads: int, dropout: float, key: PRNGKeyArray):  # fmt: skip
+    def __init__(self, *, vocab: int, actions: int, frame_tokens: int, max_steps: int, embed: int,
+                 layers: int, heads: int, dropout: float, key: PRNGKeyArray):  # fmt: skip
         keys = jax.random.split(key, layers + 7)
         # IRIS's init (minGPT `_init_weights`): Linear and Embedding weights N(0, 0.02), biases 0.
         normal = lambda k, shape: 0.02 * jax.random.normal(k, shape)  # noqa: E731
@@ -139,11 +140,11 @@ class WorldModelGPT(eqx.Module):
         self.max_steps = max_steps
         self.heads = heads
         self.rate = dropout
-        linears = lambda m: [x for x in jax.tree_util.tree_leaves(m, is_leaf=_is_linear) if _is_linear(x)]  # noqa: E731
-        count = len(linears(self))
-        weights = [normal(k, x.weight.shape) for k, x in zip(jax.random.split(keys[-1], count), linears(self))]
-        new = eqx.tree_at(lambda m: [x.weight for x in linears(m)], self, weights)
-        new = eqx.tree_at(lambda m: [x.bias for x in linears(m)], new, replace_fn=jnp.zeros_like)
+        count = len(_linears(self))
+        init_keys = jax.random.split(keys[-1], count)
+        weights = [normal(k, x.weight.shape) for k, x in zip(init_keys, _linears(self))]
+        new = eqx.tree_at(lambda m: [x.weight for x in _linears(m)], self, weights)
+        new = eqx.tree_at(lambda m: [x.bias for x in _linears(m)], new, replace_fn=jnp.zeros_like)
         self.blocks, self.obs_head, self.reward_head, self.end_head = (
             new.blocks, new.obs_head, new.reward_head, new.end_head
         )
@@ -177,7 +178,8 @@ class WorldModelGPT(eqx.Module):
         frame = jax.vmap(self.frame_embed)(jnp.clip(tokens, 0, self.frame_embed.num_embeddings - 1))
         action = jax.vmap(self.action_embed)(jnp.clip(tokens, 0, self.action_embed.num_embeddings - 1))
         x = jnp.where(is_action[:, None], action, frame) + self.pos_embed[pos]
-        keys = jax.random.split(key, len(self.blocks) + 1) if key is not None else [None] * (len(self.blocks) + 1)
+        count = len(self.blocks) + 1
+        keys = jax.random.split(key, count) if key is not None else [None] * count
         x = dropout(x, self.rate, keys[-1])
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
@@ -201,6 +203,10 @@ def _is_linear(x) -> bool:
     return isinstance(x, eqx.nn.Linear)
 
 
+def _linears(module) -> list[eqx.nn.Linear]:
+    return [x for x in jax.tree_util.tree_leaves(module, is_leaf=_is_linear) if _is_linear(x)]
+
+
 def _apply(head: Head, x: Array) -> Array:
     flat = x.reshape(-1, x.shape[-1])
     return jax.vmap(head)(flat).reshape(*x.shape[:-1], -1)
@@ -222,7 +228,8 @@ def sequence_logits(gpt: WorldModelGPT, frame_tokens: Int[Array, "T K"], actions
     steps, k = frame_tokens.shape
     if steps > gpt.max_steps or k != gpt.frame_tokens:
         raise ValueError(
-            f"frame tokens {frame_tokens.shape} do not fit the GPT's {gpt.max_steps} steps x {gpt.frame_tokens} tokens"
+            f"frame tokens {frame_tokens.shape} do not fit the GPT's {gpt.max_steps} steps x "
+            f"{gpt.frame_tokens} tokens"
         )
     tokens = interleave(frame_tokens, actions)
     hidden, _ = gpt(tokens, gpt.empty_cache(), jnp.zeros((), jnp.int32), key=key)
@@ -253,7 +260,7 @@ def start_from_frame(gpt: WorldModelGPT, frame_tokens: Int[Array, "B K"]) -> tup
 
 
 def generate_step(gpt: WorldModelGPT, cache: KVCache, length: Int[Array, ""], frame_tokens: Int[Array, "B K"],
-                  action: Int[Array, " B"], *, key: PRNGKeyArray) -> tuple[dict[str, Array], KVCache, Int[Array, ""]]:  # fmt: skip
+                  action: Int[Array, " B"], *, key: PRNGKeyArray) -> tuple[dict[str, Array], KVCache, Array]:
     """One imagined step, token by token (IRIS `WorldModelEnv.step`): feed the action, sample reward sign and
     termination from the action position, then sample the next frame's K tokens one at a time, each fed back.
 
@@ -261,25 +268,60 @@ def generate_step(gpt: WorldModelGPT, cache: KVCache, length: Int[Array, ""], fr
     `frame_tokens` (IRIS does the same). Returns reward in {-1, 0, 1} (B,), end (B,) bool, the next frame's
     tokens (B, K), the cache and its new length. Samples at temperature 1 (IRIS imagination).
     """
+
+    def feed(cache, length, token):
+        hidden, cache = _batched(gpt, token[:, None], cache, length)
+        return hidden[:, 0], cache
+
+    return _sample_step(gpt, feed, start_from_frame, cache, length, frame_tokens, action, key)
+
+
+def start_recompute(gpt: WorldModelGPT, frame_tokens: Int[Array, "B K"]) -> tuple[Array, Array]:
+    """`start_from_frame` without a cache: the context is a (B, max_tokens) token buffer holding one frame."""
+    buffer = jnp.zeros((frame_tokens.shape[0], gpt.max_tokens), jnp.int32)
+    return buffer.at[:, : gpt.frame_tokens].set(frame_tokens), jnp.asarray(gpt.frame_tokens, jnp.int32)
+
+
+def generate_step_recompute(gpt: WorldModelGPT, buffer: Int[Array, "B N"], length: Int[Array, ""],
+                            frame_tokens: Int[Array, "B K"], action: Int[Array, " B"], *,
+                            key: PRNGKeyArray) -> tuple[dict[str, Array], Array, Array]:  # fmt: skip
+    """`generate_step` without a KV cache, the baseline `bench perf agent` times it against: every new token
+    reruns the full causal pass over the whole fixed-size context buffer (static shapes: max_tokens tokens;
+    positions past the new token are padding the causal mask hides). Same samples as `generate_step` for the
+    same key (the tests check it)."""
+    zero = jnp.zeros((), jnp.int32)
+
+    def feed(buffer, length, token):
+        buffer = jax.lax.dynamic_update_slice(buffer, token[:, None], (0, length))
+        hidden = jax.vmap(lambda tokens: gpt(tokens, gpt.empty_cache(), zero)[0])(buffer)  # (B, N, E)
+        return jax.lax.dynamic_index_in_dim(hidden, length, axis=1, keepdims=False), buffer
+
+    return _sample_step(gpt, feed, start_recompute, buffer, length, frame_tokens, action, key)
+
+
+def _sample_step(gpt: WorldModelGPT, feed, restart, context, length, frame_tokens, action, key):
+    """The sampling of one imagined step, shared by the cached and the recomputing generators.
+
+    `feed(context, length, token (B,)) -> (hidden (B, E) of that token placed at `length`, context)`;
+    `restart(frame_tokens) -> (context, length)` holding only the current frame.
+    """
     k = gpt.frame_tokens
-    cache, length = jax.lax.cond(
-        length + k + 1 > gpt.max_tokens,
-        lambda: start_from_frame(gpt, frame_tokens),
-        lambda: (cache, length),
+    context, length = jax.lax.cond(
+        length + k + 1 > gpt.max_tokens, lambda: restart(gpt, frame_tokens), lambda: (context, length)
     )
     reward_key, end_key, frame_key = jax.random.split(key, 3)
-    hidden, cache = _batched(gpt, action[:, None], cache, length)
-    hidden = hidden[:, 0]
+    hidden, context = feed(context, length, action)
     reward = jax.random.categorical(reward_key, gpt.reward_logits(hidden)) - 1
     end = jax.random.categorical(end_key, gpt.end_logits(hidden)) == 1
     length = length + 1
 
     def next_token(carry, token_key):
-        hidden, cache, length = carry
+        hidden, context, length = carry
         token = jax.random.categorical(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)
-        hidden, cache = _batched(gpt, token[:, None], cache, length)
-        return (hidden[:, 0], cache, length + 1), token
+        hidden, context = feed(context, length, token)
+        return (hidden, context, length + 1), token
 
-    (_, cache, length), tokens = jax.lax.scan(next_token, (hidden, cache, length), jax.random.split(frame_key, k))
+    keys = jax.random.split(frame_key, k)
+    (_, context, length), tokens = jax.lax.scan(next_token, (hidden, context, length), keys)
     out = {"reward": reward.astype(jnp.float32), "end": end, "frame_tokens": jnp.swapaxes(tokens, 0, 1)}
-    return out, cache, length
+    return out, context, length
