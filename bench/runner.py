@@ -647,7 +647,7 @@ class Run:
         for name, spec in self.streams.items():
             if state.step < spec.start:
                 continue
-            ratio = cfg.run.train_ratio if spec.ratio is None else spec.ratio
+            ratio = (cfg.run.train_ratio if spec.ratio is None else spec.ratio) * spec.ratio_scale
             state.credit[name] += policy_steps * ratio / (spec.batch * spec.length)
             table = self.replay[spec.table]
             if not filled or not table.ready(spec.total_length):
