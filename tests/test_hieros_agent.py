@@ -101,11 +101,16 @@ def _blank_obs(agent, first: bool, reward: float = 0.0, seed: int = 0) -> dict:
     return obs
 
 
-def test_level_i_acts_every_4_to_the_i_env_steps():
+@pytest.fixture(scope="module")
+def three_levels():
+    """A debug Hieros with 3 levels, its state and its jitted act (shared: init and compile take a while)."""
     agent, _ = _agent()
-    state = agent.init(key=jax.random.PRNGKey(0))
+    return agent, agent.init(key=jax.random.PRNGKey(0)), eqx.filter_jit(agent.act)
+
+
+def test_level_i_acts_every_4_to_the_i_env_steps(three_levels):
+    agent, state, act = three_levels
     carry = agent.initial_carry(state, 1)
-    act = eqx.filter_jit(agent.act)
     rows = []
     for t in range(40):
         # a new episode at t = 23, in the middle of level 2's window, restarts every clock
@@ -134,11 +139,9 @@ def test_level_i_acts_every_4_to_the_i_env_steps():
     np.testing.assert_array_equal(obs1[1:23, :-1], obs1[:22, 1:])
 
 
-def test_higher_level_reward_is_the_window_average():
-    agent, _ = _agent()
-    state = agent.init(key=jax.random.PRNGKey(0))
+def test_higher_level_reward_is_the_window_average(three_levels):
+    agent, state, act = three_levels
     carry = agent.initial_carry(state, 1)
-    act = eqx.filter_jit(agent.act)
     rewards = np.arange(1.0, 21.0)  # reward received with the observation at step t (0 at the first)
     rewards[0] = 0.0
     level1, level2 = [], []
@@ -174,3 +177,21 @@ def test_flat_agent_has_one_level_and_its_stream():
     three, _ = _agent()
     assert [s.ratio_scale for s in three.streams().values()] == [1.0, 0.25, 0.0625]
     assert [s.table for s in three.streams().values()] == ["main", "level1", "level2"]
+
+
+@pytest.mark.slow
+def test_report_has_every_level_and_the_subgoal_images():
+    agent, env = _agent({"agent.batch_length": 32})
+    state = agent.init(key=jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    shape = (agent.config.batch_size, agent.config.batch_length)
+    batch = {k: space.sample(rng, shape) for k, space in {**env.obs_space, **env.act_space}.items()}
+    batch["is_first"][:, 0] = True
+    batch["goal"] = np.eye(8, dtype=np.float32)[rng.integers(0, 8, (*shape, 8))].reshape(*shape, 64)
+    out = jax.device_get(eqx.filter_jit(agent.report)(state, batch, key=jax.random.PRNGKey(1)))
+    size = env.obs_space["image"].shape[0]
+    video = out["level0/openloop"]
+    assert video.dtype == np.uint8 and video.shape == (32, 4 * size, 3 * size, 3)  # truth | prediction | error
+    assert np.isfinite(out["level1/openloop_mse"]) and np.isfinite(out["level2/openloop_mse"])
+    subgoals = out["level0/subgoals"]  # one row per sequence, one subgoal every 4 steps
+    assert subgoals.dtype == np.uint8 and subgoals.shape == (4 * size, 8 * size, 3)
