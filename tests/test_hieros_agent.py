@@ -167,7 +167,8 @@ def test_higher_level_reward_is_the_window_average(three_levels):
 def test_contract(task):
     metrics = check_agent(SPEC, "toy", task, configs=["debug"])
     assert set(metrics) == {"level0", "level1", "level2"}
-    assert "level1/ac/novelty_return" in metrics["level1"] and "level0/ac/subgoal_return" in metrics["level0"]
+    assert "ac/novelty_return" in metrics["level1"] and "ac/subgoal_return" in metrics["level0"]
+    assert "ac/novelty_return" not in metrics["level0"] and "ac/subgoal_return" not in metrics["level2"]
 
 
 def test_flat_agent_has_one_level_and_its_stream():

@@ -266,11 +266,10 @@ class Hieros(AbstractAgent):
         new_level = LevelState(nets, slow, (model_state, behaviour_state), retnorms, level_state.updates + 1)
         levels = list(state.levels)
         levels[level] = new_level
-        prefix = stream + "/"
-        metrics = {prefix + k: v for k, v in {**metrics, **weighted}.items()}
-        metrics[prefix + "loss/total"] = total
-        metrics[prefix + "opt/grad_norm"] = optax.global_norm(grads)
-        metrics[prefix + "opt/updates"] = new_level.updates.astype(jnp.float32)
+        metrics = {**metrics, **weighted}  # the runner logs them under the stream's name ("level1/...")
+        metrics["loss/total"] = total
+        metrics["opt/grad_norm"] = optax.global_norm(grads)
+        metrics["opt/updates"] = new_level.updates.astype(jnp.float32)
         return HierosState(tuple(levels)), metrics, {}
 
     def report(self, state: HierosState, batch: Mapping[str, Array], *, key: PRNGKeyArray) -> dict:

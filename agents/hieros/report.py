@@ -3,8 +3,9 @@
 The report receives a batch of the first stream (level 0, table "main"). Level 0: its world-model terms and
 an open-loop video (truth, prediction, error): `report_context` steps filtered with the parallel scan, the rest
 imagined with the recurrent step under the replayed actions. Level i > 0: its observations are rebuilt from
-the batch as the acting loop builds them (the last 4 features of the level below, every 4^i steps, from the
-sequence start), then the same open-loop test runs on them; its error is reported as a scalar
+the batch as non-overlapping windows of 4 consecutive posterior features of the level below (what the
+acting loop feeds it, up to the alignment of the windows to episode starts) and the same open-loop test runs
+on them under zero actions (the batch has no higher-level actions); its error is reported as a scalar
 (`level{i}/openloop_mse`) since those observations are latent vectors, not images. Subgoals: the goal codes
 of the batch decoded by level 0's goal autoencoder into a deterministic feature, which the image decoder
 turns into a picture (the categorical part taken as the prior head's mode at that feature, as the learned
