@@ -333,7 +333,7 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
 
     # 6. The goal autoencoder learns the imagined states (only where a level uses it).
     if len(names) > 1:
-        keys = jax.random.split(goal_key, deters.shape[0] * deters.shape[1]).reshape(*deters.shape[:2], -1)
+        keys = jax.random.split(goal_key, deters.shape[:2])
         goal_loss = jax.vmap(jax.vmap(nets.goal.loss))(deters, keys)
         losses["goal"] = per_start(goal_loss)
     else:
