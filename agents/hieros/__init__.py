@@ -24,5 +24,5 @@ SPEC = AgentSpec(
     presets=("agents.hieros:presets.yaml",),
     description="Hieros (Mattes et al. 2024): up to 3 levels of S5 world models, level i acting every 4^i "
     "steps with subgoals, novelty and extrinsic critics; time-balanced replay. Presets size1m..size200m, "
-    "debug, quick, and atari100k (the paper's setting). --agent.max_hierarchy 1 is a flat S5WM agent.",
+    "debug, quick, and atari100k (the paper's setting). --max_hierarchy 1 is a flat S5WM agent.",
 )
