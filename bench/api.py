@@ -54,7 +54,8 @@ class StreamSpec:
     * `context` first steps of each sequence only initialise the carry (e.g. DreamerV3's `replay_context: 1`
       reads the latents stored at that step); losses use the last `length` steps.
     * `ratio`: replayed steps per policy step (DreamerV3's train_ratio meaning: updates per policy step =
-      ratio / (batch * length)); None takes the run's `run.train_ratio`.
+      ratio / (batch * length)); None takes the run's `run.train_ratio`. `ratio_scale` multiplies either
+      (Hieros' level i trains every 4^i updates: scale 4^-i of the run's ratio).
     * `start`: the agent step from which this stream trains (IRIS starts its actor-critic later).
     * `sampler`: a sampler name registered in `bench.replay.SAMPLERS`; None takes the run's replay config
       ("mixture" of uniform and recency by `replay.recency`).
@@ -70,6 +71,7 @@ class StreamSpec:
     length: int
     context: int = 0
     ratio: float | None = None
+    ratio_scale: float = 1.0
     start: int = 0
     sampler: str | None = None
     online: bool | None = None
@@ -83,6 +85,8 @@ class StreamSpec:
             raise ValueError(f"StreamSpec context and start must be >= 0, got {self.context}, {self.start}")
         if self.ratio is not None and not self.ratio > 0:
             raise ValueError(f"StreamSpec.ratio must be > 0, got {self.ratio}")
+        if not self.ratio_scale > 0:
+            raise ValueError(f"StreamSpec.ratio_scale must be > 0, got {self.ratio_scale}")
 
     @property
     def total_length(self) -> int:

@@ -72,9 +72,18 @@ def check_agent(agent: str, suite: str = "toy", task: str = "reach", *, configs:
         rng = np.random.default_rng(seed)
         for name, stream in streams.items():
             shape = (stream.batch, stream.total_length)
-            batch = {k: space.sample(rng, shape) for k, space in {**obs_space, **act_space}.items()}
-            batch["is_first"][:, 0] = True
-            for k, value in jax.device_get(extras).items():
+            if stream.table == "main":
+                batch = {k: space.sample(rng, shape) for k, space in {**obs_space, **act_space}.items()}
+                batch["is_first"][:, 0] = True
+                others = {spec.table for spec in streams.values()} - {"main"}
+                stored = {k: v for k, v in jax.device_get(extras).items() if k.split("/", 1)[0] not in others}
+            else:  # the runner writes "<table>/<key>" extras into that table as "<key>" (without "write")
+                batch = {}
+                prefix = stream.table + "/"
+                stored = {k[len(prefix):]: v for k, v in jax.device_get(extras).items() if k.startswith(prefix)}
+                _require("write" in stored, f"act: extras lack {prefix}write for the table of stream {name!r}")
+                del stored["write"]
+            for k, value in stored.items():
                 batch[k] = np.broadcast_to(np.asarray(value)[:1, None], (*shape, *np.shape(value)[1:])).copy()
             new_state, metrics, updates = update(state, name, batch, key=jax.random.fold_in(key, 3))
             for metric, value in metrics.items():

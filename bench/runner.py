@@ -681,7 +681,8 @@ class Run:
     def _credit(self, spec: StreamSpec, policy_steps: int) -> float:
         """Update credit a stream earns for `policy_steps`: ratio / (batch * length) per policy step; offline,
         one round gives the first stream one update and the others credit in proportion to their ratios."""
-        ratio = lambda s: self.config.run.train_ratio if s.ratio is None else s.ratio  # noqa: E731
+        # a stream's ratio (the run's train_ratio unless it sets its own) times its ratio_scale (Hieros' levels)
+        ratio = lambda s: (self.config.run.train_ratio if s.ratio is None else s.ratio) * s.ratio_scale  # noqa: E731
         if not self.config.run.offline:
             return policy_steps * ratio(spec) / (spec.batch * spec.length)
         first = next(iter(self.streams.values()))

@@ -61,19 +61,35 @@ def make_obs(agent, rng: np.random.Generator, first) -> dict:
 
 
 def make_batch(agent, stream, extras: dict, rng: np.random.Generator) -> dict:
-    """Random (B, T) sequences shaped like the runner's batches: sensors, step keys, actions, `act` extras."""
+    """Random (B, T) sequences shaped like the runner's batches: sensors, step keys, actions, `act` extras.
+
+    A stream of another table than "main" gets what the runner writes there: the extras "<table>/<key>" as
+    "<key>" (without "<table>/write"), with episode flags and rewards like the main table's."""
     b, t = stream.batch, stream.total_length
+    others = {s.table for s in agent.streams().values()} - {"main"}
+    if stream.table != "main":
+        prefix = stream.table + "/"
+        batch = {k[len(prefix):]: rng.uniform(size=(b, t, *v.shape[1:])).astype(v.dtype)
+                 for k, v in extras.items() if k.startswith(prefix) and k != prefix + "write"}  # fmt: skip
+        batch.update(_flags(batch, rng, b, t))
+        return batch
+    extras = {k: v for k, v in extras.items() if k.split("/", 1)[0] not in others}
     batch = {k: np.stack([agent.obs_space[k].sample(rng, (t,)) for _ in range(b)])
              for k in spaces.sensor_keys(agent.obs_space)}  # fmt: skip
-    batch["reward"] = rng.normal(size=(b, t)).astype(np.float32)
-    batch["is_first"] = rng.uniform(size=(b, t)) < 0.2
-    batch["is_last"] = np.roll(batch["is_first"], -1, axis=1)
-    batch["is_terminal"] = batch["is_last"] & (rng.uniform(size=(b, t)) < 0.5)
+    batch.update(_flags({"reward": 0, "is_first": 0, "is_last": 0, "is_terminal": 0}, rng, b, t))
     for key, space in agent.act_space.items():
         batch[key] = space.sample(rng, (b, t))
     for key, value in extras.items():
         batch[key] = rng.uniform(size=(b, t, *value.shape[1:])).astype(value.dtype)
     return batch
+
+
+def _flags(batch: dict, rng: np.random.Generator, b: int, t: int) -> dict:
+    """Rewards and episode flags for those of the step keys that `batch` has."""
+    flags = {"reward": rng.normal(size=(b, t)).astype(np.float32), "is_first": rng.uniform(size=(b, t)) < 0.2}
+    flags["is_last"] = np.roll(flags["is_first"], -1, axis=1)
+    flags["is_terminal"] = flags["is_last"] & (rng.uniform(size=(b, t)) < 0.5)
+    return {k: v for k, v in flags.items() if k in batch}
 
 
 def copy(tree):

@@ -98,3 +98,21 @@ def test_contract_small_counts_and_errors():
         etbs.time_balanced_age(rng, 0)
     with pytest.raises(ValueError, match="temperature"):
         etbs.time_balanced_age(rng, 5, temperature=1.5)
+
+
+def test_registered_replay_sampler_uses_the_stored_count_not_the_capacity():
+    from bench.replay import Table, make_sampler
+
+    length, steps = 4, 403  # 400 valid windows, in a table 25 times larger
+    table = Table("t", workers=1, capacity=10_000, chunk=64, seed=3)
+    for t in range(steps):
+        table.add(0, {"x": np.array(t, np.int64)})
+    sampler = make_sampler("etbs", None)
+    count = steps - length + 1
+    ages = []
+    for _ in range(DRAWS // 50):
+        batch, positions = table.sample(50, length, sampler=sampler)
+        ages += [count - 1 - start for _, start in positions]
+        assert (batch["x"][:, 0] == [start for _, start in positions]).all()
+    ks = _ks(np.array(ages), _grid_age_cdf(count))
+    assert ks < KS_BOUND, f"replay 'etbs' windows are {ks:.4f} (KS) from the law of the stored count"

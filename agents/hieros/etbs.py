@@ -24,7 +24,8 @@ mass moves from the older to the newer half compared to uniform sampling.
 
 Upstream bug not copied: upstream multiplies F(u) by the buffer *capacity* instead of the current size N, so
 until the buffer is full the first term is almost always tau (N - 1) and the oldest ~30% of the windows are
-almost never sampled. Here N is always the current count.
+almost never sampled. Here N is always the current count: the replay passes the number of valid windows in the lane now stored
+(never the table's capacity). Registered as the replay sampler "etbs" (a StreamSpec's `sampler`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from bench.replay import register_sampler
 
 TEMPERATURE = 0.3  # tau (reference "ETBS replay")
 
@@ -78,3 +81,12 @@ def time_balanced_age_cdf(count: int, temperature: float = TEMPERATURE) -> np.nd
     index_cdf = np.append((0.5 * (low + high) - 2.0) / count, 1.0)  # P(index <= k), k = 0 .. N - 1
     # age <= a  <=>  index >= N - 1 - a
     return 1.0 - np.concatenate([[0.0], index_cdf[:-1]])[::-1]
+
+
+def _make_sampler(replay_config):
+    """The replay sampler factory: (rng, count of valid windows stored now) -> age. No replay settings."""
+    del replay_config
+    return time_balanced_age
+
+
+register_sampler("etbs", _make_sampler)

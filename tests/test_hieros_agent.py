@@ -1,0 +1,198 @@
+"""Hieros' hierarchy (agents/hieros/hierarchy.py, agent.py) against /work/shared/reference/hieros_s5.md
+("Hierarchy"): the subgoal and novelty rewards by hand in numpy, which level gets which reward, the clocks
+of the levels (level i acts every 4^i env steps), the replay rows of the higher levels, and the contract."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.hieros import hierarchy as hi
+from bench import registry
+from bench.contract import check_agent
+
+SPEC = "agents.hieros:SPEC"
+
+
+def _symlog(x):
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+# ------------------------------------------------------------------------------------------------ rewards
+
+
+def _subgoal_numpy(g, s):
+    """Reference: g . s / max(|g|, |s|)^2, clamped at 0, then symlog."""
+    norm = max(np.linalg.norm(g), np.linalg.norm(s))
+    return _symlog(max(float(np.dot(g, s)) / norm**2, 0.0))
+
+
+def test_subgoal_reward_by_hand():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=6)
+    cases = [
+        (g, g, np.log(2.0)),  # reaching the goal: max-cosine 1
+        (g, 2.0 * g, np.log(1.5)),  # twice as long: 2|g|^2 / (2|g|)^2 = 0.5
+        (g, 0.5 * g, np.log(1.5)),  # half as long: symmetric
+        (g, -g, 0.0),  # opposite: clamped at zero
+    ]
+    for goal, state, expected in cases:
+        got = float(hi.subgoal_reward(jnp.asarray(goal, jnp.float32), jnp.asarray(state, jnp.float32)))
+        assert got == pytest.approx(expected, abs=1e-6)
+    goals, states = rng.normal(size=(20, 6)), rng.normal(size=(20, 6))
+    got = np.asarray(hi.subgoal_reward(jnp.asarray(goals, jnp.float32), jnp.asarray(states, jnp.float32)))
+    expected = np.array([_subgoal_numpy(a, b) for a, b in zip(goals, states)])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert (expected == 0).any() and (expected > 0).any()  # both branches of the clamp are exercised
+
+
+class _Linear(eqx.Module):
+    weight: jax.Array
+
+    def __call__(self, x):
+        return self.weight @ x
+
+
+def test_novelty_is_the_symlog_reconstruction_error_of_the_code_mode():
+    stoch, classes, size = 3, 4, 5
+    rng = np.random.default_rng(1)
+    enc_w = rng.normal(size=(stoch * classes, size))
+    dec_w = rng.normal(size=(size, stoch * classes))
+    ae = hi.GoalAutoencoder(size, stoch=stoch, classes=classes, units=8, layers=1, unimix=0.01, kl=0.5,
+                            key=jax.random.PRNGKey(0))  # fmt: skip
+    ae = eqx.tree_at(lambda m: (m.encoder, m.decoder), ae,
+                     (_Linear(jnp.asarray(enc_w, jnp.float32)), _Linear(jnp.asarray(dec_w, jnp.float32))))  # fmt: skip
+    for _ in range(5):
+        state = rng.normal(size=size)
+        logits = (enc_w @ state).reshape(stoch, classes)
+        code = np.eye(classes)[logits.argmax(-1)].reshape(-1)  # the mode of each categorical
+        expected = _symlog(np.mean((dec_w @ code - state) ** 2))
+        got = float(ae.novelty(jnp.asarray(state, jnp.float32)))
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_reward_types_per_level():
+    assert hi.level_rewards(0, 1) == ("extrinsic",)  # the flat agent
+    assert hi.level_rewards(0, 3) == ("extrinsic", "subgoal")  # no novelty at level 0
+    assert hi.level_rewards(1, 3) == ("extrinsic", "subgoal", "novelty")
+    assert hi.level_rewards(2, 3) == ("extrinsic", "novelty")  # the top level has no subgoal
+
+
+# ------------------------------------------------------------------------------------------------- clocks
+
+
+def _agent(overrides=None, task="reach"):
+    spec, suite = registry.get_agent(SPEC), registry.get_suite("toy")
+    config = registry.build_config(spec, suite, ["debug"], overrides or {}, task)
+    env = suite.make_env(task, config.env, 0)
+    return spec.make(config.agent, env.obs_space, env.act_space), env
+
+
+def _blank_obs(agent, first: bool, reward: float = 0.0, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    obs = {k: space.sample(rng, (1,)) for k, space in agent.obs_space.items()}
+    obs["is_first"][:] = first
+    obs["is_last"][:] = False
+    obs["is_terminal"][:] = False
+    obs["reward"][:] = reward
+    return obs
+
+
+@pytest.fixture(scope="module")
+def three_levels():
+    """A debug Hieros with 3 levels, its state and its jitted act (shared: init and compile take a while)."""
+    agent, _ = _agent()
+    return agent, agent.init(key=jax.random.PRNGKey(0)), eqx.filter_jit(agent.act)
+
+
+def test_level_i_acts_every_4_to_the_i_env_steps(three_levels):
+    agent, state, act = three_levels
+    carry = agent.initial_carry(state, 1)
+    rows = []
+    for t in range(40):
+        # a new episode at t = 23, in the middle of level 2's window, restarts every clock
+        obs = _blank_obs(agent, t in (0, 23), seed=t)
+        carry, _, extras = act(state, carry, obs, key=jax.random.PRNGKey(t), mode="train")
+        rows.append(jax.device_get(extras))
+    counter = np.array([t if t < 23 else t - 23 for t in range(40)])
+    for level in (1, 2):
+        write = np.array([r[f"level{level}/write"][0] for r in rows])
+        np.testing.assert_array_equal(write, counter % 4**level == 0, err_msg=f"level {level} clock")
+        codes = np.array([r[f"level{level}/action"][0] for r in rows])
+        changed = np.flatnonzero(np.any(codes[1:] != codes[:-1], -1)) + 1
+        assert set(changed) <= set(np.flatnonzero(counter % 4**level == 0)), f"level {level} acted off its clock"
+        assert len(changed) >= 2  # and it did act (fresh samples of an 8x8 code differ)
+    # level 0's goal is level 1's latest code; level 1's goal is level 2's
+    goal0 = np.array([r["goal"][0] for r in rows])
+    np.testing.assert_array_equal(goal0, np.array([r["level1/action"][0] for r in rows]))
+    goal1 = np.array([r["level1/goal"][0] for r in rows])
+    np.testing.assert_array_equal(goal1, np.array([r["level2/action"][0] for r in rows]))
+    np.testing.assert_array_equal(np.array([r["level2/goal"][0] for r in rows]), 0.0)  # the top has none
+    # level 2's observation holds the last 4 level-1 features: it changes only when level 1 acts
+    obs2 = np.array([r["level2/obs"][0] for r in rows])
+    np.testing.assert_array_equal(np.any(obs2[1:] != obs2[:-1], -1), (counter % 4 == 0)[1:])
+    # and level 1's is a sliding window of level-0 features: each step shifts it by one feature
+    obs1 = np.array([r["level1/obs"][0] for r in rows]).reshape(40, 4, -1)
+    np.testing.assert_array_equal(obs1[1:23, :-1], obs1[:22, 1:])
+
+
+def test_higher_level_reward_is_the_window_average(three_levels):
+    agent, state, act = three_levels
+    carry = agent.initial_carry(state, 1)
+    rewards = np.arange(1.0, 21.0)  # reward received with the observation at step t (0 at the first)
+    rewards[0] = 0.0
+    level1, level2 = [], []
+    for t in range(20):
+        obs = _blank_obs(agent, t == 0, rewards[t], seed=t)
+        carry, _, extras = act(state, carry, obs, key=jax.random.PRNGKey(t), mode="train")
+        extras = jax.device_get(extras)
+        if extras["level1/write"][0]:
+            level1.append(float(extras["level1/reward"][0]))
+        if extras["level2/write"][0]:
+            level2.append(float(extras["level2/reward"][0]))
+    # level 1 writes at t = 0, 4, 8, ...: the average of the rewards since its previous row
+    expected1 = [0.0] + [rewards[t - 3 : t + 1].mean() for t in (4, 8, 12, 16)]
+    np.testing.assert_allclose(level1, expected1, rtol=1e-6)
+    np.testing.assert_allclose(level2, [0.0, rewards[1:17].mean()], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- contract
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["reach", "point"])
+def test_contract(task):
+    metrics = check_agent(SPEC, "toy", task, configs=["debug"])
+    assert set(metrics) == {"level0", "level1", "level2"}
+    assert "ac/novelty_return" in metrics["level1"] and "ac/subgoal_return" in metrics["level0"]
+    assert "ac/novelty_return" not in metrics["level0"] and "ac/subgoal_return" not in metrics["level2"]
+
+
+def test_flat_agent_has_one_level_and_its_stream():
+    agent, _ = _agent({"agent.max_hierarchy": 1})
+    streams = agent.streams()
+    assert list(streams) == ["level0"] and streams["level0"].sampler == "etbs"
+    three, _ = _agent()
+    assert [s.ratio_scale for s in three.streams().values()] == [1.0, 0.25, 0.0625]
+    assert [s.table for s in three.streams().values()] == ["main", "level1", "level2"]
+
+
+@pytest.mark.slow
+def test_report_has_every_level_and_the_subgoal_images():
+    agent, env = _agent({"agent.batch_length": 32})
+    state = agent.init(key=jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    shape = (agent.config.batch_size, agent.config.batch_length)
+    batch = {k: space.sample(rng, shape) for k, space in {**env.obs_space, **env.act_space}.items()}
+    batch["is_first"][:, 0] = True
+    batch["goal"] = np.eye(8, dtype=np.float32)[rng.integers(0, 8, (*shape, 8))].reshape(*shape, 64)
+    out = jax.device_get(eqx.filter_jit(agent.report)(state, batch, key=jax.random.PRNGKey(1)))
+    size = env.obs_space["image"].shape[0]
+    video = out["level0/openloop"]
+    assert video.dtype == np.uint8 and video.shape == (32, 4 * size, 3 * size, 3)  # truth | prediction | error
+    assert np.isfinite(out["level1/openloop_mse"]) and np.isfinite(out["level2/openloop_mse"])
+    subgoals = out["level0/subgoals"]  # one row per sequence, one subgoal every 4 steps
+    assert subgoals.dtype == np.uint8 and subgoals.shape == (4 * size, 8 * size, 3)
