@@ -1,5 +1,6 @@
 """The agent contract, for every registered learning agent (registry agents with training streams), on a
-discrete toy task (reach) and a continuous one (point), with the `debug` preset shrunk further:
+discrete toy task (reach) and a continuous one (point; with the slow tests where the agent also acts on reach),
+with the `debug` preset shrunk further:
 
 * init gives a state, streams() names batch shapes, initial_carry(state, n) gives a carry;
 * act resets the carry where `is_first`: acting from any carry equals acting from a fresh initial carry;
@@ -97,8 +98,18 @@ def copy(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
 
 
-@pytest.fixture(scope="module", ids="-".join, params=[
-    (n, t) for n in learning_agents() for t in TASKS if ACTION_KIND[t] in registry.get_agent(n).action_kinds])
+def cases() -> list:
+    """(agent, task) for every learning agent and task it can act in. The default run checks each agent on its
+    first task (compiling every agent's updates twice took over 10 minutes of the 2-core CI budget); the other
+    task runs with the slow tests."""
+    found = []
+    for name in learning_agents():
+        tasks = [t for t in TASKS if ACTION_KIND[t] in registry.get_agent(name).action_kinds]
+        found += [pytest.param((name, t), marks=[pytest.mark.slow] if i else []) for i, t in enumerate(tasks)]
+    return found
+
+
+@pytest.fixture(scope="module", ids="-".join, params=cases())
 def setup(request):
     name, task = request.param
     agent = build(name, task)
