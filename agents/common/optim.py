@@ -82,3 +82,19 @@ def laprop_agc(
         return unravel(flat), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def weighted_total(losses: dict, loss_scales) -> tuple:
+    """sum_k scale_k mean(term_k) and the `loss/<k>` metrics; every term needs a scale and every scale a term
+    (`loss_scales` is the agent's frozen dataclass of scales)."""
+    import dataclasses
+
+    scales = dataclasses.asdict(loss_scales)
+    if set(scales) != set(losses):
+        raise ValueError(
+            f"loss terms and config.loss_scales differ: terms without a scale {sorted(set(losses) - set(scales))},"
+            f" scales without a term {sorted(set(scales) - set(losses))}"
+        )
+    means = {k: v.mean() for k, v in losses.items()}
+    total = sum(scales[k] * means[k] for k in sorted(means))
+    return total, {f"loss/{k}": v for k, v in means.items()}

@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from agents.common import distributions as dists
+from agents.common import optim
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import (
     Actor,
@@ -464,16 +465,7 @@ class DreamerV3(AbstractAgent):
         return losses, retnorm, metrics, latents
 
     def _total(self, losses: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-        """sum_k scale_k mean(term_k); every term needs a scale and every scale a term."""
-        scales = dataclasses.asdict(self.config.loss_scales)
-        if set(scales) != set(losses):
-            raise ValueError(
-                f"loss terms and config.loss_scales differ: terms without a scale {sorted(set(losses) - set(scales))},"
-                f" scales without a term {sorted(set(scales) - set(losses))}"
-            )
-        means = {k: v.mean() for k, v in losses.items()}
-        total = sum(scales[k] * means[k] for k in sorted(means))
-        return total, {f"loss/{k}": v for k, v in means.items()}
+        return optim.weighted_total(losses, self.config.loss_scales)
 
 
 def make_agent(

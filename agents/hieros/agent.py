@@ -41,6 +41,7 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from agents.common import distributions as dists
+from agents.common import optim
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import policy_mode, policy_sample
 from agents.common.observations import split_keys
@@ -313,15 +314,7 @@ class Hieros(AbstractAgent):
         )  # fmt: skip
 
     def _total(self, losses: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-        """sum_k scale_k mean(term_k); every term needs a scale and every scale a term."""
-        scales = dataclasses.asdict(self.config.loss_scales)
-        if set(scales) != set(losses):
-            raise ValueError(
-                f"loss terms and config.loss_scales differ: terms without a scale {sorted(set(losses) - set(scales))},"
-                f" scales without a term {sorted(set(scales) - set(losses))}"
-            )
-        means = {k: v.mean() for k, v in losses.items()}
-        return sum(scales[k] * means[k] for k in sorted(means)), {f"loss/{k}": v for k, v in means.items()}
+        return optim.weighted_total(losses, self.config.loss_scales)
 
 
 def make_agent(config: HierosConfig, obs_space: Mapping[str, Space], act_space: Mapping[str, Space]) -> Hieros:
