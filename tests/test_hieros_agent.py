@@ -196,3 +196,94 @@ def test_report_has_every_level_and_the_subgoal_images():
     assert np.isfinite(out["level1/openloop_mse"]) and np.isfinite(out["level2/openloop_mse"])
     subgoals = out["level0/subgoals"]  # one row per sequence, one subgoal every 4 steps
     assert subgoals.dtype == np.uint8 and subgoals.shape == (4 * size, 8 * size, 3)
+
+
+# ------------------------------------------------------------------------------------ additional inputs
+
+
+def test_policy_input_is_features_symlog_reward_continue_entropy_and_goal():
+    """Upstream's additional inputs: [features, symlog(reward mean, continue probability, entropy), goal]."""
+    agent, _ = _agent()
+    nets = agent.init(key=jax.random.PRNGKey(0)).levels[0].nets
+    rng = np.random.default_rng(1)
+    size, code = hi.feature_size(agent.config), agent._code_size()
+    features = jnp.asarray(rng.normal(size=(3, size)), jnp.float32)
+    entropy = jnp.asarray([0.5, 2.0, 7.0], jnp.float32)
+    goal = jnp.asarray(rng.normal(size=(3, code)), jnp.float32)
+    got = np.asarray(hi.policy_input(agent.config, nets, features, entropy, goal))
+    assert got.shape == (3, size + hi.EXTRA_INPUTS + code)
+    np.testing.assert_array_equal(got[:, :size], np.asarray(features))
+    np.testing.assert_array_equal(got[:, -code:], np.asarray(goal))
+    # the reward head's twohot mean over symexp bins, the continue head's sigmoid, the entropy, all symlog
+    edges = np.linspace(-20.0, 20.0, agent.config.reward_head.bins)
+    symexp_bins = np.sign(edges) * np.expm1(np.abs(edges))
+    logits = np.asarray(jax.vmap(nets.reward)(features))
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    reward = probs @ symexp_bins
+    cont = 1.0 / (1.0 + np.exp(-np.asarray(jax.vmap(nets.cont)(features))[:, 0]))
+    expected = _symlog(np.stack([reward, cont, np.asarray(entropy)], -1))
+    np.testing.assert_allclose(got[:, size:size + 3], expected, rtol=1e-5, atol=1e-6)
+    off, _ = _agent({"agent.additional_inputs": False})
+    assert hi.policy_input(off.config, nets, features, entropy, goal).shape == (3, size + code)
+
+
+def test_latent_entropy_is_the_sum_over_the_categoricals():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(5, 4, 6))
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(np.exp(log_p) * log_p).sum((-2, -1))
+    np.testing.assert_allclose(np.asarray(hi.latent_entropy(jnp.asarray(log_p, jnp.float32))), expected, rtol=1e-5)
+
+
+def test_actor_and_critic_losses_do_not_train_the_heads_through_the_additional_inputs():
+    """The extra inputs read the reward and continue heads; only the world-model losses may train them."""
+    agent, _ = _agent()
+    nets = agent.init(key=jax.random.PRNGKey(0)).levels[0].nets
+    rng = np.random.default_rng(3)
+    size, code = hi.feature_size(agent.config), agent._code_size()
+    features = jnp.asarray(rng.normal(size=(2, size)), jnp.float32)
+    goal = jnp.zeros((2, code), jnp.float32)
+
+    def loss(nets):
+        return jnp.sum(hi.policy_input(agent.config, nets, features, jnp.ones(2), goal) ** 2)
+
+    grads = eqx.filter_grad(loss)(nets)
+    for head in (grads.reward, grads.cont):
+        assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(head))
+
+
+# ------------------------------------------------------------------------------------------- optimiser
+
+
+def _first_step_updates(overrides):
+    """The model group's first AdamW update for gradients of ones (no warm-up: lr at full rate)."""
+    agent, _ = _agent({"agent.optimizer.warmup": 0, "agent.optimizer.weight_decay": 0.5, **overrides})
+    state = agent.init(key=jax.random.PRNGKey(0))
+    model_opt, _ = agent._optimizers()
+    model, _ = agent._groups(state.levels[0].nets)
+    grads = jax.tree.map(jnp.ones_like, model)
+    with jax.numpy_dtype_promotion("standard"):  # optax's schedules mix floats with int32 step counts
+        updates, _ = model_opt.update(grads, model_opt.init(model), model)
+    return agent, model, updates
+
+
+def test_ssm_parameters_get_their_own_rate_and_no_weight_decay():
+    """Adam's first step on a gradient of ones is -lr * (1 + wd * p) (bias-corrected m / sqrt(v) = 1)."""
+    lr, ssm_lr, wd = 1e-4, 3e-3, 0.5
+    for ssm_rate in (0.0, ssm_lr):
+        agent, model, updates = _first_step_updates({"agent.optimizer.ssm_lr": ssm_rate,
+                                                      "agent.optimizer.model_lr": lr})
+        # the global norm of the ones, sqrt(parameter count), stays below the clip, which would rescale them
+        assert np.sqrt(sum(x.size for x in jax.tree.leaves(model))) < agent.config.optimizer.model_clip
+        ssm = model["world"].halves[0].ssm
+        upd = updates["world"].halves[0].ssm
+        for name in ("lambda_re", "lambda_im", "b", "log_step"):
+            p, u = np.asarray(getattr(ssm, name)), np.asarray(getattr(upd, name))
+            expected = -ssm_lr * np.ones_like(p) if ssm_rate else -lr * (1.0 + wd * p)
+            np.testing.assert_allclose(u, expected, rtol=1e-4, atol=1e-9, err_msg=name)
+        # everything else (here the S5 layer's C and the reward head) keeps the model group's settings
+        for p, u in ((ssm.c, upd.c), (model["reward"], updates["reward"])):
+            for pl, ul in zip(jax.tree.leaves(p), jax.tree.leaves(u)):
+                np.testing.assert_allclose(np.asarray(ul), -lr * (1.0 + wd * np.asarray(pl)), rtol=1e-4, atol=1e-9)
+

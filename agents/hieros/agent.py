@@ -49,6 +49,7 @@ from agents.common.returns import PercentileNormalizer, ema_update
 from agents.common.optim import warmup_schedule
 from agents.hieros import hierarchy as hi
 from agents.hieros.config import HierosConfig
+from agents.hieros.s5 import ssm_parameter_mask
 from bench.api import AbstractAgent, StreamSpec
 from bench.spaces import Space
 
@@ -93,16 +94,21 @@ class Hieros(AbstractAgent):
         return ActionLayout.from_spaces(self.act_space)
 
     def _optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-        """(world model + goal autoencoder, actor + critics): clipped Adam(W) with upstream's settings."""
+        """(world model + goal autoencoder, actor + critics): clipped Adam(W) with upstream's settings. With
+        `optimizer.ssm_lr` > 0 the S5 layers' Lambda, B and log_step get that rate and no weight decay (the
+        S5 reference's optimiser); at 0 they train with the rest of the model group, as upstream Hieros."""
         o = self.config.optimizer
 
-        def adam(lr, eps, clip):
-            return optax.chain(
-                optax.clip_by_global_norm(clip),
-                optax.adamw(warmup_schedule(lr, o.warmup), eps=eps, weight_decay=o.weight_decay),
-            )
+        def adam(lr, eps, weight_decay=o.weight_decay):
+            return optax.adamw(warmup_schedule(lr, o.warmup), eps=eps, weight_decay=weight_decay)
 
-        return adam(o.model_lr, o.model_eps, o.model_clip), adam(o.ac_lr, o.ac_eps, o.ac_clip)
+        model = adam(o.model_lr, o.model_eps)
+        if o.ssm_lr > 0:
+            labels = lambda params: jax.tree.map(lambda ssm: "ssm" if ssm else "rest", ssm_parameter_mask(params))
+            model = optax.multi_transform({"rest": model, "ssm": adam(o.ssm_lr, o.model_eps, 0.0)}, labels)
+        behaviour = adam(o.ac_lr, o.ac_eps)
+        return (optax.chain(optax.clip_by_global_norm(o.model_clip), model),
+                optax.chain(optax.clip_by_global_norm(o.ac_clip), behaviour))  # fmt: skip
 
     @staticmethod
     def _groups(nets: hi.LevelNets) -> tuple[dict, dict]:
@@ -151,6 +157,7 @@ class Hieros(AbstractAgent):
                 "world": world,
                 "action": jnp.zeros((batch_size, layout.size), jnp.float32),
                 "feature": jnp.zeros((batch_size, features), jnp.float32),
+                "entropy": jnp.zeros((batch_size,), jnp.float32),  # of the posterior (upstream starts at 0)
                 "goal": jnp.zeros((batch_size, code), jnp.float32),
                 "reward_sum": jnp.zeros((batch_size,), jnp.float32),
                 "reward_count": jnp.zeros((batch_size,), jnp.float32),
@@ -193,18 +200,20 @@ class Hieros(AbstractAgent):
                 entry["history"] = jnp.where(due[level - 1][:, None, None], pushed, history)
                 sensors = {hi.LEVEL_OBS: entry["history"].reshape(first.shape[0], -1)}
                 level_obs.append(sensors[hi.LEVEL_OBS])
-            world, feature = hi.observe_step(level_state.nets, entry["world"], sensors, entry["action"], first,
-                                             key=keys[level])  # fmt: skip
+            world, feature, entropy = hi.observe_step(level_state.nets, entry["world"], sensors, entry["action"],
+                                                      first, key=keys[level])  # fmt: skip
             entry["world"] = select(due[level], world, entry["world"])
             entry["feature"] = select(due[level], feature, entry["feature"])
+            entry["entropy"] = select(due[level], entropy, entry["entropy"])
 
         # 3. Top-down: a due level acts on [features, goal]; its code becomes the goal of the level below.
         for level in reversed(range(self.levels)):
-            entry, actor = entries[level], state.levels[level].nets.actor
+            nets = state.levels[level].nets
+            entry, actor = entries[level], nets.actor
             if level < self.levels - 1:
                 upper = entries[level + 1]
                 entry["goal"] = select(due[level + 1], upper["action"], jnp.where(first[:, None], 0.0, entry["goal"]))
-            policy = jax.vmap(actor)(jnp.concatenate([entry["feature"], entry["goal"]], -1))
+            policy = jax.vmap(actor)(hi.policy_input(self.config, nets, entry["feature"], entry["entropy"], entry["goal"]))
             if mode == "eval" and self.config.actor.eval_greedy:
                 action = policy_mode(policy, actor.layout)
             else:

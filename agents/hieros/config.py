@@ -92,6 +92,9 @@ class OptimizerConfig:
     ac_clip: float = ranged(100.0, gt=0)
     warmup: int = ranged(1000, ge=0)
     weight_decay: float = ranged(0.0, ge=0)
+    # > 0: the S5 layers' Lambda, B and log_step in their own group with this rate and no weight decay (the S5
+    # reference's optimiser, hieros_s5.md "S5"); 0: they train with the model group (upstream Hieros)
+    ssm_lr: float = ranged(0.0, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,9 @@ class HierosConfig:
     batch_size: int = ranged(16, ge=1)
     batch_length: int = ranged(64, ge=2)
     max_hierarchy: int = ranged(3, ge=1, le=4)  # levels; 1 = a flat S5WM agent
+    # upstream's `additional_inputs` (its default, and in the Atari100k sweep): the actor and critics also read
+    # symlog of the predicted reward, continue probability and latent entropy (hierarchy.policy_input)
+    additional_inputs: bool = True
     period: int = ranged(4, ge=2)  # level i acts every period^i env steps and sees period lower latents
     report_context: int = 8
     slow_rate: float = ranged(0.02, gt=0, le=1)  # slow critics' EMA rate

@@ -12,8 +12,8 @@ reward type it receives:
 
 Each reward type has its own critic, slow critic and percentile return normaliser; the actor's advantage is
 sum_k w_k (R_k - v_k) / max(1, S_k) with w = (1.0, 0.3, 0.1). A level above 0 acts with 8 one-hot
-categoricals of 8 classes (the 64-d code); the actor and critics of every level read [features, goal code]
-(zeros for the top level). The S5WM's deterministic feature is already symlog-squashed (s5wm.py), so the
+categoricals of 8 classes (the 64-d code); the actor and critics of every level read [features, extra, goal
+code] (goal zeros at the top level), where `extra` is upstream's "additional inputs" (`policy_input`). The S5WM's deterministic feature is already symlog-squashed (s5wm.py), so the
 autoencoder reconstructs it as is (the reference's "symlog(deter)").
 """
 
@@ -128,6 +128,34 @@ def feature_size(config: HierosConfig) -> int:
     return s.stoch * s.classes + s.deter
 
 
+EXTRA_INPUTS = 3  # predicted reward, continue probability, latent entropy
+
+
+def latent_entropy(log_probs: Float[Array, "*b S K"]) -> Float[Array, " *b"]:
+    """Entropy of the S independent categoricals of a latent (their sum), from unimixed log-probabilities."""
+    return dists.categorical_entropy(log_probs).sum(-1)
+
+
+def policy_input(config: HierosConfig, nets: LevelNets, features: Float[Array, "*b F"],
+                 entropy: Float[Array, " *b"], goal: Float[Array, "*b G"]) -> Float[Array, "*b P"]:  # fmt: skip
+    """What the actor and the critics read: [features, extra, goal].
+
+    With `config.additional_inputs` (upstream's `additional_inputs`, on in the Atari100k sweep and upstream's
+    defaults) `extra` = symlog([predicted reward, continue probability, entropy of the latent's distribution]):
+    the reward head's twohot mean and the continue head's probability on these features, and the posterior's
+    entropy for observed states, the prior's for imagined ones (reference "S5WM"). They are inputs only: no
+    actor or critic gradient reaches the heads through them.
+    """
+    parts = [features]
+    if config.additional_inputs:
+        dims = features.ndim - 1
+        bins = dists.symexp_bins(config.reward_head.bins)
+        reward = dists.twohot_mean(batched(nets.reward, features, dims=dims), bins)
+        cont = jax.nn.sigmoid(batched(nets.cont, features, dims=dims)[..., 0])
+        parts.append(sg(dists.symlog(jnp.stack([reward, cont, entropy], -1))))
+    return jnp.concatenate([*parts, goal], -1)
+
+
 def level_spaces(config: HierosConfig, level: int, obs_space: Mapping[str, Space],
                  act_space: Mapping[str, Space]) -> tuple[dict[str, Space], ActionLayout]:  # fmt: skip
     """(observation space, action layout) of a level: the env's at level 0; above, the `period` last latents
@@ -184,7 +212,7 @@ def build_level(config: HierosConfig, level: int, levels: int, obs_space: Mappin
     cont = MLPHead(features, 1, ch.units, ch.layers, act=ch.act, outscale=ch.outscale, key=keys[4])
     goal = GoalAutoencoder(s.deter, stoch=g.stoch, classes=g.classes, units=g.units, layers=g.layers,
                            unimix=g.unimix, kl=g.kl, key=keys[5])  # fmt: skip
-    policy_in = features + goal.code_size
+    policy_in = features + EXTRA_INPUTS * config.additional_inputs + goal.code_size
     actor = Actor(
         policy_in, layout, ac.units, ac.layers, act=ac.act, outscale=ac.outscale, unimix=ac.unimix,
         min_std=ac.min_std, max_std=ac.max_std, key=keys[6],
@@ -201,13 +229,15 @@ def build_level(config: HierosConfig, level: int, levels: int, obs_space: Mappin
 
 def observe_step(nets: LevelNets, carry: dict[str, Array], sensors: Mapping[str, Array],
                  prev_action: Float[Array, "B A"], is_first: Bool[Array, " B"], *,
-                 key: PRNGKeyArray) -> tuple[dict[str, Array], Float[Array, "B F"]]:  # fmt: skip
-    """One filtering step of a batch with the recurrent S5 form: (new world-model carry, features [z, deter])."""
+                 key: PRNGKeyArray) -> tuple[dict[str, Array], Float[Array, "B F"], Float[Array, " B"]]:  # fmt: skip
+    """One filtering step of a batch with the recurrent S5 form: (new world-model carry, features [z, deter],
+    the posterior's entropy)."""
     world = nets.world
     token = nets.encoder(sensors)
     states, _, deter = jax.vmap(world.step)(carry["states"], carry["stoch"], prev_action, is_first)
-    stoch = dists.sample_onehot(key, jax.vmap(world.posterior_logits)(token))
-    return {"states": states, "stoch": stoch}, world.features(stoch, deter)
+    log_probs = jax.vmap(world.posterior_logits)(token)
+    stoch = dists.sample_onehot(key, log_probs)
+    return {"states": states, "stoch": stoch}, world.features(stoch, deter), latent_entropy(log_probs)
 
 
 # -------------------------------------------------------------------------------------------------- losses
@@ -228,26 +258,29 @@ class LevelData(eqx.Module):
     is_last: Bool[Array, "B T"]
 
 
-def imagine(nets: LevelNets, start: dict[str, Array], deter: Float[Array, "N D"], goal: Float[Array, "N G"],
-            horizon: int, *, key: PRNGKeyArray):  # fmt: skip
+def imagine(config: HierosConfig, nets: LevelNets, start: dict[str, Array], deter: Float[Array, "N D"],
+            entropy: Float[Array, " N"], goal: Float[Array, "N G"], horizon: int, *, key: PRNGKeyArray):  # fmt: skip
     """Roll the S5WM's recurrent step `horizon` steps from every start with the goal-conditioned actor.
-    Returns stochs (N, H+1, S, K), deters (N, H+1, D) and actions (N, H, A), all stop-gradiented."""
+    `entropy` is the starts' posterior entropy. Returns stochs (N, H+1, S, K), deters (N, H+1, D), entropies
+    (N, H+1) and actions (N, H, A), all stop-gradiented."""
     world, actor = nets.world, nets.actor
 
     def step(carry, step_key):
-        wm, stoch, deter = carry
+        wm, stoch, deter, entropy = carry
         policy_key, world_key = jax.random.split(step_key)
-        policy = jax.vmap(actor)(jnp.concatenate([world.features(stoch, deter), goal], -1))
+        policy = jax.vmap(actor)(policy_input(config, nets, world.features(stoch, deter), entropy, goal))
         action = policy_sample(policy, actor.layout, policy_key)
         keys = jax.random.split(world_key, action.shape[0])
         wm, out = jax.vmap(lambda c, a, k: world.imagine_step(c, a, key=k))(wm, action, keys)
-        return (wm, out["stoch"], out["deter"]), (out["stoch"], out["deter"], action)
+        entropy = latent_entropy(out["logits"])
+        return (wm, out["stoch"], out["deter"], entropy), (out["stoch"], out["deter"], entropy, action)
 
     start = sg(start)
-    init = (start, start["stoch"], sg(deter))
-    _, (stochs, deters, actions) = jax.lax.scan(step, init, jax.random.split(key, horizon))
-    batch_major = lambda first, xs: jnp.concatenate([first[:, None], jnp.swapaxes(xs, 0, 1)], 1)
-    return sg(batch_major(start["stoch"], stochs)), sg(batch_major(sg(deter), deters)), sg(jnp.swapaxes(actions, 0, 1))
+    init = (start, start["stoch"], sg(deter), sg(entropy))
+    _, (stochs, deters, entropies, actions) = jax.lax.scan(step, init, jax.random.split(key, horizon))
+    batch_major = lambda first, xs: sg(jnp.concatenate([first[:, None], jnp.swapaxes(xs, 0, 1)], 1))
+    return (batch_major(start["stoch"], stochs), batch_major(sg(deter), deters),
+            batch_major(sg(entropy), entropies), sg(jnp.swapaxes(actions, 0, 1)))  # fmt: skip
 
 
 def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets, slow: dict[str, MLPHead],
@@ -288,9 +321,13 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
     start = {"states": flat(post["states"]), "stoch": flat(post["stoch"])}
     goal = flat(data.goal.astype(jnp.float32))
     horizon = config.imagination.horizon
-    stochs, deters, actions = imagine(nets, start, flat(post["deter"]), goal, horizon, key=imagine_key)
+    entropy = flat(latent_entropy(post["logits"]))
+    stochs, deters, entropies, actions = imagine(
+        config, nets, start, flat(post["deter"]), entropy, goal, horizon, key=imagine_key
+    )
     imagined = world.features(stochs, deters)
-    policy_in = jnp.concatenate([imagined, jnp.broadcast_to(goal[:, None], (*imagined.shape[:2], goal.shape[-1]))], -1)
+    goals = jnp.broadcast_to(goal[:, None], (*imagined.shape[:2], goal.shape[-1]))
+    policy_in = policy_input(config, nets, imagined, entropies, goals)
 
     # 4. The level's rewards on entering steps 1..H (entry 0 unused by the returns), continue flags.
     pad = lambda r: sg(jnp.concatenate([jnp.zeros_like(r[:, :1]), r], 1))
