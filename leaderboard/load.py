@@ -536,6 +536,24 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
     )
 
 
+def _missing_runs(keys) -> str:
+    """(task, agent, hash, "seedN") keys as "task/agent/hash/seed0-2,4", one entry per configuration."""
+    seeds: dict[tuple[str, str, str], list[int]] = {}
+    for task, agent, config_hash, seed in keys:
+        seeds.setdefault((task, agent, config_hash), []).append(int(seed.removeprefix("seed")))
+    entries = []
+    for prefix, numbers in sorted(seeds.items()):
+        numbers, spans = sorted(numbers), []
+        for n in numbers:
+            if spans and n == spans[-1][1] + 1:
+                spans[-1][1] = n
+            else:
+                spans.append([n, n])
+        ranges = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+        entries.append("/".join(prefix) + f"/seed{ranges}")
+    return ", ".join(entries)
+
+
 def load_runs(
     roots: Sequence[Path], info: SuiteInfo, report: LoadReport, *, any_budget: bool = False,
     skip_invalid: bool = False, only: Collection[tuple[str, str, str, int]] | None = None,
@@ -578,8 +596,7 @@ def load_runs(
         found = {(r.task, r.agent, r.config_hash, f"seed{r.seed}") for r in runs}
         missing = sorted(wanted - found)
         report.notes.append(f"{len(found)} of {len(wanted)} planned runs found finished"
-                            + (f"; missing {len(missing)}: " + ", ".join("/".join(k) for k in missing)
-                               if missing else ""))  # fmt: skip
+                            + (f"; missing {len(missing)}: " + _missing_runs(missing) if missing else ""))
     methods: dict[str, Method] = {}
     for run in sorted(runs, key=lambda r: (r.method, r.task, r.seed)):
         if run.task not in info.tasks:

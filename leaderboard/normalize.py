@@ -8,7 +8,7 @@ Three levels, kept apart because the published data enters at different levels:
   in the suite's score unit: game score (Atari), return (DMC), Crafter score in % (Crafter), success rate
   (MiniHack), objects returned / objects (BBS), return (Pinpad, toy);
 * normalised score: the raw score mapped per task onto the scale the aggregate metrics use (human-normalised
-  on Atari, return / 1000 on DMC, unchanged elsewhere).
+  on Atari, return / 1000 on DMC, random-to-optimal on the toy tasks, unchanged elsewhere).
 
 This table is the leaderboard's own: it does not import the suites (they may not be importable, and the
 leaderboard must still rebuild published tables). `leaderboard.load.suite_info` combines it with the
@@ -43,7 +43,7 @@ class SuiteScoring:
 
     `episode_value`: "return", "success" (the record's `success` field, else return >= 1, THICK's
     definition), "objects" (the record's `score` = objects returned / objects), or "crafter" (the run is
-    scored as a whole by the Crafter score). `normaliser`: "human", "div1000" or "identity".
+    scored as a whole by the Crafter score). `normaliser`: "human", "div1000", "toy" or "identity".
     `gap_target`: the optimality gap's gamma (None on raw-return suites, where it has no meaning).
     `protocols`: the evaluation protocols a run of this suite can be scored under, the default first
     (used when the suite's spec cannot be loaded). `window`: agent steps of the `train_window` protocol
@@ -182,11 +182,12 @@ SUITES: dict[str, SuiteScoring] = {
     "toy": SuiteScoring(
         "toy",
         "return",
-        "identity",
+        "toy",
         "return",
-        "return",
+        "(return - random) / (optimal - random)",
         protocols=("final_eval", "train_window"),
-        gap_target=None,
+        profile_max=1.0,
+        tasks=("reach", "keydoor", "point"),
     ),
 }
 
@@ -270,6 +271,17 @@ def atari_baselines() -> AtariBaselines:
     return AtariBaselines(random=tables["RANDOM"], human=tables["HUMAN"])
 
 
+# Expected return of the uniform random policy and of an optimal policy on each toy task under the default
+# protocol (tasks/toy_reference.py derives them from the task rules; tests/test_toy_reference.py checks them
+# against it and against episodes of the environments). Exact for reach and keydoor; point is a Monte Carlo
+# mean over 10^6 episodes (standard error ~0.003).
+TOY_BASELINES = {
+    "reach": (11.885257119858833, 19.354166666666668),
+    "keydoor": (0.11442861048783878, 1.0),
+    "point": (18.728798815243998, 29.16933353019816),
+}
+
+
 class Normaliser:
     """Maps a raw task score to the normalised scale of its suite."""
 
@@ -289,6 +301,11 @@ class Normaliser:
                 raise UnknownNameError(f"no human/random baseline for Atari task {task!r}")
             random, human = baselines.random[task], baselines.human[task]
             return (raw - random) / (human - random)
+        if kind == "toy":
+            if task not in TOY_BASELINES:
+                raise UnknownNameError(f"no random/optimal baseline for toy task {task!r}")
+            random, optimal = TOY_BASELINES[task]
+            return (raw - random) / (optimal - random)
         raise ValueError(f"unknown normaliser {kind!r} for suite {self.suite.name!r}")
 
     def describe(self) -> str:
@@ -296,4 +313,6 @@ class Normaliser:
             "identity": "none (raw score)",
             "div1000": "return / 1000",
             "human": "(score - random) / (human - random), the standard Atari random/human table",
+            "toy": "(return - random) / (optimal - random), the expected returns of the uniform random and an "
+            "optimal policy (tasks/toy_reference.py)",
         }[self.suite.normaliser]

@@ -106,3 +106,10 @@ def test_run_plan_refuses_flags_the_plan_decides(tmp_path, capsys):
     code = cli.main(["run", "--plan", str(write_plan(tmp_path)), "--agent", "random", "--steps", "10"])
     err = capsys.readouterr().err
     assert code == 2 and "drop --agent --steps" in err, err
+
+
+def test_missing_runs_are_listed_by_configuration_with_seed_ranges():
+    from leaderboard.load import _missing_runs
+
+    keys = [("reach", "a", "h1", f"seed{n}") for n in (0, 1, 2, 4)] + [("keydoor", "b", "h2", "seed3")]
+    assert _missing_runs(keys) == "keydoor/b/h2/seed3, reach/a/h1/seed0-2,4"
