@@ -179,6 +179,18 @@ SUITES: dict[str, SuiteScoring] = {
         protocols=("final_eval", "train_window"),
         gap_target=None,
     ),
+    "metaworld": SuiteScoring(
+        "metaworld",
+        "success",
+        "identity",
+        "success rate",
+        "success rate",
+        protocols=("final_eval", "train_window"),
+        window=25_000,
+        budget=250_000,
+        frames_per_step=2,
+        profile_max=1.0,
+    ),
     "toy": SuiteScoring(
         "toy",
         "return",

@@ -219,6 +219,6 @@ SUITE = SuiteSpec(
     eval_protocol="final_eval",
     eval_episodes=10,
     score_fields=("success",),
-    normaliser="identity",
+    normaliser="toy",
     description="Tiny pixel tasks (dense reach, key-then-door sub-goals, continuous point) for learning tests.",
 )
