@@ -113,3 +113,11 @@ def test_missing_runs_are_listed_by_configuration_with_seed_ranges():
 
     keys = [("reach", "a", "h1", f"seed{n}") for n in (0, 1, 2, 4)] + [("keydoor", "b", "h2", "seed3")]
     assert _missing_runs(keys) == "keydoor/b/h2/seed3, reach/a/h1/seed0-2,4"
+
+
+@pytest.mark.parametrize("name, runs", [("cpu.yaml", 130), ("atari100k_gpu.yaml", 225)])
+def test_shipped_plans_load_and_resolve(name, runs):
+    """Every shipped plan names real agents, presets and tasks (a typo would fail here, not hours into a run)."""
+    plan = plan_lib.load(Path(__file__).parent.parent / "plans" / name)
+    resolved = plan_lib.resolve_runs(plan)
+    assert len(resolved) == runs and len({r.key for r in resolved}) == runs
