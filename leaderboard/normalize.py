@@ -199,7 +199,7 @@ SUITES: dict[str, SuiteScoring] = {
         "(return - random) / (optimal - random)",
         protocols=("final_eval", "train_window"),
         profile_max=1.0,
-        tasks=("reach", "keydoor", "point"),
+        tasks=("reach", "keydoor", "point", "reach_progress"),
     ),
 }
 
@@ -291,6 +291,7 @@ TOY_BASELINES = {
     "reach": (11.885257119858833, 19.354166666666668),
     "keydoor": (0.11442861048783878, 1.0),
     "point": (18.728798815243998, 29.16933353019816),
+    "reach_progress": (0.11548873346104993, 3.3333333333333335),
 }
 
 

@@ -2,6 +2,8 @@
 
 * `reach`   (dense reward, discrete): walk to the goal cell of a small grid; reward each step is
             1 - manhattan distance / max distance, so a random walk earns about half of the optimum.
+* `reach_progress` (discrete): reach with the distance covered as the reward (+1 a step closer, -1 farther,
+            0 otherwise): a reward whose sign carries the goal, for agents that only see reward signs (IRIS).
 * `keydoor` (sparse reward, sub-goals, discrete): pick up the key (step on it), then walk into the door in
             the top wall; reward 1 only when the door opens with the key, which ends the episode (terminal).
             Two sub-goals in sequence: the kind of task hierarchical agents are made for.
@@ -35,7 +37,7 @@ class ToyProtocol:
     action_repeat: int = 1
 
 
-DEFAULT_LENGTH = {"reach": 20, "keydoor": 40, "point": 30}
+DEFAULT_LENGTH = {"reach": 20, "reach_progress": 20, "keydoor": 40, "point": 30}
 
 
 def _render_cells(grid: int, cells: dict[tuple[int, int], tuple[int, int, int]], size: int, hud=None):
@@ -75,7 +77,7 @@ class GridEnv(Env):
         rng = np.random.default_rng(seed)
         g = self.protocol.grid
         cells = [(r, c) for r in range(g) for c in range(g)]
-        if self.task == "reach":
+        if self.task in ("reach", "reach_progress"):
             picks = rng.choice(len(cells), 2, replace=False)
             self.agent, self.goal = (np.array(cells[i]) for i in picks)
         else:
@@ -98,7 +100,11 @@ class GridEnv(Env):
         reward, terminal = 0.0, False
         for _ in range(self.protocol.action_repeat):
             target = np.clip(self.agent + MOVES[int(action["action"])], 0, self.protocol.grid - 1)
-            if self.task == "reach":
+            if self.task == "reach_progress":
+                before = np.abs(self.agent - self.goal).sum()
+                self.agent = target
+                reward += float(before - np.abs(self.agent - self.goal).sum())
+            elif self.task == "reach":
                 self.agent = target
                 distance = np.abs(self.agent - self.goal).sum()
                 reward += 1.0 - distance / (2 * (self.protocol.grid - 1))
@@ -124,7 +130,7 @@ class GridEnv(Env):
     def _obs(self, reward, first=False, last=False, terminal=False):
         cells = {}
         hud = None
-        if self.task == "reach":
+        if self.task in ("reach", "reach_progress"):
             cells[tuple(self.goal)] = GOAL
         else:
             cells[tuple(self.door)] = DOOR
@@ -212,7 +218,7 @@ def make_env(task: str, protocol: ToyProtocol, worker_index: int = 0) -> Env:
 
 SUITE = SuiteSpec(
     name="toy",
-    tasks=("reach", "keydoor", "point"),
+    tasks=("reach", "keydoor", "point", "reach_progress"),
     protocol_cls=ToyProtocol,
     make_env=make_env,
     budget=20_000,

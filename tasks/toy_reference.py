@@ -9,6 +9,8 @@ of the real environments.
 * reach (5 x 5 grid, 20 steps, agent and goal on two distinct uniform cells): reward 1 - d / 8 after each
   move, d the Manhattan distance. Exact: the random walk's cell distribution is propagated step by step;
   the optimal policy walks a shortest path and then stays, so d_t = max(d_0 - t, 0).
+* reach_progress (reach with reward d_{t-1} - d_t): the return is d_0 - d_20. Exact: the random walk's
+  expected final distance; the optimal policy ends on the goal, so E[d_0].
 * keydoor (40 steps; door uniform in the top row, agent and key on two distinct uniform cells below it):
   reward 1 when the agent walks into the door holding the key. Exact: the random walk over (cell, has key)
   with success absorbing. The optimal policy always succeeds (a path is at most 7 + 8 steps long), so 1.
@@ -61,6 +63,28 @@ def reach(grid: int = GRID, length: int = DEFAULT_LENGTH["reach"]) -> tuple[floa
                 random_total += float(p @ reward)
             d0 = int(np.abs(cells[start] - cells[goal]).sum())
             optimal_total += sum(1.0 - max(d0 - t, 0) / scale for t in range(1, length + 1))
+            pairs += 1
+    return random_total / pairs, optimal_total / pairs
+
+
+def reach_progress(grid: int = GRID, length: int = DEFAULT_LENGTH["reach_progress"]) -> tuple[float, float]:
+    """(random, optimal) expected return on `reach_progress`: E[d_0 - d_T] of the random walk, and E[d_0]."""
+    cells = np.array(list(itertools.product(range(grid), range(grid))))
+    step = _step_cells(grid)
+    random_total, optimal_total, pairs = 0.0, 0.0, 0
+    for goal in range(len(cells)):
+        distance = np.abs(cells - cells[goal]).sum(-1)
+        for start in range(len(cells)):
+            if start == goal:
+                continue
+            p = np.zeros(len(cells))
+            p[start] = 1.0
+            for _ in range(length):
+                moved = np.zeros_like(p)
+                np.add.at(moved, step.ravel(), np.repeat(p / len(MOVES), len(MOVES)))
+                p = moved
+            random_total += float(distance[start] - p @ distance)
+            optimal_total += float(distance[start])
             pairs += 1
     return random_total / pairs, optimal_total / pairs
 
@@ -122,7 +146,7 @@ def point(episodes: int = POINT_EPISODES, length: int = DEFAULT_LENGTH["point"],
 
 def baselines() -> dict[str, tuple[float, float]]:
     """{task: (random, optimal)} for the default protocol (a few seconds; `point` dominates)."""
-    return {"reach": reach(), "keydoor": keydoor(), "point": point()}
+    return {"reach": reach(), "keydoor": keydoor(), "point": point(), "reach_progress": reach_progress()}
 
 
 if __name__ == "__main__":

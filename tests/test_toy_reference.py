@@ -18,13 +18,14 @@ from tests.helpers import random_policy_episodes
 def test_table_is_what_the_rules_give():
     assert TOY_BASELINES["reach"] == pytest.approx(toy_reference.reach(), abs=1e-9)
     assert TOY_BASELINES["keydoor"] == pytest.approx(toy_reference.keydoor(), abs=1e-9)
+    assert TOY_BASELINES["reach_progress"] == pytest.approx(toy_reference.reach_progress(), abs=1e-9)
     # point is Monte Carlo: another seed and fewer episodes agree within 5 standard errors (~0.003 * sqrt(10))
     random, optimal = toy_reference.point(episodes=100_000, seed=1)
     assert random == pytest.approx(TOY_BASELINES["point"][0], abs=0.05)
     assert optimal == pytest.approx(TOY_BASELINES["point"][1], abs=0.05)
 
 
-@pytest.mark.parametrize("task", ["reach", "keydoor", "point"])
+@pytest.mark.parametrize("task", ["reach", "keydoor", "point", "reach_progress"])
 def test_random_policy_on_the_real_env_matches(task):
     returns, _ = random_policy_episodes(task, 400)
     se = returns.std() / np.sqrt(returns.size)
@@ -61,6 +62,15 @@ def test_optimal_grid_policies_earn_the_optimal_returns():
             obs = env.step({"action": np.int32(_shortest_first_move(env, env.agent, env.goal, set()))})
             total += float(obs["reward"])
         assert total == pytest.approx(sum(1 - max(d0 - t, 0) / scale for t in range(1, env.length + 1)))
+    env = toy.make_env("reach_progress", toy.ToyProtocol())
+    for seed in range(40):
+        env.reset(seed=seed)
+        d0 = int(np.abs(env.agent - env.goal).sum())
+        total, obs = 0.0, {"is_last": False}
+        while not obs["is_last"]:
+            obs = env.step({"action": np.int32(_shortest_first_move(env, env.agent, env.goal, set()))})
+            total += float(obs["reward"])
+        assert total == d0
     env = toy.make_env("keydoor", toy.ToyProtocol())
     for seed in range(40):
         env.reset(seed=seed)
