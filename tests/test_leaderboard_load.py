@@ -233,4 +233,4 @@ def test_leaderboard_level_errors(tmp_path):
         board.build("toy", roots=[tmp_path], reps=10, tasks=["reach"], compare=[("a", "b")])
     built = board.build("toy", roots=[tmp_path], reps=10)
     (row,) = built.rows
-    assert not row.in_aggregate and "no scores on 2 of 3 tasks: keydoor, point" in row.why_not
+    assert not row.in_aggregate and "no scores on 3 of 4 tasks: keydoor, point, reach_progress" in row.why_not
