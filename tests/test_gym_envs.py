@@ -12,7 +12,8 @@ from bench import registry
 
 # Every toy task, and a cheap one per other suite (Atari, Crafter, MiniHack, DMC take seconds to create).
 CHEAP_TASK = {"bbs": "distract0_size1.0", "pinpad": "three", "atari100k": "pong", "crafter": "crafter",
-              "minihack": "keyroomfixed5", "dmc_proprio": "cartpole_balance", "dmc_vision": "cartpole_balance"}  # fmt: skip
+              "minihack": "keyroomfixed5", "dmc_proprio": "cartpole_balance", "dmc_vision": "cartpole_balance",
+              "metaworld": "reach"}  # fmt: skip
 CHECKED = [f"toy-{task}" for task in registry.get_suite("toy").tasks] + [
     f"{suite}-{task}" for suite, task in CHEAP_TASK.items()
 ]
