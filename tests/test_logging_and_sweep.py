@@ -22,9 +22,9 @@ def test_sweep_runs_every_task_and_seed_then_skips_finished(tmp_path):
             "--run.final_eval", "false"]  # fmt: skip
     first = bench(*args, root=tmp_path)
     manifests = sorted(Path(tmp_path).rglob("manifest.json"))
-    assert len(manifests) == 6  # 3 tasks x 2 seeds
+    assert len(manifests) == 8  # 4 tasks x 2 seeds
     assert all(json.loads(m.read_text())["status"] == "finished" for m in manifests)
-    assert "sweep: 6 runs (3 tasks x 2 seeds)" in first.stderr
+    assert "sweep: 8 runs (4 tasks x 2 seeds)" in first.stderr
     before = {m: m.read_text() for m in manifests}
     bench(*args, root=tmp_path)
     assert {m: m.read_text() for m in manifests} == before

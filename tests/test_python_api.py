@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bench
+from leaderboard.normalize import TOY_BASELINES
 from tests.runs import ROOT, bench as bench_cli
 
 
@@ -52,7 +53,8 @@ def test_round_trip(tmp_path):
                               reps=100, no_plots=True)  # fmt: skip
     assert board.index_html.exists() and board.plots == []
     row = board.table[board.table["method"] == f"random@{manifest['config_hash']}"]
-    assert row["mean"].item() == pytest.approx(runs["score"].mean(), abs=1e-3)
+    random, optimal = TOY_BASELINES["reach"]  # the board shows toy scores from random (0) to optimal (1)
+    assert row["mean"].item() == pytest.approx((runs["score"].mean() - random) / (optimal - random), abs=1e-3)
     with pytest.raises(TypeError, match="unknown option 'nope'"):
         bench.leaderboard("toy", runs=[tmp_path], nope=1)
 
