@@ -151,3 +151,52 @@ def test_dynamics_backprop_reaches_the_actor_through_the_world_model_only():
 def test_dynamics_backprop_needs_continuous_actions():
     with pytest.raises(ValueError, match="continuous actions"):
         build_agent({"action": spaces.discrete(3)}, actor_grad="dynamics")
+
+
+class LinearDynamics(eqx.Module):
+    """x_{t+1} = x_t + a_t M: a dynamics whose return gradient is known in closed form."""
+
+    mix: jax.Array  # M, (A, F)
+
+    def features(self, latent):
+        return latent["x"]
+
+    def imagine_step(self, latent, action, *, key):
+        del key
+        return {"x": latent["x"] + action @ self.mix}
+
+
+def test_dynamics_backprop_gradient_is_dreamerv1s_with_the_actors_inputs_stopped():
+    # DreamerV1 (`_imagine_ahead`) and DreamerV2 (`imagine`) feed the actor sg(features): for J = sum_t w.x_t
+    # over t = 1..H, dJ/da_t = (H - t) M w (every later state moves by a_t M), and the actor's gradient is
+    # sum_t (dJ/da_t) . da_t/dtheta at the visited states held fixed, with no path back through x_t(theta).
+    from agents.common.actions import ActionLayout
+    from agents.common.behaviour import Actor, imagine
+
+    rng = np.random.default_rng(0)
+    features, horizon, starts = 3, 4, 5
+    layout = ActionLayout.from_spaces(CONTINUOUS_ACT)
+    # Equal min and max std: the sample is the tanh mean (up to 1e-6), so the golden needs no noise.
+    actor = Actor(features, layout, 16, 1, outscale=1.0, min_std=1e-6, max_std=1e-6, key=jax.random.key(0))
+    mix = rng.normal(size=(layout.size, features))
+    w = rng.normal(size=features)
+    dynamics = LinearDynamics(jnp.asarray(mix, jnp.float32))
+    start = {"x": jnp.asarray(rng.normal(size=(starts, features)), jnp.float32)}
+
+    def objective(actor):
+        latents, _ = imagine(dynamics, actor, start, horizon, key=jax.random.key(1), differentiable=True)
+        return jnp.sum(latents["x"][:, 1:] @ jnp.asarray(w, jnp.float32))
+
+    grads = eqx.filter_grad(objective)(actor)
+    latents, _ = imagine(dynamics, actor, start, horizon, key=jax.random.key(1))
+    visited = np.asarray(latents["x"][:, :horizon])  # x_0 .. x_{H-1}, where the actions are taken
+    per_action = np.stack([(horizon - t) * (mix @ w) for t in range(horizon)])  # dJ/da_t, (H, A)
+
+    def surrogate(actor):  # sum_t (dJ/da_t) . mean(theta, x_t) with x_t constants
+        means = jax.vmap(jax.vmap(lambda x: actor(x)["move"].mean))(jnp.asarray(visited, jnp.float32))
+        return jnp.sum(means * jnp.asarray(per_action, jnp.float32)[None])
+
+    expected = eqx.filter_grad(surrogate)(actor)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    assert norm(expected) > 0.0

@@ -207,3 +207,34 @@ def test_dynamics_backprop_through_frozen_tssm_reaches_actions_not_parameters():
     into_params, into_actions = grads(dyn, actions)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(into_params))
     assert float(jnp.abs(into_actions).max()) > 0.0
+
+
+def test_actions_are_rescaled_to_unit_magnitude_as_in_the_rssm():
+    # DreamerV3 feeds its dynamics a / max(1, |a|) per dimension, the divisor without gradient (reference
+    # dreamerv3.md). Replay holds clipped actions in [-1, 1]; imagined bounded-normal samples go beyond.
+    dyn = small_tssm(context=2)
+    rng = np.random.default_rng(6)
+    tokens = jnp.asarray(rng.normal(size=(2, 2, TOKENS + 1)), jnp.float32)
+    prev_a = jnp.asarray(rng.uniform(-1, 1, size=(2, 2, ACTIONS)), jnp.float32)
+    sequence, imagine_step, observe = jitted(dyn)
+    start, _, _ = observe(dyn.initial(2), tokens, prev_a, jnp.zeros((2, 2), bool), key=jax.random.key(0))
+    big = rng.uniform(-3, 3, size=(2, ACTIONS)) + 3.0 * np.sign(rng.normal(size=(2, ACTIONS)))
+    rescaled = big / np.maximum(1.0, np.abs(big))  # the formula, in numpy
+    key = jax.random.key(1)
+    out_big = imagine_step(start, jnp.asarray(big, jnp.float32), key)
+    out_rescaled = imagine_step(start, jnp.asarray(rescaled, jnp.float32), key)
+    for name in ("deter", "reward", "stoch"):
+        np.testing.assert_allclose(np.asarray(out_big[name]), np.asarray(out_rescaled[name]), rtol=1e-6, atol=1e-6)
+    # The training pass rescales the same way.
+    _, prev_r, z = random_inputs(rng, 2, 1, dyn)
+    cache = {k: v for k, v in dyn.initial(2).items() if k in CACHE_KEYS}
+    full_big = sequence(cache, jnp.asarray(big, jnp.float32)[:, None], prev_r, z, jnp.zeros((2, 1), bool))
+    full_rescaled = sequence(cache, jnp.asarray(rescaled, jnp.float32)[:, None], prev_r, z, jnp.zeros((2, 1), bool))
+    np.testing.assert_allclose(np.asarray(full_big[0]), np.asarray(full_rescaled[0]), rtol=1e-6, atol=1e-6)
+    # Gradient: d(a / sg(max(1, |a|)))/da = 1 / max(1, |a|), so the Jacobian at `big` is the one at `rescaled`
+    # divided by max(1, |a|) per action dimension.
+    deter = lambda a: imagine_step(start, a, key)["deter"].sum()  # noqa: E731
+    grad_big = jax.grad(deter)(jnp.asarray(big, jnp.float32))
+    grad_rescaled = jax.grad(deter)(jnp.asarray(rescaled, jnp.float32))
+    np.testing.assert_allclose(np.asarray(grad_big), np.asarray(grad_rescaled) / np.maximum(1.0, np.abs(big)),
+                               rtol=1e-4, atol=1e-6)  # fmt: skip

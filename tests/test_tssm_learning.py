@@ -1,7 +1,8 @@
 """TSSM through the runner on toy `point` (continuous actions) with the dynamics-backprop actor gradient.
 
 Slow: one learning run of the `debug` preset with DreamerV3's CPU learning settings (learning rate 1e-3, one
-update per policy step, 255 twohot bins; tests/test_dreamerv3_learning.py) plus `actor_grad dynamics`. The
+update per policy step, 255 twohot bins; tests/test_dreamerv3_learning.py) plus `actor_grad dynamics` with
+DreamerV1/V2's discount 0.99. The
 bar is the uniform random policy's mean return on `point` (300 episodes, tests.helpers.random_policy_episodes)
 plus three standard errors of the random mean and three of the agent's late training episodes.
 """
@@ -28,6 +29,10 @@ LEARNING_OVERRIDES = {
     "reward_head.bins": 255,
     "critic.bins": 255,
     "actor_grad": "dynamics",
+    # DreamerV1/V2's discount for dynamics backprop (gamma 0.99; both papers' configs), not DreamerV3's 0.997:
+    # `point` truncates at 30 steps without terminating, so values grow towards r / (1 - gamma), and the
+    # critic, whose gradient carries most of the objective's, must first grow 3x further (docs/tssm.md).
+    "imagination.discount_horizon": 100,
 }
 
 

@@ -130,7 +130,8 @@ def imagine(
 
     Returns the latents (N, H+1, ...) including the start and the actions (N, H, A) taken at steps 0..H-1.
     The start is always stop-gradiented; the trajectory and actions too unless `differentiable` (the
-    dynamics-backprop actor gradient, with a `frozen` dynamics).
+    dynamics-backprop actor gradient, with a `frozen` dynamics). The actor's inputs are always
+    stop-gradiented, as in DreamerV1/V2.
     """
 
     # Keys the dynamics needs only to carry its state (TSSM's key/value window) stay out of the trajectory.
@@ -139,7 +140,10 @@ def imagine(
 
     def step(latent, step_key):
         policy_key, dynamics_key = jax.random.split(step_key)
-        policy = jax.vmap(actor)(dynamics.features(latent))
+        # The actor reads stop-gradiented features (DreamerV1 `_imagine_ahead`, DreamerV2 `imagine`): with
+        # `differentiable`, the return's gradient reaches an action through the dynamics and the later
+        # states, never back through the policy's own dependence on those states.
+        policy = jax.vmap(actor)(sg(dynamics.features(latent)))
         action = policy_sample(policy, actor.layout, policy_key)
         following = dynamics.imagine_step(latent, action, key=dynamics_key)
         return following, (kept(following), action)

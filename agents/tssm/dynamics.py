@@ -120,9 +120,18 @@ class TSSM(AbstractDynamics):
         t = self.transformer
         return (len(t.blocks), t.slots, t.heads, self.embed // t.heads)
 
+    def _embed_action(self, action: Float[Array, " A"]) -> Float[Array, " e"]:
+        """The action token. Actions are rescaled to magnitude at most 1 per dimension, a / max(1, |a|)
+        without gradient through the divisor, as DreamerV3's RSSM does (agents/common/nets.py BlockGRU; reference
+        dreamerv3.md): replay holds the environment's clipped actions in [-1, 1], while the bounded-normal
+        policy samples beyond them in imagination, which the model would otherwise extrapolate to."""
+        return self.embed_a(action / sg(jnp.maximum(1.0, jnp.abs(action))))
+
     def _chunk(self, prev_action, prev_reward, stoch) -> Float[Array, "3 e"]:
         """The tokens [a_{t-1}, r_{t-1}, z_t] of one step, embedded."""
-        return jnp.stack([self.embed_a(prev_action), self.embed_r(prev_reward[None]), self.embed_z(stoch.reshape(-1))])
+        return jnp.stack(
+            [self._embed_action(prev_action), self.embed_r(prev_reward[None]), self.embed_z(stoch.reshape(-1))]
+        )
 
     def _run(self, latent: Latent, x: Float[Array, "n e"], segment) -> tuple[Array, Array, Array, Array, Array]:
         """Run new tokens of one sequence against its window; returns outputs and the concatenated
@@ -216,7 +225,7 @@ class TSSM(AbstractDynamics):
             return out, cache
 
         def first_half(lat, a):
-            x = jnp.stack([self.embed_a(a), self.embed_r(lat["reward"][None])])
+            x = jnp.stack([self._embed_action(a), self.embed_r(lat["reward"][None])])
             out, cache = feed(lat, x)
             return self._prior_one(out[0]), self._reward_one(out[1]), cache
 
