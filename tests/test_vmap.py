@@ -307,3 +307,17 @@ def test_one_stacked_step_equals_each_seeds_own(name):
 @pytest.mark.parametrize("name", ["dreamerv3", "hieros", "iris", "thick", "vsg", "svsg", "p2e", "tssm"])
 def test_one_stacked_step_equals_each_seeds_own_for_every_agent(name):
     check_one_step(name)
+
+
+def test_plan_with_vmap_runs_each_groups_seeds_in_one_process(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: vmapped\nsuite: toy\ntasks: [reach]\nseeds: \"0:2\"\nsteps: 80\n"
+                    "settings: {run.eval_episodes: 1, run.train_fill: 40}\nagents:\n  - agent: tests.helpers:TINY\n")  # fmt: skip
+    done = bench("run", "--plan", plan, "--vmap", "--logdir", tmp_path / "runs", root=tmp_path)
+    assert "seeds0,1 (vmap): ok" in done.stderr
+    folders = seed_folders(tmp_path / "runs")
+    for seed in (0, 1):
+        manifest = json.loads((folders[seed] / "manifest.json").read_text())
+        assert manifest["status"] == "finished" and manifest["segments"][-1]["vmap_seeds"] == [0, 1]
+    again = bench("run", "--plan", plan, "--vmap", "--logdir", tmp_path / "runs", root=tmp_path)
+    assert "2 finished, 0 to run" in again.stderr
