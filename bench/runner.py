@@ -25,6 +25,10 @@ episodes, none lost, none duplicated.
 A run may start with the replay of another run (`replay.load`, bench/replay_load.py) and then train on it
 alone (`run.offline`): `_offline_step` replaces the policy step, and the run's steps count update rounds.
 
+Several seeds can share one process (`bench.vmap_run`, `--vmap`): it drives their `Run`s through the pieces of
+`execute` (`_start`, `_send`/`_due_updates`/`_sample`/`_updated`/`_receive`, `_periodic`, `_finish`) with
+their agents stacked and vmapped; each seed's folder is written as here.
+
 One process writes a run folder: `Run` holds an exclusive lock on `<folder>/.lock` for the whole run.
 SIGINT (Ctrl-C), SIGTERM and SIGHUP save a checkpoint and stop; the manifest says "stopped" and `run` raises
 `RunStopped` (the CLI exits 130); the same command resumes.
@@ -457,6 +461,7 @@ class Run:
         self.seed = seed
         self.folder = folder
         self.quiet = quiet
+        self.label = ""  # a prefix of its messages ("seed 3: " where several seeds share the terminal)
         self.command = command
         # An offline run consumes no env frames; its steps count update rounds (see `_offline_step`).
         self.frames_per_step = 0 if cfg.run.offline else resolved.suite_spec.frames_per_step(cfg.env)
@@ -504,7 +509,7 @@ class Run:
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            print(self.label + message, file=sys.stderr, flush=True)
 
     # -------------------------------------------------------------------------------------- the loop
 

@@ -196,8 +196,14 @@ class Group:
         self.headers = [header for _, _, header in todo]
         self.quiet = quiet
         self.runs: list[Run] = []
-        for seed, folder, _ in todo:
-            self.runs.append(Run(resolved, seed, folder, quiet=quiet, command=command))
+        try:
+            for seed, folder, _ in todo:
+                self.runs.append(Run(resolved, seed, folder, quiet=quiet, command=command))
+                self.runs[-1].label = f"seed {seed}: "
+        except BaseException:
+            for run in self.runs:  # the env workers already started
+                run._close()
+            raise
         self.streams = list(self.runs[0].streams)
         self.failed: dict[int, str] = {}  # run index -> its one-line error
         self.stop_requested = False
