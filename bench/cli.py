@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -17,6 +18,7 @@ examples:
   bench run --agent thick --suite atari100k --task pong --seed 1
   bench run --agent thick --suite atari100k --seeds 0:5 --parallel 2      (every task, seeds 0-4)
   bench run --agent thick --suite atari100k --seeds 0:5 --executor ray --ray.address HEAD_IP:6379
+  bench run --agent dreamerv3 --suite toy --task reach --configs debug quick --seeds 0:5 --vmap
   bench run --agent dreamerv3 --suite dmc_proprio --task cartpole_swingup --loss_scales.rep 0.2 --run.envs 4
   bench run --plan plans/cpu.yaml --parallel 2      (every run of a benchmark plan; see bench/plan.py)
 
@@ -61,6 +63,9 @@ def _add_run(subparsers) -> None:
     ray.add_argument("--ray.gpus", dest="ray_gpus", type=float, metavar="N", help="GPUs each run holds (default 0)")
     ray.add_argument("--ray.retries", dest="ray_retries", type=int, metavar="N",
                      help="times a failed or lost run is started again; it resumes from its checkpoint (default 2)")
+    parser.add_argument("--vmap", action="store_true",
+                        help="run the seeds of each task in one process, their agents stacked and vmapped "
+                        "(bench/vmap_run.py); folders and files as separate runs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     parser.add_argument("--restart", action="store_true",
                         help="start over a run folder whose results cannot be resumed (deletes its results)")
@@ -87,6 +92,10 @@ def _cmd_run(args, extra: list[str]) -> int:
     # resolve the config once, up front, so a typo fails before any run starts
     resolved = runner.resolve(args.agent, args.suite, tasks[0], args.configs, overrides)
     command = shlex.join(["bench", *sys.argv[1:]])
+    if args.vmap and len(seeds) < 2:
+        raise config_lib.ConfigError("--vmap stacks several seeds in one process: give --seeds (e.g. --seeds 0:5)")
+    if args.vmap and len(tasks) == 1:
+        return _run_vmapped(args, resolved, seeds, command)
     if len(tasks) == 1 and len(seeds) == 1 and args.executor == "local":
         root = args.logdir or results.default_root()
         target = runner.run_folder(resolved, seeds[0], root)
@@ -101,13 +110,18 @@ def _cmd_run(args, extra: list[str]) -> int:
             print(folder)
         return 0
     logdir = _sweep_logdir(args)
-    jobs = [
-        Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), logdir)
-        for task in tasks
-        for seed in seeds
-    ]
+    if args.vmap:  # one job per task: its seeds in one process
+        jobs = [Job(args.agent, args.suite, task, seeds[0], tuple(args.configs), tuple(overrides.items()), logdir,
+                    vmap_seeds=tuple(seeds)) for task in tasks]  # fmt: skip
+    else:
+        jobs = [
+            Job(args.agent, args.suite, task, seed, tuple(args.configs), tuple(overrides.items()), logdir)
+            for task in tasks
+            for seed in seeds
+        ]
     where = "on Ray" if args.executor == "ray" else f"{args.parallel} at a time"
-    print(f"sweep: {len(jobs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), {where}", file=sys.stderr)
+    what = f"{len(tasks)} tasks x {len(seeds)} seeds" + (", the seeds of a task vmapped in one process" if args.vmap else "")
+    print(f"sweep: {len(jobs)} runs ({what}), {where}", file=sys.stderr)
     return summarize(jobs, executor.run_all(jobs))
 
 
@@ -122,10 +136,35 @@ def _executor(args):
                    if (value := getattr(args, f"ray_{key}")) is not None}  # fmt: skip
     if ray_options and args.executor != "ray":
         raise config_lib.ConfigError(f"--ray.{next(iter(ray_options))} is an option of --executor ray")
+    if args.vmap and args.executor == "ray":
+        raise config_lib.ConfigError("--vmap runs a task's seeds in one local process; it does not combine with "
+                                     "--executor ray (give each Ray run its seeds: one --seed per run)")  # fmt: skip
     if args.executor == "ray" and args.parallel != 1:
         raise config_lib.ConfigError("--parallel is for the local executor; on Ray, --ray.cpus and --ray.gpus per run "
                                      "decide how many runs share the cluster")  # fmt: skip
     return EXECUTORS["ray"](**ray_options) if args.executor == "ray" else EXECUTORS["local"](args.parallel)
+
+
+def _run_vmapped(args, resolved, seeds: list[int], command: str) -> int:
+    """One task's seeds in this process (bench/vmap_run.py); a seed that failed is named, the others go on."""
+    from bench import results, runner, vmap_run
+
+    root = args.logdir or results.default_root()
+    try:
+        with contextlib.ExitStack() as folders:
+            for seed in seeds:
+                folders.enter_context(results.no_new_empty_folders(runner.run_folder(resolved, seed, root)))
+            outcome = vmap_run.run_group(resolved, seeds, root=root, quiet=args.quiet, command=command,
+                                         restart=args.restart)  # fmt: skip
+    except runner.RunStopped as stopped:
+        print(f"bench: {stopped}", file=sys.stderr)
+        return 130
+    failed = {seed: error for seed, error in outcome.items() if isinstance(error, str)}
+    for seed, error in failed.items():
+        print(f"bench: error: seed {seed}: {error.splitlines()[0]}", file=sys.stderr)
+    if not args.quiet:
+        print("\n".join(str(folder) for folder in outcome.values() if not isinstance(folder, str)))
+    return 1 if failed else 0
 
 
 def _sweep_logdir(args) -> str | None:
@@ -141,7 +180,7 @@ def _run_plan(args, extra: list[str]) -> int:
     from bench import config as config_lib
     from bench import plan as plan_lib
     from bench import results
-    from bench.sweep import Job, summarize
+    from bench.sweep import Job, group_for_vmap, summarize
 
     given = [flag for flag, value in (("--agent", args.agent), ("--suite", args.suite), ("--task", args.task),
              ("--seed", args.seed), ("--seeds", args.seeds), ("--configs", args.configs), ("--steps", args.steps),
@@ -162,6 +201,8 @@ def _run_plan(args, extra: list[str]) -> int:
     logdir = _sweep_logdir(args)
     jobs = [Job(run.run.agent.agent, plan.suite, run.run.task, run.run.seed, run.run.agent.configs,
                 run.run.overrides, logdir) for run in todo]  # fmt: skip
+    if args.vmap:
+        jobs = group_for_vmap(jobs)
     if not jobs:
         return 0
     return summarize(jobs, executor.run_all(jobs))

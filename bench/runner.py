@@ -25,6 +25,10 @@ episodes, none lost, none duplicated.
 A run may start with the replay of another run (`replay.load`, bench/replay_load.py) and then train on it
 alone (`run.offline`): `_offline_step` replaces the policy step, and the run's steps count update rounds.
 
+Several seeds can share one process (`bench.vmap_run`, `--vmap`): it drives their `Run`s through the pieces of
+`execute` (`_start`, `_send`/`_due_updates`/`_sample`/`_updated`/`_receive`, `_periodic`, `_finish`) with
+their agents stacked and vmapped; each seed's folder is written as here.
+
 One process writes a run folder: `Run` holds an exclusive lock on `<folder>/.lock` for the whole run.
 SIGINT (Ctrl-C), SIGTERM and SIGHUP save a checkpoint and stop; the manifest says "stopped" and `run` raises
 `RunStopped` (the CLI exits 130); the same command resumes.
@@ -309,35 +313,40 @@ class CompiledAgent:
         self.static = None
         self.stream_index = {name: i for i, name in enumerate(agent.streams())}
 
-        def fold(purpose, counters):
-            key = jax.random.fold_in(base_key, purpose)
+        # The functions of (state arrays, base key, ...): `bench.vmap_run` maps them over a seed axis.
+        def fold(key, purpose, counters):
+            key = jax.random.fold_in(key, purpose)
             for counter in counters:
                 key = jax.random.fold_in(key, counter)
             return key
 
-        def act(dynamic, carry, obs, counters, purpose, mode):
+        def act(dynamic, key, carry, obs, counters, purpose, mode):
             state = eqx.combine(dynamic, self.static)
-            return agent.act(state, carry, obs, key=fold(purpose, counters), mode=mode)
+            return agent.act(state, carry, obs, key=fold(key, purpose, counters), mode=mode)
 
-        def update(dynamic, batch, counter, stream):
+        def update(dynamic, key, batch, counter, stream):
             state = eqx.combine(dynamic, self.static)
-            key = fold(KEY_UPDATE, (self.stream_index[stream], counter))
+            key = fold(key, KEY_UPDATE, (self.stream_index[stream], counter))
             new_state, metrics, replay_updates = agent.update(state, stream, batch, key=key)
             new_dynamic, new_static = eqx.partition(new_state, eqx.is_array)
             self._check_static(new_static)
             return new_dynamic, metrics, replay_updates
 
-        def report(dynamic, batch, counter):
-            return agent.report(eqx.combine(dynamic, self.static), batch, key=fold(KEY_REPORT, (counter,)))
+        def report(dynamic, key, batch, counter):
+            return agent.report(eqx.combine(dynamic, self.static), batch, key=fold(key, KEY_REPORT, (counter,)))
 
         def all_finite(dynamic):
             leaves = [x for x in jax.tree.leaves(dynamic) if jnp.issubdtype(x.dtype, jnp.inexact)]
             return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
 
-        self.update_function = update  # the un-jitted update, for `bench perf agent`'s FLOP count
-        self._act = jax.jit(act, static_argnames=("purpose", "mode"), donate_argnums=(1,))
-        self.jitted_update = self._update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
-        self._report = jax.jit(report)
+        self.keyed_act, self.keyed_update, self.keyed_report, self.all_finite = act, update, report, all_finite
+        self.update_function = lambda dynamic, batch, counter, stream: update(dynamic, base_key, batch, counter, stream)
+        self._act = jax.jit(lambda dynamic, carry, obs, counters, purpose, mode: act(
+            dynamic, base_key, carry, obs, counters, purpose, mode), static_argnames=("purpose", "mode"),
+            donate_argnums=(1,))  # fmt: skip
+        self.jitted_update = self._update = jax.jit(self.update_function, static_argnames=("stream",),
+                                                    donate_argnums=(0,))  # fmt: skip
+        self._report = jax.jit(lambda dynamic, batch, counter: report(dynamic, base_key, batch, counter))
         self._all_finite = jax.jit(all_finite)
 
     def _check_static(self, new_static) -> None:
@@ -452,6 +461,7 @@ class Run:
         self.seed = seed
         self.folder = folder
         self.quiet = quiet
+        self.label = ""  # a prefix of its messages ("seed 3: " where several seeds share the terminal)
         self.command = command
         # An offline run consumes no env frames; its steps count update rounds (see `_offline_step`).
         self.frames_per_step = 0 if cfg.run.offline else resolved.suite_spec.frames_per_step(cfg.env)
@@ -499,65 +509,87 @@ class Run:
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            print(self.label + message, file=sys.stderr, flush=True)
 
     # -------------------------------------------------------------------------------------- the loop
 
     def execute(self, header: dict | None) -> Path:
-        cfg, name = self.config, self.resolved.agent_spec.name
+        cfg = self.config
         handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
         try:
-            self.compiled.set_state(self.agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
-            self.carry = self.compiled.initial_carry(cfg.run.envs)
-            if header is None:
-                self._fresh_start()
-            else:
-                self._restore(header)
-            self._begin_segment(header)
+            self._start(header)
             state = self.state
-            progress = Progress(cfg.run.steps, f"{name} {self.resolved.suite_spec.name}/{self.resolved.task} "
-                                f"seed {self.seed}", cfg.logger.progress and not self.quiet and sys.stderr.isatty())  # fmt: skip
             clock = Clock(state.wall_time, state.step)
-            with progress:
+            with self._progress() as progress:
                 while state.step < cfg.run.steps and not self.stop_requested:
                     if cfg.run.offline:
                         self._offline_step()
                     else:
                         self._policy_step()  # acts, steps the workers and trains the due updates meanwhile
-                    state.wall_time = clock.elapsed()
-                    if state.step >= state.due["eval"]:
-                        self._evaluate(final=False)
-                        state.due["eval"] += cfg.run.eval_every
-                    if state.step >= state.due["log"] or state.step >= cfg.run.steps:  # the end logs its partial interval
-                        self._log(clock.rate(state.step))
-                        progress.update(state.step, clock.last_rate, state.recent_scores[-1] if state.recent_scores else None)
-                        state.due["log"] = state.step + cfg.run.log_every
-                    if cfg.run.report_every > 0 and state.step >= state.due["report"] and state.step > 0:
-                        self._report_media()
-                        state.due["report"] = state.step + cfg.run.report_every
-                    if state.step >= state.due["save"] or clock.save_due(cfg.run.save_every_secs) or self.stop_requested:
-                        self._save()
-                        clock.saved()
-                        while state.due["save"] <= state.step:
-                            state.due["save"] += cfg.run.save_every
-            if self.stop_requested:
-                self._end_segment("stopped")
-                raise RunStopped(self.folder, state.step)
-            if cfg.run.final_eval and not state.final_eval_done:
-                self._evaluate(final=True)
-            state.final_eval_done = True
-            self._report_media()
-            self._save()
-            self._end_segment("finished")
-            self.say(f"finished {self.folder}")
-            return self.folder
+                    self._periodic(clock, progress)
+            return self._finish()
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            self.envs.close()
-            if self.eval_envs is not None:
-                self.eval_envs.close()
-            self.logger.close()
+            self._close()
+
+    # The pieces of `execute`, also driven from outside by `bench.vmap_run` (several seeds in one process).
+
+    def _start(self, header: dict | None) -> None:
+        """Initialise the agent, then start fresh or restore the checkpoint `header`; open a manifest segment."""
+        self.compiled.set_state(self.agent.init(key=jax.random.fold_in(self.base_key, KEY_INIT)))
+        self.carry = self.compiled.initial_carry(self.config.run.envs)
+        if header is None:
+            self._fresh_start()
+        else:
+            self._restore(header)
+        self._begin_segment(header)
+
+    def _progress(self) -> Progress:
+        cfg, name = self.config, self.resolved.agent_spec.name
+        return Progress(cfg.run.steps, f"{name} {self.resolved.suite_spec.name}/{self.resolved.task} seed {self.seed}",
+                        cfg.logger.progress and not self.quiet and sys.stderr.isatty())  # fmt: skip
+
+    def _periodic(self, clock: Clock, progress: Progress) -> None:
+        """After a step: the due evaluation round, metrics record, agent report and checkpoint."""
+        cfg, state = self.config, self.state
+        state.wall_time = clock.elapsed()
+        if state.step >= state.due["eval"]:
+            self._evaluate(final=False)
+            state.due["eval"] += cfg.run.eval_every
+        if state.step >= state.due["log"] or state.step >= cfg.run.steps:  # the end logs its partial interval
+            self._log(clock.rate(state.step))
+            progress.update(state.step, clock.last_rate, state.recent_scores[-1] if state.recent_scores else None)
+            state.due["log"] = state.step + cfg.run.log_every
+        if cfg.run.report_every > 0 and state.step >= state.due["report"] and state.step > 0:
+            self._report_media()
+            state.due["report"] = state.step + cfg.run.report_every
+        if state.step >= state.due["save"] or clock.save_due(cfg.run.save_every_secs) or self.stop_requested:
+            self._save()
+            clock.saved()
+            while state.due["save"] <= state.step:
+                state.due["save"] += cfg.run.save_every
+
+    def _finish(self) -> Path:
+        """After the loop: stopped (raises `RunStopped`), or the final evaluation, report and checkpoint."""
+        state = self.state
+        if self.stop_requested:
+            self._end_segment("stopped")
+            raise RunStopped(self.folder, state.step)
+        if self.config.run.final_eval and not state.final_eval_done:
+            self._evaluate(final=True)
+        state.final_eval_done = True
+        self._report_media()
+        self._save()
+        self._end_segment("finished")
+        self.say(f"finished {self.folder}")
+        return self.folder
+
+    def _close(self) -> None:
+        self.envs.close()
+        if self.eval_envs is not None:
+            self.eval_envs.close()
+        self.logger.close()
 
     def _on_stop_signal(self, signum, _frame):
         if self.stop_requested and signum == signal.SIGINT:
@@ -642,16 +674,22 @@ class Run:
     # ---------------------------------------------------------------------------------- policy + training
 
     def _policy_step(self) -> None:
-        state, rollout = self.state, self.rollout
-        obs = rollout.obs
-        self.carry, action, extras = self.compiled.act(self.carry, obs, (np.int32(state.step),), KEY_ACT, "train")
-        action, extras = jax.device_get((action, extras))
-        stepped = rollout.send(action)
-        # While the workers step: store the transition, then train.
+        obs = self.rollout.obs
+        self.carry, action, extras = self.compiled.act(self.carry, obs, (np.int32(self.state.step),), KEY_ACT, "train")
+        stepped = self._send(obs, *jax.device_get((action, extras)))
+        self._train(policy_steps=self.envs.num_envs)  # while the workers step
+        self._receive(stepped)
+
+    def _send(self, obs: dict, action: dict, extras: dict) -> int:
+        """Send the actions to the env workers, then store the transition; return the env steps taken."""
+        stepped = self.rollout.send(action)
         self._store(obs, action, extras)
-        self._train(policy_steps=self.envs.num_envs)
-        finished = rollout.receive()
-        state.step += stepped
+        return stepped
+
+    def _receive(self, stepped: int) -> None:
+        """Collect the workers' new observations; record the episodes that ended."""
+        finished = self.rollout.receive()
+        self.state.step += stepped
         for worker, episode, stats, broken in finished:
             self._record_episode(worker, episode, stats, broken=broken)
             if broken:
@@ -710,35 +748,51 @@ class Run:
             self.replay[name].add_batch(values, lanes=np.flatnonzero(write))
 
     def _train(self, policy_steps: int) -> None:
-        """Run every stream's due updates: its credit grows by ratio / (batch * length) per policy step."""
+        """Run every stream's due updates, in order."""
+        for name in self._due_updates(policy_steps):
+            batch, positions = self._sample(name)
+            metrics, replay_updates = self.compiled.update(name, batch, np.int32(self.state.updates[name]))
+            self._updated(name, positions, *jax.device_get((metrics, replay_updates)))
+
+    def _due_updates(self, policy_steps: int) -> list[str]:
+        """The updates due now, one stream name per update: a stream's credit grows by ratio / (batch * length)
+        per policy step and each whole unit is one update."""
         state, cfg = self.state, self.config
         filled = cfg.run.offline or len(self.replay[MAIN_TABLE]) >= cfg.run.train_fill
+        due = []
         for name, spec in self.streams.items():
             if state.step < spec.start:
                 continue
             state.credit[name] += self._credit(spec, policy_steps)
-            table = self.replay[spec.table]
-            if not filled or not table.ready(spec.total_length):
+            if not filled or not self.replay[spec.table].ready(spec.total_length):
                 state.credit[name] = min(state.credit[name], 1.0)
                 continue
-            online = cfg.replay.online if spec.online is None else spec.online
             while state.credit[name] >= 1.0:
                 state.credit[name] -= 1.0
-                batch, positions = table.sample(spec.batch, spec.total_length, sampler=self.samplers[name],
-                                                stream=name if online else None)  # fmt: skip
-                metrics, replay_updates = self.compiled.update(name, batch, np.int32(state.updates[name]))
-                metrics, replay_updates = jax.device_get((metrics, replay_updates))
-                state.updates[name] += 1
-                bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-                if bad:
-                    raise NonFiniteError(
-                        f"non-finite {', '.join(bad[:3])} at update {state.updates[name]} of stream {name!r} "
-                        f"(agent step {state.step}); stopped without saving the broken state; the last checkpoint "
-                        f"in {self.folder / 'ckpt'} is intact (try a lower learning rate or check the inputs)"
-                    )
-                prefix = "" if len(self.streams) == 1 else f"{name}/"
-                self.accumulator.add({prefix + k: v for k, v in metrics.items()})
-                table.write_back(positions, replay_updates)
+                due.append(name)
+        return due
+
+    def _sample(self, name: str):
+        """A batch for one update of stream `name`, and where in its table it came from."""
+        spec = self.streams[name]
+        online = self.config.replay.online if spec.online is None else spec.online
+        return self.replay[spec.table].sample(spec.batch, spec.total_length, sampler=self.samplers[name],
+                                              stream=name if online else None)  # fmt: skip
+
+    def _updated(self, name: str, positions, metrics: dict, replay_updates: dict) -> None:
+        """Book one done update of stream `name`: count it, check its metrics, write its replay updates back."""
+        state = self.state
+        state.updates[name] += 1
+        bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise NonFiniteError(
+                f"non-finite {', '.join(bad[:3])} at update {state.updates[name]} of stream {name!r} "
+                f"(agent step {state.step}); stopped without saving the broken state; the last checkpoint "
+                f"in {self.folder / 'ckpt'} is intact (try a lower learning rate or check the inputs)"
+            )
+        prefix = "" if len(self.streams) == 1 else f"{name}/"
+        self.accumulator.add({prefix + k: v for k, v in metrics.items()})
+        self.replay[self.streams[name].table].write_back(positions, replay_updates)
 
     # ------------------------------------------------------------------------------------ bookkeeping
 

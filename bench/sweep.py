@@ -48,11 +48,13 @@ class Job:
     configs: tuple[str, ...] = ()
     overrides: tuple[tuple[str, str], ...] = ()
     root: str | None = None
+    vmap_seeds: tuple[int, ...] = ()  # several seeds: one process runs them all vmapped (bench/vmap_run.py)
 
     def argv(self) -> list[str]:
         # -P: the child's sys.path starts with the sweep's code (PYTHONPATH, see child_env), not the cwd
+        seeds = ["--seeds", ",".join(map(str, self.vmap_seeds)), "--vmap"] if self.vmap_seeds else ["--seed", str(self.seed)]
         args = [sys.executable, "-P", "-m", "bench.cli", "run", "--agent", self.agent, "--suite", self.suite,
-                "--task", self.task, "--seed", str(self.seed), "--quiet"]  # fmt: skip
+                "--task", self.task, *seeds, "--quiet"]  # fmt: skip
         if self.configs:
             args += ["--configs", *self.configs]
         if self.root:
@@ -63,7 +65,20 @@ class Job:
 
     @property
     def name(self) -> str:
+        if self.vmap_seeds:
+            return f"{self.suite}/{self.task}/{self.agent}/seeds{','.join(map(str, self.vmap_seeds))} (vmap)"
         return f"{self.suite}/{self.task}/{self.agent}/seed{self.seed}"
+
+
+def group_for_vmap(jobs: list[Job]) -> list[Job]:
+    """One job per (agent, suite, task, configs, overrides, root) for its seeds, run vmapped in one process;
+    a group of one seed stays a plain job. Groups keep the order of their first job."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(dataclasses.replace(job, seed=0), []).append(job)
+    return [members[0] if len(members) == 1 else
+            dataclasses.replace(members[0], vmap_seeds=tuple(job.seed for job in members))
+            for members in groups.values()]  # fmt: skip
 
 
 @dataclasses.dataclass
