@@ -196,7 +196,7 @@ SUITES: dict[str, SuiteScoring] = {
         "return",
         "toy",
         "return",
-        "(return - random) / (optimal - random)",
+        "0 = random policy, 1 = optimal",
         protocols=("final_eval", "train_window"),
         profile_max=1.0,
         tasks=("reach", "keydoor", "point", "reach_progress"),
