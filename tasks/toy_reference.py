@@ -43,50 +43,44 @@ def _step_cells(grid: int) -> np.ndarray:
     return table
 
 
-def reach(grid: int = GRID, length: int = DEFAULT_LENGTH["reach"]) -> tuple[float, float]:
-    """(random, optimal) expected return on `reach`."""
+def _random_walks(grid: int, length: int):
+    """For every (goal, start != goal) pair: the Manhattan distance of each cell to the goal (cells,), the
+    start cell, and the random walk's cell distributions after steps 1..length (length, cells)."""
     cells = np.array(list(itertools.product(range(grid), range(grid))))
     step = _step_cells(grid)
-    scale = 2 * (grid - 1)
-    random_total, optimal_total, pairs = 0.0, 0.0, 0
-    for goal in range(len(cells)):
-        reward = 1.0 - np.abs(cells - cells[goal]).sum(-1) / scale  # reward on arriving in each cell
-        for start in range(len(cells)):
-            if start == goal:
-                continue
-            p = np.zeros(len(cells))
-            p[start] = 1.0
-            for _ in range(length):
-                moved = np.zeros_like(p)
-                np.add.at(moved, step.ravel(), np.repeat(p / len(MOVES), len(MOVES)))
-                p = moved
-                random_total += float(p @ reward)
-            d0 = int(np.abs(cells[start] - cells[goal]).sum())
-            optimal_total += sum(1.0 - max(d0 - t, 0) / scale for t in range(1, length + 1))
-            pairs += 1
-    return random_total / pairs, optimal_total / pairs
-
-
-def reach_progress(grid: int = GRID, length: int = DEFAULT_LENGTH["reach_progress"]) -> tuple[float, float]:
-    """(random, optimal) expected return on `reach_progress`: E[d_0 - d_T] of the random walk, and E[d_0]."""
-    cells = np.array(list(itertools.product(range(grid), range(grid))))
-    step = _step_cells(grid)
-    random_total, optimal_total, pairs = 0.0, 0.0, 0
     for goal in range(len(cells)):
         distance = np.abs(cells - cells[goal]).sum(-1)
         for start in range(len(cells)):
             if start == goal:
                 continue
-            p = np.zeros(len(cells))
+            p, walk = np.zeros(len(cells)), []
             p[start] = 1.0
             for _ in range(length):
                 moved = np.zeros_like(p)
                 np.add.at(moved, step.ravel(), np.repeat(p / len(MOVES), len(MOVES)))
                 p = moved
-            random_total += float(distance[start] - p @ distance)
-            optimal_total += float(distance[start])
-            pairs += 1
-    return random_total / pairs, optimal_total / pairs
+                walk.append(p)
+            yield distance, start, np.array(walk)
+
+
+def reach(grid: int = GRID, length: int = DEFAULT_LENGTH["reach"]) -> tuple[float, float]:
+    """(random, optimal) expected return on `reach`."""
+    scale = 2 * (grid - 1)
+    random, optimal = [], []
+    for distance, start, walk in _random_walks(grid, length):
+        random.append(float((walk @ (1.0 - distance / scale)).sum()))  # reward on arriving in each cell
+        d0 = int(distance[start])
+        optimal.append(sum(1.0 - max(d0 - t, 0) / scale for t in range(1, length + 1)))
+    return float(np.mean(random)), float(np.mean(optimal))
+
+
+def reach_progress(grid: int = GRID, length: int = DEFAULT_LENGTH["reach_progress"]) -> tuple[float, float]:
+    """(random, optimal) expected return on `reach_progress`: E[d_0 - d_T] of the random walk, and E[d_0]."""
+    random, optimal = [], []
+    for distance, start, walk in _random_walks(grid, length):
+        random.append(float(distance[start] - walk[-1] @ distance))
+        optimal.append(float(distance[start]))
+    return float(np.mean(random)), float(np.mean(optimal))
 
 
 def keydoor(grid: int = GRID, length: int = DEFAULT_LENGTH["keydoor"]) -> tuple[float, float]:

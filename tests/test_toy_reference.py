@@ -51,25 +51,24 @@ def _shortest_first_move(env: toy.GridEnv, start, goal, blocked) -> int:
     raise AssertionError("goal unreachable")
 
 
+def _walk_to_goal(task: str, seed: int) -> tuple[int, float]:
+    """(initial distance, return) of a shortest-path walk to the goal on `task`'s real env."""
+    env = toy.make_env(task, toy.ToyProtocol())
+    env.reset(seed=seed)
+    d0 = int(np.abs(env.agent - env.goal).sum())
+    total, obs = 0.0, {"is_last": False}
+    while not obs["is_last"]:
+        obs = env.step({"action": np.int32(_shortest_first_move(env, env.agent, env.goal, set()))})
+        total += float(obs["reward"])
+    return d0, total
+
+
 def test_optimal_grid_policies_earn_the_optimal_returns():
-    env = toy.make_env("reach", toy.ToyProtocol())
-    scale = 2 * (env.protocol.grid - 1)
+    scale, length = 2 * (toy.ToyProtocol().grid - 1), toy.DEFAULT_LENGTH["reach"]
     for seed in range(40):
-        env.reset(seed=seed)
-        d0 = int(np.abs(env.agent - env.goal).sum())
-        total, obs = 0.0, {"is_last": False}
-        while not obs["is_last"]:
-            obs = env.step({"action": np.int32(_shortest_first_move(env, env.agent, env.goal, set()))})
-            total += float(obs["reward"])
-        assert total == pytest.approx(sum(1 - max(d0 - t, 0) / scale for t in range(1, env.length + 1)))
-    env = toy.make_env("reach_progress", toy.ToyProtocol())
-    for seed in range(40):
-        env.reset(seed=seed)
-        d0 = int(np.abs(env.agent - env.goal).sum())
-        total, obs = 0.0, {"is_last": False}
-        while not obs["is_last"]:
-            obs = env.step({"action": np.int32(_shortest_first_move(env, env.agent, env.goal, set()))})
-            total += float(obs["reward"])
+        d0, total = _walk_to_goal("reach", seed)
+        assert total == pytest.approx(sum(1 - max(d0 - t, 0) / scale for t in range(1, length + 1)))
+        d0, total = _walk_to_goal("reach_progress", seed)
         assert total == d0
     env = toy.make_env("keydoor", toy.ToyProtocol())
     for seed in range(40):
