@@ -93,6 +93,9 @@ def per_task_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     header = ["Task", *[row.label for row in board.rows]]
     body = []
     for task in board.suite.tasks:
+        has_scores = any(row.normalised.get(task) or row.table_means.get(task) is not None for row in board.rows)
+        if task not in board.tasks and not has_scores:
+            continue  # neither selected nor scored by any row: nothing to show
         cells = [task if task in board.tasks else f"{task} (not aggregated)"]
         for row in board.rows:
             if row.method.kind == "table":

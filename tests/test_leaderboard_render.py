@@ -153,7 +153,7 @@ def test_html_page_renders_tables_and_plots_in_headless_chromium(tmp_path):
     for name, image in images.items():
         assert image["complete"] and image["natural"] > 100 and image["shown"] > 100, (name, image)
     tables = report["tables"]
-    assert tables["aggregate"]["rows"] == 2 and tables["per-task"]["rows"] == 4  # every toy task, one not aggregated
+    assert tables["aggregate"]["rows"] == 2 and tables["per-task"]["rows"] == 3  # reach_progress: unselected, unscored
     assert tables["methods"]["rows"] == 2 and tables["improvement"]["rows"] == 1
     assert all(table["shown"] > 0 for table in tables.values())
     # the documented screenshot command: `bench leaderboard ... --screenshot` calls this
@@ -185,3 +185,10 @@ def test_atari_leaderboard_at_full_size_finishes_in_about_a_minute(tmp_path):
     assert cpu < 90
     data = json.loads((tmp_path / "leaderboard.json").read_text())
     assert data["reps"] == 50_000 and len(data["rows"]) == 14
+
+
+def test_per_task_table_lists_selected_and_scored_tasks_only(tmp_path):
+    built = board.build("toy", roots=[_toy_runs(tmp_path / "runs")], reps=50, tasks=["reach"])
+    _, body = render.per_task_table(built)
+    # keydoor and point have runs but are not selected; reach_progress has neither
+    assert [row[0] for row in body] == ["reach", "keydoor (not aggregated)", "point (not aggregated)"]
