@@ -159,7 +159,8 @@ def _print_summary(board, console) -> None:
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
-                        help="finished run folders, or folders holding them")  # fmt: skip
+                        help="finished run folders, or folders holding runs (their unfinished runs are "
+                             "left out)")  # fmt: skip
     parser.add_argument("--to", type=Path, help="results folder (default: the repository's results/)")
     parser.add_argument("--force", action="store_true", help="replace a different published copy of a run")
     parser.add_argument("--allow-dirty", action="store_true",
@@ -172,7 +173,9 @@ def run_publish(args: argparse.Namespace) -> int:
     from leaderboard import publish
 
     results = args.to or publish.repository_results()
-    folders = publish.expand_run_folders(args.run_dirs)
+    folders, unfinished = publish.expand_run_folders(args.run_dirs)
+    for folder in unfinished:
+        print(f"not finished, left out: {folder}")
     # validate every run before copying any, so one bad run leaves results/ untouched
     plans = [publish.plan(folder, results, force=args.force, allow_dirty=args.allow_dirty,
                           any_budget=args.any_budget) for folder in folders]  # fmt: skip

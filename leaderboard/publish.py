@@ -29,9 +29,13 @@ def repository_results() -> Path:
     return repository / "results"
 
 
-def expand_run_folders(paths) -> list[Path]:
-    """Run folders named directly, or every run folder (holding a manifest.json) below a named folder."""
-    folders = []
+def expand_run_folders(paths) -> tuple[list[Path], list[Path]]:
+    """(run folders to publish, unfinished runs left out). A run folder named directly is always published
+    (an unfinished one is an error there); below a named folder, runs that are not finished yet (still running,
+    stopped) are left out, so a results root can be published while some of its runs go on."""
+    from bench.results import is_finished
+
+    folders, unfinished = [], []
     for path in map(Path, paths):
         if not path.is_dir():
             raise ValueError(f"{path} is not a folder")
@@ -41,8 +45,9 @@ def expand_run_folders(paths) -> list[Path]:
         found = sorted(p.parent for p in path.rglob("manifest.json"))
         if not found:
             raise ValueError(f"{path} holds no run folder (no manifest.json below it)")
-        folders += found
-    return folders
+        folders += [folder for folder in found if is_finished(folder)]
+        unfinished += [folder for folder in found if not is_finished(folder)]
+    return folders, unfinished
 
 
 def plan(folder: Path, results: Path, *, force: bool = False, allow_dirty: bool = False,

@@ -67,3 +67,13 @@ def test_publish_refuses_what_it_should(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no run folder"):
         publish.expand_run_folders([tmp_path / "empty"])
+
+
+def test_a_folder_of_runs_publishes_the_finished_ones_and_names_the_others(tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    done = write_run(runs, seed=0)
+    running = write_run(runs, seed=1, status="running", agent_steps=10)
+    assert _publish(runs, to=results) == 0
+    out = capsys.readouterr().out
+    assert f"not finished, left out: {running}" in out and "publish: " in out
+    assert (results / done.relative_to(runs)).exists() and not (results / running.relative_to(runs)).exists()
