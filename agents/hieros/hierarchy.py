@@ -136,22 +136,29 @@ def latent_entropy(log_probs: Float[Array, "*b S K"]) -> Float[Array, " *b"]:
     return dists.categorical_entropy(log_probs).sum(-1)
 
 
+def head_predictions(config: HierosConfig, nets: LevelNets, features: Float[Array, "*b F"]
+                     ) -> tuple[Float[Array, " *b"], Float[Array, " *b"]]:  # fmt: skip
+    """(the reward head's twohot mean, the continue head's probability) on features of any leading shape."""
+    dims = features.ndim - 1
+    reward = dists.twohot_mean(batched(nets.reward, features, dims=dims), dists.symexp_bins(config.reward_head.bins))
+    return reward, jax.nn.sigmoid(batched(nets.cont, features, dims=dims)[..., 0])
+
+
 def policy_input(config: HierosConfig, nets: LevelNets, features: Float[Array, "*b F"],
-                 entropy: Float[Array, " *b"], goal: Float[Array, "*b G"]) -> Float[Array, "*b P"]:  # fmt: skip
+                 entropy: Float[Array, " *b"], goal: Float[Array, "*b G"],
+                 predicted: tuple[Array, Array] | None = None) -> Float[Array, "*b P"]:  # fmt: skip
     """What the actor and the critics read: [features, extra, goal].
 
     With `config.additional_inputs` (upstream's `additional_inputs`, on in the Atari100k sweep and upstream's
     defaults) `extra` = symlog([predicted reward, continue probability, entropy of the latent's distribution]):
     the reward head's twohot mean and the continue head's probability on these features, and the posterior's
     entropy for observed states, the prior's for imagined ones (reference "S5WM"). They are inputs only: no
-    actor or critic gradient reaches the heads through them.
+    actor or critic gradient reaches the heads through them. `predicted`: `head_predictions` of these features
+    when the caller has them already.
     """
     parts = [features]
     if config.additional_inputs:
-        dims = features.ndim - 1
-        bins = dists.symexp_bins(config.reward_head.bins)
-        reward = dists.twohot_mean(batched(nets.reward, features, dims=dims), bins)
-        cont = jax.nn.sigmoid(batched(nets.cont, features, dims=dims)[..., 0])
+        reward, cont = head_predictions(config, nets, features) if predicted is None else predicted
         parts.append(sg(dists.symlog(jnp.stack([reward, cont, entropy], -1))))
     return jnp.concatenate([*parts, goal], -1)
 
@@ -327,18 +334,19 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
     )
     imagined = world.features(stochs, deters)
     goals = jnp.broadcast_to(goal[:, None], (*imagined.shape[:2], goal.shape[-1]))
-    policy_in = policy_input(config, nets, imagined, entropies, goals)
+    predicted_reward, predicted_cont = head_predictions(config, nets, imagined)  # (N, H+1) each
+    policy_in = policy_input(config, nets, imagined, entropies, goals, (predicted_reward, predicted_cont))
 
     # 4. The level's rewards on entering steps 1..H (entry 0 unused by the returns), continue flags.
     pad = lambda r: sg(jnp.concatenate([jnp.zeros_like(r[:, :1]), r], 1))
-    rewards = {"extrinsic": pad(dists.twohot_mean(batched(nets.reward, imagined[:, 1:]), bins))}
+    rewards = {"extrinsic": pad(predicted_reward[:, 1:])}
     names = level_rewards(level, levels)
     if "subgoal" in names:
         target = jax.vmap(nets.goal.decode)(goal)
         rewards["subgoal"] = pad(subgoal_reward(target[:, None], deters[:, 1:]))
     if "novelty" in names:
         rewards["novelty"] = pad(batched(nets.goal.novelty, deters[:, 1:]))
-    cont = sg(jax.nn.sigmoid(batched(nets.cont, imagined)[..., 0]))
+    cont = sg(predicted_cont)
     weight = sg(jnp.cumprod(cont, 1)[:, :-1])
 
     # 5. One critic and return normaliser per reward type; advantages combined with the paper's weights.
