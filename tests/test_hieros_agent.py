@@ -287,3 +287,31 @@ def test_ssm_parameters_get_their_own_rate_and_no_weight_decay():
             for pl, ul in zip(jax.tree.leaves(p), jax.tree.leaves(u)):
                 np.testing.assert_allclose(np.asarray(ul), -lr * (1.0 + wd * np.asarray(pl)), rtol=1e-4, atol=1e-9)
 
+
+
+def test_imagined_extrinsic_reward_is_the_reward_head_on_entering_steps_1_to_h(monkeypatch):
+    """The extrinsic reward of imagined step t (t = 1..H) is the reward head's prediction at imagined state t,
+    not at the state before it (an off-by-one in time here trains the critic on shifted rewards)."""
+    agent, env = _agent({"agent.batch_length": 8})
+    level = agent.init(key=jax.random.PRNGKey(0)).levels[0]
+    noise = lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(2), x.shape)  # noqa: E731
+    nets = eqx.tree_at(lambda n: n.reward, level.nets, jax.tree.map(noise, level.nets.reward))  # non-constant head
+    rng = np.random.default_rng(0)
+    shape = (agent.config.batch_size, agent.config.batch_length)
+    batch = {k: space.sample(rng, shape) for k, space in {**env.obs_space, **env.act_space}.items()}
+    batch["is_first"][:, 0] = True
+    batch["goal"] = np.eye(8, dtype=np.float32)[rng.integers(0, 8, (*shape, 8))].reshape(*shape, 64)
+    seen = {}
+
+    def recording(*args, **kwargs):
+        seen["imagined"] = hi_imagine(*args, **kwargs)
+        return seen["imagined"]
+
+    hi_imagine = hi.imagine
+    monkeypatch.setattr(hi, "imagine", recording)
+    _, _, metrics, _ = hi.level_losses(agent.config, 0, agent.levels, nets, level.slow, level.retnorms,
+                                       agent._level_data(0, batch), key=jax.random.PRNGKey(1))  # fmt: skip
+    stochs, deters, _, _ = seen["imagined"]
+    reward, _ = hi.head_predictions(agent.config, nets, nets.world.features(stochs, deters))
+    assert float(metrics["ac/extrinsic_reward"]) == pytest.approx(float(reward[:, 1:].mean()), rel=1e-5)
+    assert float(reward[:, 1:].mean()) != pytest.approx(float(reward[:, :-1].mean()), rel=1e-3)
