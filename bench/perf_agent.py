@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matmul", type=int, default=2048, help="size of the square matmul for the peak")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also trace the timed updates and show where their time goes (by pass, loop and "
+                             "primitive) and the N most expensive operations (bench/perf_profile.py)")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -400,6 +403,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     trace_seconds = time.perf_counter() - start
     executable = lowered.compile()
     compile_seconds = time.perf_counter() - start
+    profile = None
     cost = executable.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -413,7 +417,12 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    if getattr(args, "profile", 0):
+        from bench import perf_profile
+
+        profile = perf_profile.profile_update(compiled, name, batch, executable.as_text(), args.updates, args.profile)
     return {
+        "profile": profile,
         "batch": stream.batch,
         "length": stream.length,
         "context": stream.context,
@@ -454,6 +463,11 @@ def report_lines(f: dict) -> list[str]:
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB",
         ]
+    for name, s in f["streams"].items():
+        if s.get("profile"):
+            from bench import perf_profile
+
+            lines += perf_profile.report_lines(name, s["profile"])
     for name, s in f["imagination"].items():
         calls = ", ".join(f"{t:.3f}" for t in s["call_s_all"])
         lines += [

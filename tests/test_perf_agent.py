@@ -50,3 +50,39 @@ def test_imagination_cases_are_timed_and_compared_within_their_group():
     assert figures["a/fast"]["speedup_over"] == {"a/slow": ratio}
     assert figures["b"]["speedup_over"] == {} and "speedup_over" not in figures["a/slow"]
     assert _measure_imagination(object(), None, {}, args) == {}  # agents without the method: nothing
+
+
+def test_profile_attributes_operations_to_pass_loop_and_primitive():
+    """`--profile`: trace events are matched to the compiled module's instructions and grouped by their op_name."""
+    import collections
+
+    from bench import perf_profile
+
+    hlo = "\n".join([
+        '  %dot.1 = f32[8,4]{1,0} dot(%a, %b), metadata={op_name="jit(f)/transpose(jvp())/while/body/dot_general"}',
+        '  %conv.2 = f32[2,8,8,3]{3,2,1,0} convolution(%x, %w), metadata={op_name="jit(f)/jvp()/conv_general_dilated"}',
+        '  %add.3 = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/jvp()/while/body/add"}',
+    ])  # fmt: skip
+    metadata = perf_profile.instruction_metadata(hlo)
+    assert metadata["conv.2"] == ("f32[2,8,8,3]{3,2,1,0}", "jit(f)/jvp()/conv_general_dilated")
+    assert perf_profile.source_group(metadata["dot.1"][1]) == "backward, loop, dot_general"
+    assert perf_profile.source_group(metadata["add.3"][1]) == "forward, loop, add"
+    events = [("dot.1", 300), ("conv.2", 500), ("dot.1", 100), ("ThunkExecutor::Execute", 10_000), ("add.3", 100)]
+    times = perf_profile.operation_times(events, metadata)
+    assert times == collections.Counter({"dot.1": 400, "conv.2": 500, "add.3": 100})  # unknown events left out
+    summary = perf_profile.summarise(times, metadata, repeats=2, top=2)
+    assert summary["traced_ms_per_update"] == 1000 / 1e6 / 2
+    assert [(g["group"], g["share"]) for g in summary["groups"]] == [
+        ("forward, flat, conv_general_dilated", 0.5), ("backward, loop, dot_general", 0.4), ("forward, loop, add", 0.1)]
+    assert [op["name"] for op in summary["operations"]] == ["conv.2", "dot.1"]
+
+
+def test_perf_agent_profile_traces_every_stream(tmp_path):
+    out = tmp_path / "perf.json"
+    code = cli.main(["perf", "agent", "--agent", "tests.helpers:TWO_STREAMS", "--suite", "toy", "--task", "reach",
+                     "--updates", "2", "--policy-steps", "2", "--matmul", "64", "--profile", "3", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    for stream in json.loads(out.read_text())["streams"].values():
+        profile = stream["profile"]
+        assert profile["traced_ms_per_update"] > 0 and 0 < len(profile["operations"]) <= 3
+        assert abs(sum(g["share"] for g in profile["groups"]) - 1.0) < 1e-9
