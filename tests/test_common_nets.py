@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.common.conv import Conv2d, ConvDecoder, ConvEncoder, conv2d, upsample_nearest
+from agents.common.conv import Conv2d, ConvDecoder, ConvEncoder, conv2d, normed_activation, upsample_nearest
 from agents.common.nets import BlockGRU, BlockLinear, Linear, RMSNorm
 
 
@@ -24,6 +24,26 @@ def test_trunc_normal_init_scale_and_zero_outscale():
 def test_rmsnorm():
     x = jnp.array([3.0, 4.0])
     np.testing.assert_allclose(RMSNorm(2, eps=0.0)(x), x / math.sqrt(12.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["silu", "tanh"])
+def test_normed_activation_and_its_hand_written_gradient_equal_the_plain_form(act):
+    """act(x / sqrt(mean(x^2) + eps) * scale), written out here; its gradients by autodiff of that expression."""
+    fn = {"silu": jax.nn.silu, "tanh": jnp.tanh}[act]
+    norm = eqx.tree_at(lambda n: n.scale, RMSNorm(5), jax.random.uniform(jax.random.key(2), (5,)) + 0.5)
+    x = 2.0 * jax.random.normal(jax.random.key(0), (3, 4, 4, 5))
+    weights = jax.random.normal(jax.random.key(1), x.shape)
+
+    def plain(x, scale):
+        return fn(x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + norm.eps) * scale)
+
+    def ours(x, scale):
+        return normed_activation(eqx.tree_at(lambda n: n.scale, norm, scale), act, x)
+
+    np.testing.assert_allclose(ours(x, norm.scale), plain(x, norm.scale), rtol=1e-5, atol=1e-6)
+    loss = lambda f: lambda x, scale: jnp.sum(weights * f(x, scale))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, norm.scale), jax.grad(loss(plain), (0, 1))(x, norm.scale)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_block_linear_equals_block_diagonal_matrix():
