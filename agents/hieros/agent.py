@@ -50,7 +50,7 @@ from agents.common.optim import warmup_schedule
 from agents.hieros import hierarchy as hi
 from agents.hieros.config import HierosConfig
 from agents.hieros.s5 import ssm_parameter_mask
-from bench.api import AbstractAgent, StreamSpec
+from bench.api import AbstractAgent, ImaginationCase, StreamSpec
 from bench.spaces import Space
 
 MAIN_TABLE = "main"
@@ -297,6 +297,33 @@ class Hieros(AbstractAgent):
             )
             for level in range(self.levels)
         }  # fmt: skip
+
+    def imagination_benchmark(self, batches: Mapping[str, dict]) -> dict[str, ImaginationCase]:
+        """`bench perf agent`'s imagination timing (bench.api.ImaginationCase), level 0 as its update runs it:
+
+        * `level0/filter_and_imagine`: filter the batch with the parallel scan for the start states, then
+          `horizon` recurrent S5WM steps with the goal-conditioned actor from every posterior state;
+        * `filter/level0`: the filtering alone (subtract it for the imagination's own time).
+        """
+        stream = stream_name(0)
+        batch = batches[stream]
+        starts = batch["is_first"].size
+        horizon = self.config.imagination.horizon
+
+        def filter_only(state, batch, key):
+            return hi.filter_sequences(state.levels[0].nets, self._level_data(0, batch), key=key)[0]
+
+        def filter_and_imagine(state, batch, key):
+            observe_key, imagine_key = jax.random.split(key)
+            nets, data = state.levels[0].nets, self._level_data(0, batch)
+            post, _ = hi.filter_sequences(nets, data, key=observe_key)
+            start, deter, entropy, goal = hi.imagination_starts(post, data)
+            return hi.imagine(self.config, nets, start, deter, entropy, goal, horizon, key=imagine_key)
+
+        return {
+            "level0/filter_and_imagine": ImaginationCase(filter_and_imagine, batch, starts * horizon),
+            "filter/level0": ImaginationCase(filter_only, batch, starts),
+        }
 
     # -------------------------------------------------------------------------------------- batches
 

@@ -290,6 +290,27 @@ def imagine(config: HierosConfig, nets: LevelNets, start: dict[str, Array], dete
             batch_major(sg(entropy), entropies), sg(jnp.swapaxes(actions, 0, 1)))  # fmt: skip
 
 
+def filter_sequences(nets: LevelNets, data: LevelData, *, key: PRNGKeyArray) -> tuple[dict, dict]:
+    """Posteriors and priors of the replayed (B, T) sequences: encoded, then filtered by the S5WM's parallel
+    scan, every sequence from a zero state."""
+    world = nets.world
+    tokens = nets.encoder(data.sensors)
+    initial = world.initial()
+    _, post, prior = jax.vmap(lambda t, a, f, k: world.observe(initial, t, a, f, key=k))(
+        tokens, data.prev_actions, data.is_first, jax.random.split(key, data.is_first.shape[0])
+    )
+    return post, prior
+
+
+def imagination_starts(post: dict, data: LevelData) -> tuple[dict, Array, Array, Array]:
+    """Every posterior state as an imagination start (B * T of them): S5 states and stoch, deter, posterior
+    entropy, and the replayed goal (held fixed while imagining)."""
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    start = {"states": flat(post["states"]), "stoch": flat(post["stoch"])}
+    entropy = flat(latent_entropy(post["logits"]))
+    return start, flat(post["deter"]), entropy, flat(data.goal.astype(jnp.float32))
+
+
 def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets, slow: dict[str, MLPHead],
                  retnorms: dict[str, PercentileNormalizer], data: LevelData, *, key: PRNGKeyArray
                  ) -> tuple[dict[str, Array], dict[str, PercentileNormalizer], dict[str, Array], dict]:  # fmt: skip
@@ -302,11 +323,7 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
     cont_target = (1.0 - data.is_terminal.astype(jnp.float32)) * config.imagination.discount
 
     # 1. Representation: encode, then filter every sequence with the parallel scan from a zero state.
-    tokens = nets.encoder(data.sensors)
-    initial = world.initial()
-    _, post, prior = jax.vmap(lambda t, a, f, k: world.observe(initial, t, a, f, key=k))(
-        tokens, data.prev_actions, data.is_first, jax.random.split(observe_key, batch)
-    )
+    post, prior = filter_sequences(nets, data, key=observe_key)
     features = world.features(post["stoch"], post["deter"])
 
     # 2. World-model terms (DreamerV3's): reconstruction, reward, continue, KL with free nats.
@@ -324,13 +341,9 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
     metrics["wm/reward_pred"] = dists.twohot_mean(reward_logits, bins).mean()
 
     # 3. Imagination with the recurrent step from every posterior state, the goal held fixed.
-    flat = lambda x: x.reshape(batch * steps, *x.shape[2:])
-    start = {"states": flat(post["states"]), "stoch": flat(post["stoch"])}
-    goal = flat(data.goal.astype(jnp.float32))
-    horizon = config.imagination.horizon
-    entropy = flat(latent_entropy(post["logits"]))
+    start, deter, entropy, goal = imagination_starts(post, data)
     stochs, deters, entropies, actions = imagine(
-        config, nets, start, flat(post["deter"]), entropy, goal, horizon, key=imagine_key
+        config, nets, start, deter, entropy, goal, config.imagination.horizon, key=imagine_key
     )
     imagined = world.features(stochs, deters)
     goals = jnp.broadcast_to(goal[:, None], (*imagined.shape[:2], goal.shape[-1]))
