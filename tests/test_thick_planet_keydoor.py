@@ -1,9 +1,13 @@
-"""THICK PlaNet against flat CEM on toy keydoor, through the runner, on one THICK model. Slow (whole runs).
+"""THICK PlaNet against flat CEM on toy keydoor, zero-shot, with THICK's protocol. Slow (whole runs).
 
-The protocol of THICK's zero-shot planning experiments (docs/thick_planet.md): a THICK model trained on data,
-then both planners evaluated with that same model and the same evaluation seeds. THICK trained its planning
-model only on Plan2Explore data; until `p2e` and `--run.offline` are merged (issue 19, parts 1-2) the data
-here are THICK Dreamer's own online run (its replay and model), which the test then plans with.
+THICK's zero-shot planning protocol (Gumbsch et al., ICLR 2024; shared/reference/thick.md, "THICK PlaNet";
+docs/thick_planet.md), through the runner, in three steps:
+1. `p2e` explores keydoor (Plan2Explore: its exploration actor collects the data); the test checks that the
+   data hold key pick-ups and door openings, else no model trained on them can plan for the task;
+2. `thick` trains only on that replay (`replay.load` + `run.offline`: no environment steps, the run's steps
+   count update rounds);
+3. `thick_planet` and `cem_planet` plan with that one model (`model`), on the same evaluation seeds (the
+   planner runs share seed 0, so their final evaluation episodes are the same episodes).
 """
 
 import os
@@ -11,26 +15,67 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from bench import runner
+from bench.replay_load import open_source, read_main_table
 
 THICK_PLANET = "agents.thick.planet:THICK_PLANET_SPEC"
 CEM_PLANET = "agents.thick.planet:CEM_PLANET_SPEC"
+HUD = (255, 200, 0)  # tasks/toy.py: keydoor paints the bottom image row in this colour while the key is held
+
+
+def _scores(folder) -> list[dict]:
+    with open(folder / "scores.jsonl") as file:
+        return [json.loads(line) for line in file]
 
 
 def _final_success(folder) -> list[float]:
-    with open(folder / "scores.jsonl") as file:
-        scores = [json.loads(line) for line in file]
-    return [s["success"] for s in scores if s["mode"] == "eval" and s.get("final")]
+    return [s["success"] for s in _scores(folder) if s["mode"] == "eval" and s.get("final")]
 
 
-def train_model(root, steps: int, configs=("debug", "quick")):
+def explore(root, steps: int, configs=("debug", "quick"), **overrides):
+    """Plan2Explore's exploration data (its replay): no final evaluation, only the data matter here."""
+    return runner.run(
+        "p2e", "toy", "keydoor", seed=0, configs=configs, root=root, quiet=True,
+        overrides={"run.steps": steps, "run.final_eval": False, **overrides},
+    )  # fmt: skip
+
+
+def data_coverage(p2e_run) -> dict:
+    """Of the explorer's finished training episodes: how many held the key at some step (the HUD row of the
+    stored image is the key colour) and how many opened the door (success)."""
+    table = read_main_table(open_source(p2e_run))
+    key_episodes = []
+    for lane in range(table.workers):
+        steps = table.lane_steps(lane)
+        if not steps:
+            continue
+        held = (steps["image"][:, -1] == np.array(HUD, np.uint8)).all(axis=(-1, -2))
+        starts = np.flatnonzero(steps["is_first"])
+        ends = np.flatnonzero(steps["is_last"])
+        for start in starts:
+            after = ends[ends >= start]
+            if len(after):  # a finished episode
+                key_episodes.append(bool(held[start : after[0] + 1].any()))
+    train = [s for s in _scores(p2e_run) if s["mode"] == "train" and not s["broken"]]
+    return {
+        "episodes": len(train),
+        "stored_episodes": len(key_episodes),
+        "key": float(np.mean(key_episodes)) if key_episodes else 0.0,
+        "door": float(np.mean([s["success"] for s in train])) if train else 0.0,
+    }
+
+
+def train_offline(p2e_run, root, rounds: int, configs=("debug", "quick")):
+    """THICK trained only on the explorer's replay: `rounds` update rounds, no environment steps."""
     return runner.run(
         "thick", "toy", "keydoor", seed=0, configs=configs, root=root, quiet=True,
-        overrides={"run.steps": steps, "run.final_eval": False, "imagination.discount_horizon": 50},
+        overrides={"run.offline": True, "replay.load": str(p2e_run), "run.steps": rounds,
+                   "run.final_eval": False, "imagination.discount_horizon": 50},
     )  # fmt: skip
 
 
@@ -45,10 +90,24 @@ def evaluate(planner: str, model, root, episodes: int, configs=(), **overrides):
     return np.asarray(success, np.float64)
 
 
+def _timed(label, fn, *args, **kwargs):
+    start = time.monotonic()
+    out = fn(*args, **kwargs)
+    print(f"{label}: {time.monotonic() - start:.0f} s", flush=True)
+    return out
+
+
 @pytest.mark.slow
 def test_planners_run_through_the_runner_on_a_thick_run(tmp_path):
-    """Plumbing: a short THICK run, then both planners (tiny searches) load it and finish their evaluation."""
-    model = train_model(tmp_path / "model", 300, ("debug",))
+    """Plumbing: tiny P2E run -> THICK offline on its replay -> both planners (tiny searches) load the model."""
+    data = explore(tmp_path / "p2e", 200, ("debug",), **{"run.train_fill": 100})
+    coverage = data_coverage(data)
+    # 200 policy steps (reset steps count) of 40-step episodes: 5 recorded, the 5th one's last step not yet stored
+    assert coverage["episodes"] == 5 and coverage["stored_episodes"] == 4, coverage
+    model = train_offline(data, tmp_path / "model", 20, ("debug",))
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["offline"] is True and manifest["env_frames"] == 0 and manifest["updates"] >= 20
+    assert manifest["replay_source"]["folder"] == str(data.resolve())
     for planner in (THICK_PLANET, CEM_PLANET):
         # `debug` shrinks the search; the model given here replaces its untrained one.
         success = evaluate(planner, model, tmp_path / planner.split(":")[1], 4, configs=("debug",))
@@ -57,17 +116,23 @@ def test_planners_run_through_the_runner_on_a_thick_run(tmp_path):
 
 @pytest.mark.slow
 def test_thick_planet_beats_flat_cem_on_keydoor(tmp_path):
-    """Same model, same 40 evaluation episodes: THICK PlaNet's success rate exceeds flat CEM's.
+    """Same model (THICK trained offline on P2E data), same 40 evaluation episodes: THICK PlaNet's success
+    rate exceeds flat CEM's.
 
-    The bar is measured here: flat CEM's success on this model (plus one standard error of the difference),
-    not a constant. THICK's settings (1000 candidates, horizon 12, top 100, 10 iterations; 100 simulations):
-    the planners reach beyond the 12-step horizon only through the high-level goal, which is what keydoor's
-    key-then-door sub-goals ask for.
+    The bar is measured here: flat CEM's success on this model plus one standard error of the difference, not
+    a constant. THICK's planner settings (1000 candidates, horizon 12, top 100, 10 iterations; 100
+    simulations): the planners reach beyond the 12-step horizon only through the high-level goal, which is
+    what keydoor's key-then-door sub-goals ask for.
     """
-    model = train_model(tmp_path / "model", 10_000)
+    data = _timed("p2e", explore, tmp_path / "p2e", 4000)
+    coverage = data_coverage(data)
+    print(f"p2e data: {coverage}", flush=True)
+    # the data must show both sub-goals, else the comparison says nothing about planning
+    assert coverage["key"] >= 0.2 and coverage["door"] >= 0.05, coverage
+    model = _timed("thick offline", train_offline, data, tmp_path / "model", 4000)
     episodes = 40
-    thick = evaluate(THICK_PLANET, model, tmp_path / "thick_planet", episodes)
-    flat = evaluate(CEM_PLANET, model, tmp_path / "cem_planet", episodes)
+    thick = _timed("thick_planet", evaluate, THICK_PLANET, model, tmp_path / "thick_planet", episodes)
+    flat = _timed("cem_planet", evaluate, CEM_PLANET, model, tmp_path / "cem_planet", episodes)
     stderr = np.sqrt(thick.var() / episodes + flat.var() / episodes)
     print(f"keydoor zero-shot success: thick_planet {thick.mean():.3f}, cem_planet {flat.mean():.3f} "
           f"(n={episodes} each, stderr of the difference {stderr:.3f})")  # fmt: skip
