@@ -293,7 +293,8 @@ def measure(args) -> dict:
 
     # The peak is measured before and after the timed updates and the better figure kept: on a shared or
     # thermally throttled machine the matmul rate drifts between minutes, and the higher one is the
-    # hardware's capability (so utilisation is never flattered by a slow minute).
+    # hardware's capability (so utilisation is never flattered by a slow minute). The products run in the
+    # agent's compute dtype (DreamerV3 family `compute_dtype`): the peak is that dtype's.
     compute = getattr(agent_config, "compute_dtype", "float32")
     peak_before = matmul_peak(args.matmul, dtype=compute)
     stream_figures, batches = {}, {}
@@ -302,7 +303,6 @@ def measure(args) -> dict:
         stream_figures[name] = _measure_update(compiled, name, stream, batches[name], args)
     imagination = _measure_imagination(agent, compiled.state(), batches, args)
     main = stream_figures[next(iter(streams))]
-    # the products run in the agent's compute dtype (DreamerV3 family `compute_dtype`): the peak is that dtype's
     peak_after = matmul_peak(args.matmul, dtype=compute)
     peak = max(peak_before, peak_after)
     total_products = sum(f["update_gflop_products"] for f in stream_figures.values())
@@ -403,7 +403,6 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     trace_seconds = time.perf_counter() - start
     executable = lowered.compile()
     compile_seconds = time.perf_counter() - start
-    profile = None
     cost = executable.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -417,6 +416,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    profile = None
     if getattr(args, "profile", 0):
         from bench import perf_profile
 
