@@ -33,9 +33,6 @@ LEARNING_OVERRIDES = {
     # `point` truncates at 30 steps without terminating, so values grow towards r / (1 - gamma), and the
     # critic, whose gradient carries most of the objective's, must first grow 3x further (docs/tssm.md).
     "imagination.discount_horizon": 100,
-    # DreamerV1/V2 train the actor of the dynamics-backprop objective at a lower rate than the model (8e-5
-    # against 6e-4 / 3e-4); with the shared 1e-3 the policy collapsed and declined late (docs/tssm.md).
-    "optimizer.actor_lr": 1e-4,
 }
 
 
