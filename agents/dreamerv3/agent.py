@@ -231,10 +231,6 @@ class DreamerV3(AbstractAgent):
 
         (total, (retnorm, metrics, latents, weighted)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = self._optimizer().update(grads, state.opt_state, params)
-        if self.config.optimizer.actor_lr:
-            ratio = self.config.optimizer.actor_lr / self.config.optimizer.lr
-            scale = lambda actor: jax.tree.map(lambda x: x * ratio, actor)  # noqa: E731
-            updates = eqx.tree_at(lambda u: u.actor, updates, replace_fn=scale)
         params = optax.apply_updates(params, updates)
         nets = eqx.combine(params, static)
         rate = self.config.critic.slow_rate

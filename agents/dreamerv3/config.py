@@ -123,9 +123,6 @@ class OptimizerConfig:
     beta2: float = ranged(0.999, ge=0, lt=1)
     eps: float = ranged(1e-20, gt=0)
     warmup: int = ranged(1000, ge=0)
-    # > 0: the actor's own learning rate (its updates scaled by actor_lr / lr; same schedule). DreamerV1/V2 train
-    # the actor at 8e-5 against the model's 6e-4 / 3e-4; DreamerV3 and the default (0) use lr for everything.
-    actor_lr: float = ranged(0.0, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)
