@@ -315,3 +315,37 @@ def test_imagined_extrinsic_reward_is_the_reward_head_on_entering_steps_1_to_h(m
     reward, _ = hi.head_predictions(agent.config, nets, nets.world.features(stochs, deters))
     assert float(metrics["ac/extrinsic_reward"]) == pytest.approx(float(reward[:, 1:].mean()), rel=1e-5)
     assert float(reward[:, 1:].mean()) != pytest.approx(float(reward[:, :-1].mean()), rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------------- filtering
+
+
+def test_filtering_restarts_from_a_zero_state_at_episode_starts():
+    """Training filters replayed sequences that cross episode boundaries: at a step marked `is_first` the S5WM
+    must start again from its zero state, so the posterior there is the same as filtering the new episode on
+    its own (reference "S5WM": resets in the parallel scan)."""
+    agent, _ = _agent({"agent.max_hierarchy": 1})
+    nets = agent.init(key=jax.random.PRNGKey(0)).levels[0].nets
+    rng = np.random.default_rng(4)
+    steps, boundary = 8, 4
+    batch = {k: space.sample(rng, (1, steps)) for k, space in agent.obs_space.items()}
+    batch.update({k: space.sample(rng, (1, steps)) for k, space in agent.act_space.items()})
+    batch["reward"] = rng.normal(size=(1, steps)).astype(np.float32)
+    batch["is_first"] = np.zeros((1, steps), bool)
+    batch["is_first"][0, [0, boundary]] = True
+    batch["is_last"] = np.zeros((1, steps), bool)
+    batch["is_terminal"] = np.zeros((1, steps), bool)
+    data = agent._level_data(0, {k: jnp.asarray(v) for k, v in batch.items()})
+    suffix = jax.tree.map(lambda x: x[:, boundary:], data)
+    key = jax.random.PRNGKey(1)
+    whole, _ = hi.filter_sequences(nets, data, key=key)
+    alone, _ = hi.filter_sequences(nets, suffix, key=key)
+    # Later steps depend on sampled latents (other keys per position), the boundary step only on the reset.
+    for name in ("deter", "logits"):
+        np.testing.assert_allclose(np.asarray(whole[name][:, boundary]), np.asarray(alone[name][:, 0]),
+                                   rtol=1e-5, atol=1e-5, err_msg=name)  # fmt: skip
+    # ... and the history before the boundary does reach the step when it is not an episode start.
+    data_no_reset = eqx.tree_at(lambda d: d.is_first, data, data.is_first.at[0, boundary].set(False))
+    joined, _ = hi.filter_sequences(nets, data_no_reset, key=key)
+    carried, restarted = np.asarray(joined["deter"][:, boundary]), np.asarray(alone["deter"][:, 0])
+    assert not np.allclose(carried, restarted, atol=1e-5)
