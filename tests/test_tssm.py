@@ -11,6 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from agents.common import distributions as dists
 from agents.tssm.dynamics import CACHE_KEYS, TSSM
@@ -91,9 +92,9 @@ def test_block_relative_position_logits_by_hand():
 ACTIONS, TOKENS = 2, 6
 
 
-def small_tssm(context: int = 2) -> TSSM:
+def small_tssm(context: int = 2, latent: str = "categorical") -> TSSM:
     return TSSM(TOKENS, ACTIONS, embed=8, layers=2, heads=2, context=context, hidden=8, stoch=2, classes=3,
-                key=jax.random.key(1))  # fmt: skip
+                latent=latent, key=jax.random.key(1))  # fmt: skip
 
 
 def jitted(dyn: TSSM):
@@ -148,8 +149,9 @@ def test_step_by_step_window_equals_full_pass_across_episode_start():
         np.testing.assert_array_equal(np.asarray(cache["valid"]), np.asarray(windows["valid"][:, t]))
 
 
-def test_kv_window_imagination_equals_full_causal_pass():
-    dyn = small_tssm(context=2)
+@pytest.mark.parametrize("kind", ["categorical", "gaussian"])
+def test_kv_window_imagination_equals_full_causal_pass(kind):
+    dyn = small_tssm(context=2, latent=kind)
     rng = np.random.default_rng(4)
     batch, observed, horizon = 2, 3, 6
     tokens = jnp.asarray(rng.normal(size=(batch, observed, TOKENS + 1)), jnp.float32)
@@ -180,13 +182,22 @@ def test_kv_window_imagination_equals_full_causal_pass():
         np.testing.assert_allclose(np.asarray(x["deter"]), np.asarray(deter[:, t]), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(np.asarray(x["reward"]), np.asarray(reward[:, t]), rtol=1e-5, atol=1e-5)
         # The imagined latent is the sample of the full pass's prior under the same key.
-        np.testing.assert_array_equal(np.asarray(x["stoch"]), np.asarray(dists.sample_onehot(keys[k], prior[:, t])))
+        if kind == "categorical":
+            expected = dists.sample_onehot(keys[k], prior[:, t])
+        else:  # mean + std * eps, written out
+            mean, std = prior[:, t, :, 0], prior[:, t, :, 1]
+            expected = mean + std * jax.random.normal(keys[k], mean.shape)
+        np.testing.assert_allclose(np.asarray(x["stoch"]), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    if kind == "gaussian":  # the stochastic state is S continuous dimensions, std at least min_std
+        assert posts["stoch"].shape == (batch, observed, dyn.stoch)
+        assert float(prior[..., 1].min()) >= 0.1
 
 
-def test_dynamics_backprop_through_frozen_tssm_reaches_actions_not_parameters():
+@pytest.mark.parametrize("latent", ["categorical", "gaussian"])
+def test_dynamics_backprop_through_frozen_tssm_reaches_actions_not_parameters(latent):
     from agents.common.behaviour import frozen
 
-    dyn = small_tssm(context=2)
+    dyn = small_tssm(context=2, latent=latent)
     rng = np.random.default_rng(5)
     tokens = jnp.asarray(rng.normal(size=(2, 2, TOKENS + 1)), jnp.float32)
     prev_a = jnp.asarray(rng.normal(size=(2, 2, ACTIONS)), jnp.float32)

@@ -42,6 +42,10 @@ class TSSMConfig:
     unimix: float = ranged(0.01, ge=0, le=1)
     free_nats: float = ranged(1.0, ge=0)  # dyn and rep KL are each clipped below at this value
     act: str = "silu"
+    # `gaussian`: continuous latents of `stoch` dimensions (classes unused), std = softplus(raw) + min_std, as
+    # DreamerV3's `rssm.latent` option (the seed project's continuous-vs-discrete comparison inside TSSM).
+    latent: str = "categorical"
+    min_std: float = ranged(0.1, gt=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +77,8 @@ def make_tssm(
     return TSSM(
         token_size, layout.size, embed=r.embed, layers=r.layers, heads=r.heads, context=r.context,
         hidden=r.hidden, stoch=r.stoch, classes=r.classes, img_layers=r.img_layers, obs_layers=r.obs_layers,
-        reward_layers=r.reward_layers, unimix=r.unimix, free_nats=r.free_nats, act=r.act, key=key,
+        reward_layers=r.reward_layers, unimix=r.unimix, free_nats=r.free_nats, act=r.act, latent=r.latent,
+        min_std=r.min_std, key=key,
     )  # fmt: skip
 
 

@@ -7,7 +7,9 @@ upstream's order z_0, a_0, r_0, z_1, a_1, r_1, ...; we group it as chunks [a_{t-
 one chunk is one step of the `AbstractDynamics` contract (`observe` step t gets the action that led to t;
 at episode starts the action and reward are zero). Heads, as upstream, by token:
 
-* the a_{t-1} output predicts z_t: the prior (S x K categorical with unimix, straight-through samples);
+* the a_{t-1} output predicts z_t: the prior (S x K categorical with unimix, straight-through samples; or,
+  with `latent="gaussian"`, S normals with std = softplus(raw) + min_std and reparameterised samples, the
+  continuous latents the seed project compares against the categoricals, as DreamerV3's RSSM option);
 * the r_{t-1} output predicts symlog r_t (upstream's reward head on the r token; here it supplies the reward
   token in imagination, loss `tokrew`: unit-variance Gaussian NLL in symlog space, i.e. 0.5 * error^2);
 * the z_t output is the deterministic state `deter` h_t. Features = [h_t, z_t] feed the agent's own reward,
@@ -34,7 +36,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common.latents import categorical_decoder_inputs, categorical_features, categorical_kl_terms
+from agents.common.latents import (
+    categorical_decoder_inputs,
+    categorical_features,
+    categorical_kl_terms,
+    gaussian_kl_terms,
+    gaussian_sample,
+    gaussian_stats,
+)
 from agents.common.nets import MLP, Linear, activation, batched
 from agents.dreamerv3.dynamics import AbstractDynamics, Latent, WorldModelData
 from agents.tssm.transformer import Transformer, visibility
@@ -76,6 +85,8 @@ class TSSM(AbstractDynamics):
     embed: int = eqx.field(static=True)
     unimix: float = eqx.field(static=True)
     free_nats: float = eqx.field(static=True)
+    latent: str = eqx.field(static=True)
+    min_std: float = eqx.field(static=True)
     feature_size: int = eqx.field(static=True)
 
     observes_reward: ClassVar[bool] = True  # the agent appends the raw reward to observe's tokens
@@ -84,34 +95,50 @@ class TSSM(AbstractDynamics):
     def __init__(self, token_size: int, action_size: int, *, embed: int, layers: int, heads: int, context: int,
                  hidden: int, stoch: int, classes: int, img_layers: int = 2, obs_layers: int = 1,
                  reward_layers: int = 1, unimix: float = 0.01, free_nats: float = 1.0, act: str = "silu",
-                 key: PRNGKeyArray):  # fmt: skip
+                 latent: str = "categorical", min_std: float = 0.1, key: PRNGKeyArray):  # fmt: skip
         if context < 1:
             raise ValueError(f"TSSM: context must be at least 1 step, got {context}")
+        if latent not in ("categorical", "gaussian"):
+            raise ValueError(f"rssm.latent must be 'categorical' or 'gaussian', got {latent!r}")
+        stoch_size = stoch * classes if latent == "categorical" else stoch
+        stats_size = stoch * classes if latent == "categorical" else 2 * stoch
         keys = jax.random.split(key, 10)
         self.post_mlp = MLP(token_size, hidden, obs_layers, act, key=keys[0])
-        self.post_out = Linear(self.post_mlp.out_size, stoch * classes, key=keys[1])
-        self.embed_z = TokenEmbed(stoch * classes, embed, act, key=keys[2])
+        self.post_out = Linear(self.post_mlp.out_size, stats_size, key=keys[1])
+        self.embed_z = TokenEmbed(stoch_size, embed, act, key=keys[2])
         self.embed_a = TokenEmbed(action_size, embed, act, key=keys[3])
         self.embed_r = TokenEmbed(1, embed, act, key=keys[4])
         # A token sees `context` steps of 3 tokens: itself and the 3 * context - 1 tokens before it.
         self.transformer = Transformer(embed, layers, heads, 3 * context, key=keys[5])
         self.prior_mlp = MLP(embed, hidden, img_layers, act, key=keys[6])
-        self.prior_out = Linear(self.prior_mlp.out_size, stoch * classes, key=keys[7])
+        self.prior_out = Linear(self.prior_mlp.out_size, stats_size, key=keys[7])
         self.reward_mlp = MLP(embed, hidden, reward_layers, act, key=keys[8])
         self.reward_out = Linear(self.reward_mlp.out_size, 1, key=keys[9])
         self.stoch, self.classes, self.embed = stoch, classes, embed
         self.unimix, self.free_nats = unimix, free_nats
-        self.feature_size = embed + stoch * classes
+        self.latent, self.min_std = latent, min_std
+        self.feature_size = embed + stoch_size
 
     # ------------------------------------------------------------------------------------------ pieces
 
-    def _post_one(self, token: Float[Array, " E"]) -> Float[Array, "S K"]:
-        logits = self.post_out(self.post_mlp(token)).reshape(self.stoch, self.classes)
-        return dists.unimix_logits(logits, self.unimix)
+    @property
+    def gaussian(self) -> bool:
+        return self.latent == "gaussian"
 
-    def _prior_one(self, out: Float[Array, " e"]) -> Float[Array, "S K"]:
-        logits = self.prior_out(self.prior_mlp(out)).reshape(self.stoch, self.classes)
-        return dists.unimix_logits(logits, self.unimix)
+    def _stats(self, raw: Float[Array, " O"]) -> Float[Array, "S K"] | Float[Array, "S 2"]:
+        """Categorical log-probabilities (S, K) with unimix, or Gaussian (mean, std) pairs (S, 2)."""
+        if self.gaussian:
+            return gaussian_stats(raw.reshape(self.stoch, 2), self.min_std)
+        return dists.unimix_logits(raw.reshape(self.stoch, self.classes), self.unimix)
+
+    def _sample(self, key: PRNGKeyArray, stats: Array) -> Array:
+        return gaussian_sample(key, stats) if self.gaussian else dists.sample_onehot(key, stats)
+
+    def _post_one(self, token: Float[Array, " E"]) -> Array:
+        return self._stats(self.post_out(self.post_mlp(token)))
+
+    def _prior_one(self, out: Float[Array, " e"]) -> Array:
+        return self._stats(self.prior_out(self.prior_mlp(out)))
 
     def _reward_one(self, out: Float[Array, " e"]) -> Float[Array, ""]:
         return self.reward_out(self.reward_mlp(out))[0]
@@ -159,9 +186,10 @@ class TSSM(AbstractDynamics):
 
     def initial(self, batch_size: int) -> Latent:
         shape = self._cache_shape()
+        stoch_shape = (self.stoch,) if self.gaussian else (self.stoch, self.classes)
         return {
             "deter": jnp.zeros((batch_size, self.embed), jnp.float32),
-            "stoch": jnp.zeros((batch_size, self.stoch, self.classes), jnp.float32),
+            "stoch": jnp.zeros((batch_size, *stoch_shape), jnp.float32),
             "reward": jnp.zeros((batch_size,), jnp.float32),
             "keys": jnp.zeros((batch_size, *shape), jnp.float32),
             "values": jnp.zeros((batch_size, *shape), jnp.float32),
@@ -179,7 +207,7 @@ class TSSM(AbstractDynamics):
             )
         sensor_tokens, reward = tokens[..., :-1], dists.symlog(tokens[..., -1])
         post = batched(self._post_one, sensor_tokens)
-        stoch = dists.sample_onehot(key, post)
+        stoch = self._sample(key, post)
         keep = 1.0 - is_first.astype(jnp.float32)
         prev_reward = jnp.concatenate([latent["reward"][:, None], reward[:, :-1]], 1) * keep
         cache = {k: latent[k] for k in CACHE_KEYS}
@@ -190,10 +218,10 @@ class TSSM(AbstractDynamics):
         return last, posteriors, {"logits": prior, "reward": reward_pred}
 
     def sequence(self, cache: Latent, prev_actions: Float[Array, "B T A"], prev_reward: Float[Array, "B T"],
-                 stoch: Float[Array, "B T S K"], is_first: Bool[Array, "B T"]) -> tuple[Array, Array, Array, dict]:  # fmt: skip
+                 stoch: Float[Array, "B T S ..."], is_first: Bool[Array, "B T"]) -> tuple[Array, Array, Array, dict]:  # fmt: skip
         """The full causal pass over T chunks [a_{t-1}, r_{t-1} (symlog), z_t] after the window `cache`.
 
-        Returns deter (B, T, e), prior log-probabilities of z_t (B, T, S, K), predicted symlog r_t (B, T)
+        Returns deter (B, T, e), prior statistics of z_t (B, T, S, K or 2), predicted symlog r_t (B, T)
         and the window after every step (B, T, ...). A new episode segment starts at every `is_first`;
         earlier tokens (and the cache) are invisible to it.
         """
@@ -235,20 +263,25 @@ class TSSM(AbstractDynamics):
 
         cache = {k: latent[k] for k in CACHE_KEYS}
         prior, reward, cache = jax.vmap(first_half)({**cache, "reward": latent["reward"]}, action)
-        stoch = dists.sample_onehot(key, prior)
+        stoch = self._sample(key, prior)
         deter, cache = jax.vmap(second_half)(cache, stoch)
         return {"deter": deter, "stoch": stoch, "reward": reward, **cache}
 
     def features(self, latent: Latent) -> Float[Array, "... F"]:
+        if self.gaussian:
+            return jnp.concatenate([latent["deter"], latent["stoch"]], -1)
         return categorical_features(latent)
 
     def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
+        if self.gaussian:
+            return latent["deter"], latent["stoch"]
         return categorical_decoder_inputs(latent)
 
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        losses, metrics = categorical_kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
+        kl_terms = gaussian_kl_terms if self.gaussian else categorical_kl_terms
+        losses, metrics = kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
         # The reward token's prediction: unit-variance Gaussian NLL (up to a constant) in symlog space.
         losses["tokrew"] = 0.5 * jnp.square(priors["reward"] - sg(posteriors["reward"]))
         metrics["tokrew_pred"] = priors["reward"].mean()
