@@ -1,4 +1,5 @@
-"""Helpers shared by the categorical-latent dynamics (DreamerV3's RSSM, VSG's gated RSSM, THICK's C-RSSM).
+"""Helpers shared by the latent dynamics (DreamerV3's RSSM, VSG's gated RSSM, THICK's C-RSSM, TSSM): categorical
+latents, and the Gaussian option of the RSSM and TSSM (`rssm.latent`).
 
 A latent is the recurrent state as a dict of arrays with a leading batch shape (RSSM: `deter` (B, D) and
 one-hot `stoch` (B, S, K)). The contract these dynamics implement is agents/dreamerv3/dynamics.py.
@@ -88,3 +89,39 @@ def gaussian_kl_terms(
         "post_std": post[..., 1].mean(),
     }
     return {"dyn": jnp.maximum(dyn, free_nats), "rep": jnp.maximum(rep, free_nats)}, metrics
+
+
+# ------------------------------------------------------------------- either kind, chosen by `rssm.latent`
+
+
+def check_latent_kind(latent: str) -> None:
+    if latent not in ("categorical", "gaussian"):
+        raise ValueError(f"rssm.latent must be 'categorical' or 'gaussian', got {latent!r}")
+
+
+def latent_stats(raw: Float[Array, " O"], latent: str, stoch: int, classes: int, unimix: float,
+                 min_std: float) -> Array:  # fmt: skip
+    """Categorical log-probabilities (S, K) with unimix, or Gaussian (mean, std) pairs (S, 2), from raw outputs."""
+    if latent == "gaussian":
+        return gaussian_stats(raw.reshape(stoch, 2), min_std)
+    return dists.unimix_logits(raw.reshape(stoch, classes), unimix)
+
+
+def latent_sample(key, stats: Array, latent: str) -> Array:
+    """Reparameterised Gaussian sample, or straight-through one-hot sample."""
+    return gaussian_sample(key, stats) if latent == "gaussian" else dists.sample_onehot(key, stats)
+
+
+def latent_features(state: Latent, latent: str) -> Float[Array, "... F"]:
+    return jnp.concatenate(latent_decoder_inputs(state, latent), -1)
+
+
+def latent_decoder_inputs(state: Latent, latent: str) -> tuple[Array, Array]:
+    if latent == "gaussian":
+        return state["deter"], state["stoch"]
+    return categorical_decoder_inputs(state)
+
+
+def latent_kl_terms(latent: str):
+    """`gaussian_kl_terms` or `categorical_kl_terms`."""
+    return gaussian_kl_terms if latent == "gaussian" else categorical_kl_terms

@@ -21,15 +21,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from agents.common import distributions as dists
 from agents.common.actions import ActionLayout
 from agents.common.latents import (
-    categorical_decoder_inputs,
-    categorical_features,
-    categorical_kl_terms,
-    gaussian_kl_terms,
-    gaussian_sample,
-    gaussian_stats,
+    check_latent_kind,
+    latent_decoder_inputs,
+    latent_features,
+    latent_kl_terms,
+    latent_sample,
+    latent_stats,
     reset_at_first,
 )
 from agents.common.nets import MLP, BlockGRU, Linear, batched
@@ -56,8 +55,7 @@ class RSSM(AbstractDynamics):
                  blocks: int = 8, dyn_layers: int = 1, img_layers: int = 2, obs_layers: int = 1,
                  unimix: float = 0.01, free_nats: float = 1.0, absolute: bool = False, act: str = "silu",
                  latent: str = "categorical", min_std: float = 0.1, key: PRNGKeyArray):  # fmt: skip
-        if latent not in ("categorical", "gaussian"):
-            raise ValueError(f"rssm.latent must be 'categorical' or 'gaussian', got {latent!r}")
+        check_latent_kind(latent)
         keys = jax.random.split(key, 5)
         # Gaussian latents: `stoch` dimensions, each with a mean and a std output.
         stoch_size = stoch * classes if latent == "categorical" else stoch
@@ -80,13 +78,10 @@ class RSSM(AbstractDynamics):
         return self.latent == "gaussian"
 
     def _stats(self, raw: Float[Array, " O"]) -> Float[Array, "S K"] | Float[Array, "S 2"]:
-        """Categorical log-probabilities (S, K) with unimix, or Gaussian (mean, std) pairs (S, 2)."""
-        if self.gaussian:
-            return gaussian_stats(raw.reshape(self.stoch, 2), self.min_std)
-        return dists.unimix_logits(raw.reshape(self.stoch, self.classes), self.unimix)
+        return latent_stats(raw, self.latent, self.stoch, self.classes, self.unimix, self.min_std)
 
     def _sample(self, key: PRNGKeyArray, stats: Array) -> Array:
-        return gaussian_sample(key, stats) if self.gaussian else dists.sample_onehot(key, stats)
+        return latent_sample(key, stats, self.latent)
 
     def _prior_one(self, deter: Float[Array, " D"]) -> Array:
         return self._stats(self.prior_out(self.prior_mlp(deter)))
@@ -138,20 +133,15 @@ class RSSM(AbstractDynamics):
         return {"deter": deter, "stoch": self._sample(key, prior)}
 
     def features(self, latent: Latent) -> Float[Array, "... F"]:
-        if self.gaussian:
-            return jnp.concatenate([latent["deter"], latent["stoch"]], -1)
-        return categorical_features(latent)
+        return latent_features(latent, self.latent)
 
     def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
-        if self.gaussian:
-            return latent["deter"], latent["stoch"]
-        return categorical_decoder_inputs(latent)
+        return latent_decoder_inputs(latent, self.latent)
 
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        kl_terms = gaussian_kl_terms if self.gaussian else categorical_kl_terms
-        losses, metrics = kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
+        losses, metrics = latent_kl_terms(self.latent)(posteriors["logits"], priors["logits"], self.free_nats)
         return losses, {f"dyn/{k}": v for k, v in metrics.items()}
 
 

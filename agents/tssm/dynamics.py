@@ -37,12 +37,12 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
 from agents.common.latents import (
-    categorical_decoder_inputs,
-    categorical_features,
-    categorical_kl_terms,
-    gaussian_kl_terms,
-    gaussian_sample,
-    gaussian_stats,
+    check_latent_kind,
+    latent_decoder_inputs,
+    latent_features,
+    latent_kl_terms,
+    latent_sample,
+    latent_stats,
 )
 from agents.common.nets import MLP, Linear, activation, batched
 from agents.dreamerv3.dynamics import AbstractDynamics, Latent, WorldModelData
@@ -98,8 +98,7 @@ class TSSM(AbstractDynamics):
                  latent: str = "categorical", min_std: float = 0.1, key: PRNGKeyArray):  # fmt: skip
         if context < 1:
             raise ValueError(f"TSSM: context must be at least 1 step, got {context}")
-        if latent not in ("categorical", "gaussian"):
-            raise ValueError(f"rssm.latent must be 'categorical' or 'gaussian', got {latent!r}")
+        check_latent_kind(latent)
         stoch_size = stoch * classes if latent == "categorical" else stoch
         stats_size = stoch * classes if latent == "categorical" else 2 * stoch
         keys = jax.random.split(key, 10)
@@ -126,13 +125,10 @@ class TSSM(AbstractDynamics):
         return self.latent == "gaussian"
 
     def _stats(self, raw: Float[Array, " O"]) -> Float[Array, "S K"] | Float[Array, "S 2"]:
-        """Categorical log-probabilities (S, K) with unimix, or Gaussian (mean, std) pairs (S, 2)."""
-        if self.gaussian:
-            return gaussian_stats(raw.reshape(self.stoch, 2), self.min_std)
-        return dists.unimix_logits(raw.reshape(self.stoch, self.classes), self.unimix)
+        return latent_stats(raw, self.latent, self.stoch, self.classes, self.unimix, self.min_std)
 
     def _sample(self, key: PRNGKeyArray, stats: Array) -> Array:
-        return gaussian_sample(key, stats) if self.gaussian else dists.sample_onehot(key, stats)
+        return latent_sample(key, stats, self.latent)
 
     def _post_one(self, token: Float[Array, " E"]) -> Array:
         return self._stats(self.post_out(self.post_mlp(token)))
@@ -268,20 +264,15 @@ class TSSM(AbstractDynamics):
         return {"deter": deter, "stoch": stoch, "reward": reward, **cache}
 
     def features(self, latent: Latent) -> Float[Array, "... F"]:
-        if self.gaussian:
-            return jnp.concatenate([latent["deter"], latent["stoch"]], -1)
-        return categorical_features(latent)
+        return latent_features(latent, self.latent)
 
     def decoder_inputs(self, latent: Latent) -> tuple[Float[Array, "... W"], Float[Array, "... N"]]:
-        if self.gaussian:
-            return latent["deter"], latent["stoch"]
-        return categorical_decoder_inputs(latent)
+        return latent_decoder_inputs(latent, self.latent)
 
     def losses(self, posteriors: Latent, priors: Latent, data: WorldModelData, *,
                key: PRNGKeyArray) -> tuple[dict[str, Float[Array, "B T"]], dict[str, Array]]:  # fmt: skip
         del data, key
-        kl_terms = gaussian_kl_terms if self.gaussian else categorical_kl_terms
-        losses, metrics = kl_terms(posteriors["logits"], priors["logits"], self.free_nats)
+        losses, metrics = latent_kl_terms(self.latent)(posteriors["logits"], priors["logits"], self.free_nats)
         # The reward token's prediction: unit-variance Gaussian NLL (up to a constant) in symlog space.
         losses["tokrew"] = 0.5 * jnp.square(priors["reward"] - sg(posteriors["reward"]))
         metrics["tokrew_pred"] = priors["reward"].mean()
