@@ -201,6 +201,34 @@ def test_each_stream_traces_once_and_trains_only_its_component(agent, state, jit
             assert changed == (name == stream), (stream, name)
 
 
+def test_tokenizer_warmup_ends_with_a_codebook_of_encodings_at_the_right_update():
+    """`tokenizer.warmup_updates` = 2 (ours): updates 0 and 1 (the counter before each) are warm-up; update 2
+    first sets the codebook to encodings of its batch, then trains VQ; the codebook is left alone before and
+    after that update."""
+    agent = SPEC.make(debug_config(**{"tokenizer.warmup_updates": 2}), OBS, ACT)
+    state = agent.init(key=jax.random.key(0))
+    rng = np.random.default_rng(7)
+    batch = make_batch(agent, "tokenizer", rng)
+    frames = jnp.asarray(batch["image"]).reshape(-1, *batch["image"].shape[2:])
+    z, _ = state.tokenizer._encode(frames)
+    flat = np.asarray(z).reshape(-1, z.shape[-1])
+
+    def at(count):
+        return eqx.tree_at(lambda s: s.updates["tokenizer"], state, jnp.asarray(count, jnp.int32))
+
+    for count, warm in ((0, 1.0), (1, 1.0), (2, 0.0), (3, 0.0)):
+        _, metrics = agent._tokenizer_loss(state.tokenizer, at(count), batch, key=jax.random.key(1))
+        assert float(metrics["warmup"]) == warm, count
+        seeded = np.asarray(agent._end_tokenizer_warmup(at(count), batch, jax.random.key(2)).tokenizer.codebook)
+        if count == 2:
+            distance = np.abs(flat[:, None] - seeded[None]).sum(-1).min(0)  # each entry to its nearest encoding
+            np.testing.assert_allclose(distance, 0.0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(seeded, np.asarray(state.tokenizer.codebook))
+    with pytest.raises(ValueError, match="warmup_updates"):
+        debug_config(**{"tokenizer.warmup_updates": -1})
+
+
 def test_report_images(agent, state):
     rng = np.random.default_rng(4)
     batch = make_batch(agent, "world_model", rng)

@@ -109,3 +109,43 @@ def test_tokenizer_learns_to_reconstruct_toy_frames():
     truth = np.asarray(frames) / 255.0
     bright = truth.sum(-1) > 0.5
     assert np.abs(recon[bright] - truth[bright]).mean() < 0.15
+
+
+def test_warmup_loss_decodes_the_encoder_output_and_counts_only_l1():
+    """`tokenizer.warmup_updates` (ours): during the warm-up the decoder reads the encoder's output itself
+    (no quantisation), the VQ and perceptual terms are zero and the codebook gets no gradient."""
+    tok = Tokenizer(resolution=16, channels=8, mults=(1, 1, 1), res_blocks=1, attn_resolutions=(4,),
+                    z_channels=8, embed_dim=8, vocab=16, beta=1.0, perceptual="gradient",
+                    perceptual_scale=1.0, key=jax.random.key(1))  # fmt: skip
+    frames = jnp.asarray(toy_frames(3))
+    z, x = tok._encode(frames)
+
+    def decode(latents):
+        x_hat = jax.vmap(tok.decoder)(jnp.moveaxis(latents, -1, 1))
+        return float(jnp.mean(jnp.abs(x - x_hat)))
+
+    warm, _ = tok.loss(frames, True)
+    assert float(warm["vq"]) == 0.0 and float(warm["perceptual"]) == 0.0
+    np.testing.assert_allclose(float(warm["rec_l1"]), decode(z), rtol=1e-5)
+    cold, _ = tok.loss(frames, False)
+    _, z_q = quantize(z.reshape(-1, z.shape[-1]), tok.codebook)
+    np.testing.assert_allclose(float(cold["rec_l1"]), decode(z_q.reshape(z.shape)), rtol=1e-5)
+    assert abs(decode(z) - decode(z_q.reshape(z.shape))) > 1e-4  # the two inputs differ, so the check can fail
+    assert float(cold["vq"]) > 0.0 and float(cold["perceptual"]) > 0.0
+
+    grads = jax.grad(lambda t: sum(t.loss(frames, True)[0].values()))(tok)
+    np.testing.assert_array_equal(grads.codebook, np.zeros_like(tok.codebook))
+
+
+def test_codebook_from_draws_distinct_encodings():
+    tok = Tokenizer(resolution=16, channels=8, mults=(1, 1, 1), res_blocks=1, attn_resolutions=(4,),
+                    z_channels=8, embed_dim=8, vocab=16, beta=1.0, perceptual="gradient",
+                    perceptual_scale=1.0, key=jax.random.key(2))  # fmt: skip
+    frames = jnp.asarray(toy_frames(2))  # 2 frames x 16 tokens = 32 encodings for 16 entries
+    z, _ = tok._encode(frames)
+    flat = np.asarray(z).reshape(-1, z.shape[-1])
+    book = np.asarray(tok.codebook_from(frames, jax.random.key(3)))
+    assert book.shape == (16, 8)
+    rows = [int(np.argmin(np.abs(flat - row).sum(-1))) for row in book]
+    np.testing.assert_allclose(book, flat[rows], rtol=1e-6)  # each entry is one of the encodings
+    assert len(set(rows)) == 16  # drawn without replacement

@@ -204,6 +204,9 @@ class IRIS(AbstractAgent):
             "world_model": self._world_model_loss,
             "actor_critic": self._actor_critic_loss,
         }[stream]
+        if stream == "tokenizer" and self.config.tokenizer.warmup_updates > 0:
+            key, codebook_key = jax.random.split(key)
+            state = self._end_tokenizer_warmup(state, batch, codebook_key)
         params, static = eqx.partition(self._component(state, stream), eqx.is_inexact_array)
         (total, metrics), grads = jax.value_and_grad(
             lambda p: loss_fn(eqx.combine(p, static), state, batch, key=key), has_aux=True
@@ -222,8 +225,18 @@ class IRIS(AbstractAgent):
 
     def _tokenizer_loss(self, tokenizer: Tokenizer, state: IRISState, batch, *, key):
         images = jnp.asarray(batch["image"])
-        terms, _ = tokenizer.loss(images.reshape(-1, *images.shape[2:]))
-        return sum(terms.values()), terms
+        warmup = state.updates["tokenizer"] < self.config.tokenizer.warmup_updates
+        terms, _ = tokenizer.loss(images.reshape(-1, *images.shape[2:]), warmup)
+        return sum(terms.values()), {**terms, "warmup": warmup.astype(jnp.float32)}
+
+    def _end_tokenizer_warmup(self, state: IRISState, batch, key: PRNGKeyArray) -> IRISState:
+        """`tokenizer.warmup_updates` (ours): the first update after the plain-autoencoder warm-up sets the
+        codebook to encodings of its batch, so VQ starts from codes the decoder already reads."""
+        images = jnp.asarray(batch["image"])
+        seeded = state.tokenizer.codebook_from(images.reshape(-1, *images.shape[2:]), key)
+        at_end = state.updates["tokenizer"] == self.config.tokenizer.warmup_updates
+        codebook = jnp.where(at_end, seeded, state.tokenizer.codebook)
+        return eqx.tree_at(lambda s: s.tokenizer.codebook, state, codebook)
 
     # ------------------------------------------------------------------------------- 2. world model
 

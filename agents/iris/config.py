@@ -32,8 +32,15 @@ class TokenizerConfig:
     perceptual_scale: float = 1.0
     batch: int = 256  # frames per update
     start_epochs: int = 5
+    # Ours, not IRIS's (0 = IRIS as published): for the first `warmup_updates` tokenizer updates the decoder
+    # reads the encoder's output directly (a plain autoencoder, L1 loss only); the next update first sets the
+    # codebook to `vocab` encodings of its batch, then trains IRIS's VQ tokenizer. On toy frames, where the
+    # objects are a few pixels, VQ from the start collapses to the background (docs/iris.md).
+    warmup_updates: int = 0
 
     def __post_init__(self):
+        if self.warmup_updates < 0:
+            raise ValueError(f"tokenizer.warmup_updates must be >= 0, got {self.warmup_updates}")
         if self.perceptual not in PERCEPTUAL:
             raise ValueError(f"tokenizer.perceptual must be one of {PERCEPTUAL}, got {self.perceptual!r}")
 

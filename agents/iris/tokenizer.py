@@ -255,16 +255,28 @@ class Tokenizer(eqx.Module):
         x = jax.vmap(self.decoder)(jnp.moveaxis(z_q, -1, 1))
         return jnp.clip((jnp.moveaxis(x, 1, -1) + 1.0) / 2.0, 0.0, 1.0)
 
-    def loss(self, images: Array) -> tuple[dict[str, Array], Float[Array, "N H W 3"]]:
-        """Loss terms (scalars) and reconstructions in [0, 1] of (N, H, W, 3) uint8 frames."""
+    def loss(self, images: Array, warmup: Array | bool = False) -> tuple[dict[str, Array], Float[Array, "N H W 3"]]:
+        """Loss terms (scalars) and reconstructions in [0, 1] of (N, H, W, 3) uint8 frames.
+
+        `warmup` (ours, `tokenizer.warmup_updates`): the decoder reads the encoder's output itself, not its
+        quantisation, and only the L1 term counts (the others are zero).
+        """
         z, x = self._encode(images)
         flat = z.reshape(-1, z.shape[-1])
         _, z_q = quantize(flat, self.codebook)
-        decoder_in = straight_through(flat, z_q).reshape(z.shape)
+        decoder_in = jnp.where(warmup, flat, straight_through(flat, z_q)).reshape(z.shape)
         x_hat = jax.vmap(self.decoder)(jnp.moveaxis(decoder_in, -1, 1))
+        vq_on = 1.0 - jnp.asarray(warmup, jnp.float32)
         terms = {
-            "vq": vq_losses(flat, z_q, self.beta),
+            "vq": vq_on * vq_losses(flat, z_q, self.beta),
             "rec_l1": jnp.mean(jnp.abs(x - x_hat)),
-            "perceptual": self.perceptual_scale * perceptual_loss(x, x_hat, self.perceptual),
+            "perceptual": vq_on * self.perceptual_scale * perceptual_loss(x, x_hat, self.perceptual),
         }
         return terms, jnp.clip((jnp.moveaxis(x_hat, 1, -1) + 1.0) / 2.0, 0.0, 1.0)
+
+    def codebook_from(self, images: Array, key: PRNGKeyArray) -> Float[Array, "V E"]:
+        """`vocab` distinct encodings of (N, H, W, 3) frames, drawn at random: the codebook at the end of the
+        warm-up (needs N x tokens-per-frame >= vocab)."""
+        z, _ = self._encode(images)
+        flat = jax.lax.stop_gradient(z.reshape(-1, z.shape[-1]))
+        return flat[jax.random.choice(key, flat.shape[0], (self.vocab,), replace=False)]
