@@ -222,7 +222,7 @@ def test_tokenizer_warmup_ends_with_a_codebook_of_encodings_at_the_right_update(
         seeded = np.asarray(agent._end_tokenizer_warmup(at(count), batch, jax.random.key(2)).tokenizer.codebook)
         if count == 2:
             distance = np.abs(flat[:, None] - seeded[None]).sum(-1).min(0)  # each entry to its nearest encoding
-            np.testing.assert_allclose(distance, 0.0, atol=1e-6)
+            np.testing.assert_allclose(distance, 0.0, atol=1e-4)  # compiled (cond) vs eager encoder
         else:
             np.testing.assert_array_equal(seeded, np.asarray(state.tokenizer.codebook))
     with pytest.raises(ValueError, match="warmup_updates"):

@@ -233,9 +233,12 @@ class IRIS(AbstractAgent):
         """`tokenizer.warmup_updates` (ours): the first update after the plain-autoencoder warm-up sets the
         codebook to encodings of its batch, so VQ starts from codes the decoder already reads."""
         images = jnp.asarray(batch["image"])
-        seeded = state.tokenizer.codebook_from(images.reshape(-1, *images.shape[2:]), key)
         at_end = state.updates["tokenizer"] == self.config.tokenizer.warmup_updates
-        codebook = jnp.where(at_end, seeded, state.tokenizer.codebook)
+        codebook = jax.lax.cond(  # the encoder pass runs only at that one update
+            at_end,
+            lambda: state.tokenizer.codebook_from(images.reshape(-1, *images.shape[2:]), key),
+            lambda: state.tokenizer.codebook,
+        )
         return eqx.tree_at(lambda s: s.tokenizer.codebook, state, codebook)
 
     # ------------------------------------------------------------------------------- 2. world model
