@@ -227,6 +227,8 @@ def test_tokenizer_warmup_ends_with_a_codebook_of_encodings_at_the_right_update(
             np.testing.assert_array_equal(seeded, np.asarray(state.tokenizer.codebook))
     with pytest.raises(ValueError, match="warmup_updates"):
         debug_config(**{"tokenizer.warmup_updates": -1})
+    with pytest.raises(ValueError, match="foreground_weight"):
+        debug_config(**{"tokenizer.foreground_weight": -1.0})
 
 
 def test_report_images(agent, state):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from agents.iris.tokenizer import Tokenizer, perceptual_loss, quantize, straight_through, vq_losses
+from agents.iris.tokenizer import (Tokenizer, perceptual_loss, quantize, reconstruction_l1, straight_through,
+                                   vq_losses)  # fmt: skip
 
 
 def test_quantize_and_vq_losses_by_hand():
@@ -64,6 +65,29 @@ def test_gradient_perceptual_loss_by_hand():
     loss = perceptual_loss(jnp.asarray(x), jnp.asarray(y), "gradient")
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     assert float(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "none")) == 0.0
+
+
+def test_foreground_weighted_l1_by_hand():
+    """`tokenizer.foreground_weight` (ours): pixels that differ from the batch's per-pixel median frame by more
+    than 0.05 in some channel weigh 1 + weight, the rest 1; weight 0 is IRIS's plain mean L1."""
+    x = -np.ones((3, 3, 1, 2), np.float32)  # 3 frames, 3 channels, 1 x 2 pixels, background -1
+    x[0, 1, 0, 0] = 0.6  # a green sprite on pixel (0, 0) of frame 0: foreground (median there is -1)
+    x[2, 0, 0, 1] = -0.96  # a change of 0.04 on pixel (0, 1) of frame 2: below the 0.05 threshold
+    x[1, 2, 0, 1] = -0.9  # pixel (0, 1) of frame 1: foreground by its blue channel alone (0.1 > 0.05)
+    rng = np.random.default_rng(3)
+    x_hat = x + rng.normal(scale=0.3, size=x.shape).astype(np.float32)
+    error = np.abs(x - x_hat)  # (frame, channel, row, col)
+    weight = 4.0
+    pixel_weights = {(0, 0, 0): 1 + weight, (1, 0, 1): 1 + weight}  # (frame, row, col) of the two sprites
+    numerator = denominator = 0.0
+    for n in range(3):
+        for col in range(2):
+            w = pixel_weights.get((n, 0, col), 1.0)
+            numerator += w * error[n, :, 0, col].sum()
+            denominator += 3 * w
+    np.testing.assert_allclose(reconstruction_l1(jnp.asarray(x), jnp.asarray(x_hat), weight),
+                               numerator / denominator, rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(reconstruction_l1(jnp.asarray(x), jnp.asarray(x_hat), 0.0), error.mean(), rtol=1e-6)
 
 
 def toy_frames(count=6, size=16):

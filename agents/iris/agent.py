@@ -143,6 +143,7 @@ class IRIS(AbstractAgent):
             resolution=self.resolution, channels=t.channels, mults=t.mults, res_blocks=t.res_blocks,
             attn_resolutions=t.attn_resolutions, z_channels=t.z_channels, embed_dim=t.embed_dim,
             vocab=t.vocab, beta=t.beta, perceptual=t.perceptual, perceptual_scale=t.perceptual_scale, key=k1,
+            foreground_weight=t.foreground_weight,
         )  # fmt: skip
         world_model = WorldModelGPT(
             vocab=t.vocab, actions=self.num_actions, frame_tokens=self.frame_tokens, max_steps=w.steps,

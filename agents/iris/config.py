@@ -37,8 +37,14 @@ class TokenizerConfig:
     # codebook to `vocab` encodings of its batch, then trains IRIS's VQ tokenizer. On toy frames, where the
     # objects are a few pixels, VQ from the start collapses to the background (docs/iris.md).
     warmup_updates: int = 0
+    # Ours, not IRIS's (0 = IRIS's plain L1): the L1 term weighs pixels that differ from the batch's median
+    # frame (the static background) 1 + foreground_weight, the rest 1 (tokenizer.reconstruction_l1). On toy
+    # frames plain L1 leaves reach's low-contrast goal out of the reconstruction (docs/iris.md).
+    foreground_weight: float = 0.0
 
     def __post_init__(self):
+        if self.foreground_weight < 0:
+            raise ValueError(f"tokenizer.foreground_weight must be >= 0, got {self.foreground_weight}")
         if self.warmup_updates < 0:
             raise ValueError(f"tokenizer.warmup_updates must be >= 0, got {self.warmup_updates}")
         if self.perceptual not in PERCEPTUAL:
