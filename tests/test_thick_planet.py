@@ -19,6 +19,7 @@ from agents.thick.planet import (
     THICK_PLANET_SPEC,
     group_cosine,
     highlevel_transition,
+    planning_reward,
 )
 from agents.thick.planning import CEMConfig, MCTSConfig
 from bench import config as config_lib
@@ -26,6 +27,7 @@ from bench import registry
 from bench.checkpoint import Checkpointer
 from tasks import toy
 
+PLANET_DEFAULTS = CEM_PLANET_SPEC.config_cls()
 TINY_CEM = CEMConfig(candidates=8, horizon=2, top=2, iterations=1)
 
 
@@ -50,6 +52,16 @@ def test_group_cosine_by_hand():
     q = jnp.array([[0.6, 0.8], [0.5, 0.5]])
     # group 0: 0.6 / (1 * 1) = 0.6; group 1: identical -> 1; mean 0.8
     np.testing.assert_allclose(group_cosine(p, q), 0.8, rtol=1e-6)
+
+
+def test_planning_reward_counts_rewards_only_while_the_episode_runs():
+    rewards = jnp.array([1.0, 2.0, 3.0, 4.0])
+    continues = jnp.array([0.5, 0.0, 1.0, 1.0])
+    # THICK's plain mean: (1 + 2 + 3 + 4) / 4
+    np.testing.assert_allclose(planning_reward(rewards, continues, False), 2.5, rtol=1e-6)
+    # r_t counts c_1 ... c_{t-1}: weights 1, 0.5, 0, 0 -> (1 + 1) / 4; the terminal step's own reward counts
+    np.testing.assert_allclose(planning_reward(rewards, continues, True), 0.5, rtol=1e-6)
+    assert PLANET_DEFAULTS.continue_weight  # on by default (ours; docs/thick_planet.md)
 
 
 def test_highlevel_edge_is_thick_dreamers_long_horizon_return():

@@ -59,6 +59,11 @@ class PlanetConfig:
     model: str = ""  # a finished THICK run folder (config.yaml, ckpt/), or "untrained" (smoke tests only)
     cem: CEMConfig = CEMConfig()  # 1000 candidates, horizon 12, top 100, 10 iterations (thick.md)
     reward_scale: float = 1.0  # weight of the mean predicted reward (TF2 cem.reward_factor)
+    # Ours, not THICK's: weight each imagined reward by the predicted probability that the episode still runs
+    # (the continue head's product over the earlier imagined steps, as Dreamer's imagined returns). THICK's
+    # Multiworld tasks never terminate; on tasks that do, CEM otherwise chases the rewards a model imagines
+    # after a terminal (docs/thick_planet.md). `false` is THICK's plain mean.
+    continue_weight: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +212,11 @@ class Planet(AbstractAgent):
         goal_probs = jnp.exp(goal)
 
         def objective(actions, objective_key):
-            rewards, similarity = imagine_sequence(nets, latent, actions, goal_probs, reward_bins, key=objective_key)
-            return self.config.reward_scale * rewards.mean() + bonus * similarity.mean()
+            rewards, continues, similarity = imagine_sequence(
+                nets, latent, actions, goal_probs, reward_bins, key=objective_key
+            )
+            reward = planning_reward(rewards, continues, self.config.continue_weight)
+            return self.config.reward_scale * reward + bonus * similarity.mean()
 
         return cem(objective, self.layout, self.config.cem, key=key).plan
 
@@ -244,9 +252,10 @@ def highlevel_transition(dynamics: ThickWorldModel, stoch: Float[Array, "S K"], 
 
 
 def imagine_sequence(nets: Networks, latent: dict, actions: Float[Array, "H A"], goal_probs: Float[Array, "S K"],
-                     reward_bins: Float[Array, " K"], *, key: PRNGKeyArray) -> tuple[Array, Array]:  # fmt: skip
-    """Imagine one action sequence with the fine prior from one latent: the predicted rewards (H,) and the
-    cosine similarity of each imagined z's categorical probabilities to the goal's, averaged over groups (H,)."""
+                     reward_bins: Float[Array, " K"], *, key: PRNGKeyArray) -> tuple[Array, Array, Array]:  # fmt: skip
+    """Imagine one action sequence with the fine prior from one latent: the predicted rewards (H,), continue
+    probabilities (H,) and the cosine similarity of each imagined z's categorical probabilities to the goal's,
+    averaged over groups (H,)."""
     crssm = nets.dynamics.crssm
 
     def step(current, inputs):
@@ -257,13 +266,25 @@ def imagine_sequence(nets: Networks, latent: dict, actions: Float[Array, "H A"],
         logits = crssm._prior_one(deter, context)
         stoch = dists.sample_onehot(sample_key, logits)
         new = {"deter": deter, "stoch": stoch, "context": context}
-        reward = dists.twohot_mean(nets.reward(crssm.features(new)), reward_bins)
-        return new, (reward, group_cosine(jnp.exp(logits), goal_probs))
+        features = crssm.features(new)
+        reward = dists.twohot_mean(nets.reward(features), reward_bins)
+        cont = jax.nn.sigmoid(nets.cont(features)[0])
+        return new, (reward, cont, group_cosine(jnp.exp(logits), goal_probs))
 
     start = {k: latent[k] for k in ("deter", "stoch", "context")}
     horizon = actions.shape[0]
-    _, (rewards, similarity) = jax.lax.scan(step, start, (actions, jax.random.split(key, horizon)))
-    return rewards, similarity
+    _, (rewards, continues, similarity) = jax.lax.scan(step, start, (actions, jax.random.split(key, horizon)))
+    return rewards, continues, similarity
+
+
+def planning_reward(rewards: Float[Array, " H"], continues: Float[Array, " H"], continue_weight: bool) -> Array:
+    """CEM's reward term: the mean of the imagined rewards r_1..r_H; with `continue_weight`, r_t counts
+    c_1 ... c_{t-1} (the probability that no earlier imagined step ended the episode; the reward of the
+    terminal step itself counts in full)."""
+    if not continue_weight:
+        return rewards.mean()
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones((1,), continues.dtype), continues[:-1]]))
+    return (alive * rewards).mean()
 
 
 def group_cosine(p: Float[Array, "S K"], q: Float[Array, "S K"]) -> Float[Array, ""]:
