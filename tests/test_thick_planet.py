@@ -64,6 +64,25 @@ def test_planning_reward_counts_rewards_only_while_the_episode_runs():
     assert PLANET_DEFAULTS.continue_weight  # on by default (ours; docs/thick_planet.md)
 
 
+def test_critic_leaf_is_the_coarse_critics_value():
+    agent, _ = make(THICK_PLANET_SPEC, leaf_value="critic")
+    state = agent.init(key=jax.random.key(0))
+    nets = state.nets
+    bins = agent.thick.config.critic.bins
+    offset = 8  # logits peaked on the bin `offset` above the middle one: symexp(40 * offset / (bins - 1))
+    out = nets.behaviour.coarse_critic.out
+    peaked = jnp.zeros((bins,)).at[(bins - 1) // 2 + offset].set(60.0)
+    nets = eqx.tree_at(lambda n: (n.behaviour.coarse_critic.out.weight, n.behaviour.coarse_critic.out.bias), nets,
+                       (jnp.zeros_like(out.weight), peaked))  # fmt: skip
+    dynamics = nets.dynamics
+    stoch = dists.sample_onehot(jax.random.key(1), jnp.zeros((dynamics.crssm.stoch, dynamics.crssm.classes)))
+    node = {"stoch": stoch, "context": jnp.zeros((dynamics.crssm.context,)), "reward": jnp.array(0.5)}
+    expected = np.expm1(40.0 * offset / (bins - 1))  # symexp bins span [-20, 20]
+    np.testing.assert_allclose(agent._leaf_value(nets)(node), expected, rtol=1e-4)
+    assert float(dataclasses.replace(agent, config=dataclasses.replace(agent.config, leaf_value="reward"))
+                 ._leaf_value(nets)(node)) == 0.5  # fmt: skip
+
+
 def test_highlevel_edge_is_thick_dreamers_long_horizon_return():
     agent, _ = make(THICK_PLANET_SPEC)
     state = agent.init(key=jax.random.key(0))

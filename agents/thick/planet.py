@@ -10,7 +10,8 @@ its config.yaml and latest checkpoint) and plan at every step from the filtered 
      p(A | z, c) is the prior; the high-level model predicts z_{tau-1} (sampled), a_{tau-1}, delta and the
      reward on the way; one coarse C-RSSM step gives (z_tau, c_tau). Edge reward r_way + gamma^delta r(s_tau),
      discount gamma^delta cont(s_tau), as THICK Dreamer's long-horizon return (agent.py). A leaf is worth its
-     own edge reward (TF2: the leaf's value is its reward; `leaf_value: zero` turns that off). The goal is the
+     own edge reward (TF2: the leaf's value is its reward; `leaf_value: zero` turns that off; `leaf_value:
+     critic` uses THICK Dreamer's coarse critic V(z_tau, c_tau), MuZero's leaf evaluation). The goal is the
      predicted pre-change state z_{tau-1} (its probabilities) of the chosen root action (TF2
      `hl_plan_pre_ll_goal`).
   2. Low level, every step: CEM (planning.cem) over action sequences of `cem.horizon` steps imagined with the
@@ -49,7 +50,7 @@ from bench.api import AbstractAgent, AgentSpec
 from bench.spaces import Space
 
 UNTRAINED = "untrained"
-LEAF_VALUES = ("reward", "zero")
+LEAF_VALUES = ("reward", "zero", "critic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,9 @@ class ThickPlanetConfig(PlanetConfig):
     mcts: MCTSConfig = MCTSConfig()  # 100 simulations, Dirichlet 0.25, fraction 0.25 (thick.md)
     goal_bonus: float = 0.025  # weight of the goal similarity in the CEM objective (TF2 cem.bonus_factor)
     replan_after: int = 3  # replan on an open gate only when more steps than this passed (TF2 hl_replan_inhibt_t)
-    leaf_value: str = "reward"  # "reward": a new leaf is worth its edge reward (TF2); "zero": worth nothing
+    # A new leaf is worth: "reward" its edge reward (TF2); "zero" nothing; "critic" the model's coarse critic
+    # V(z_tau, c_tau) (ours: MuZero's value-network leaf; THICK Dreamer trains that critic on the same data)
+    leaf_value: str = "reward"
 
 
 class PlanetState(eqx.Module):
@@ -151,7 +154,7 @@ class Planet(AbstractAgent):
             def search(_):
                 keys = jax.random.split(mcts_key, batch)
                 return jax.vmap(self._search, in_axes=(None, 0, 0, 0))(
-                    dynamics, latent["stoch"], latent["context"], keys
+                    nets, latent["stoch"], latent["context"], keys
                 )
 
             new_goal = jax.lax.cond(replan.any(), search, lambda _: goal, None)
@@ -186,10 +189,11 @@ class Planet(AbstractAgent):
     def _name(self) -> str:
         return "thick_planet" if self.hierarchical else "cem_planet"
 
-    def _search(self, dynamics: ThickWorldModel, stoch: Float[Array, "S K"], context: Float[Array, " C"],
+    def _search(self, nets: Networks, stoch: Float[Array, "S K"], context: Float[Array, " C"],
                 key: PRNGKeyArray) -> Float[Array, "S K"]:  # fmt: skip
         """MCTS over high-level actions from one coarse state; returns the goal's log-probabilities."""
         config: ThickPlanetConfig = self.config
+        dynamics: ThickWorldModel = nets.dynamics
         root = {"stoch": stoch, "context": context, "goal": jnp.zeros_like(stoch), "reward": jnp.zeros(())}
         prior_fn = lambda node: dynamics.highlevel.prior_logits(
             dynamics.crssm.coarse_features(node["stoch"], node["context"])
@@ -197,13 +201,24 @@ class Planet(AbstractAgent):
         step_fn = lambda node, hl_action, step_key: highlevel_transition(
             dynamics, node["stoch"], node["context"], hl_action, key=step_key
         )
-        if config.leaf_value == "reward":
-            value_fn = lambda node: node["reward"]
-        else:
-            value_fn = lambda node: jnp.zeros((), jnp.float32)
+        value_fn = self._leaf_value(nets)
         result = mcts(root, prior_fn=prior_fn, step_fn=step_fn, value_fn=value_fn,
                       num_actions=dynamics.highlevel.hl_actions, config=config.mcts, key=key)  # fmt: skip
         return result.child_state["goal"]
+
+    def _leaf_value(self, nets: Networks):
+        """The value of a new MCTS leaf (a node of `highlevel_transition`), by `leaf_value`."""
+        leaf_value = self.config.leaf_value
+        if leaf_value == "reward":
+            return lambda node: node["reward"]
+        if leaf_value == "critic":
+            dynamics: ThickWorldModel = nets.dynamics
+            value_bins = dists.symexp_bins(self.thick.config.critic.bins)
+            return lambda node: dists.twohot_mean(
+                nets.behaviour.coarse_critic(dynamics.crssm.coarse_features(node["stoch"], node["context"])),
+                value_bins,
+            )
+        return lambda node: jnp.zeros((), jnp.float32)
 
     def _plan(self, nets: Networks, latent: dict, goal: Float[Array, "S K"], bonus: float,
               key: PRNGKeyArray) -> Float[Array, "H A"]:  # fmt: skip
