@@ -15,7 +15,8 @@ its config.yaml and latest checkpoint) and plan at every step from the filtered 
      predicted pre-change state z_{tau-1} (its probabilities) of the chosen root action (TF2
      `hl_plan_pre_ll_goal`).
   2. Low level, every step: CEM (planning.cem) over action sequences of `cem.horizon` steps imagined with the
-     fine prior; objective = mean predicted reward + `goal_bonus` (0.025) x mean cosine similarity between
+     fine prior; objective = mean predicted reward (each weighted by the predicted probability that the episode
+     still runs: `continue_weight`, ours) + `goal_bonus` (0.025) x mean cosine similarity between
      the categorical probabilities of the imagined z_t and of the goal (averaged over the latent groups;
      TF2 `cat_prob_cosine_sim_seq`, goal distance 'logit'). The first action of the plan is executed.
 * `cem_planet`: the same CEM on the same model with the reward alone (PlaNet's planner; THICK's flat baseline).
