@@ -62,7 +62,8 @@ class PlanetConfig:
     cem: CEMConfig = CEMConfig()  # 1000 candidates, horizon 12, top 100, 10 iterations (thick.md)
     reward_scale: float = 1.0  # weight of the mean predicted reward (TF2 cem.reward_factor)
     # Ours, not THICK's: weight each imagined reward by the predicted probability that the episode still runs
-    # (the continue head's product over the earlier imagined steps, as Dreamer's imagined returns). THICK's
+    # (the continue head's product over the earlier imagined steps, as Dreamer's imagined returns; the head
+    # learns (1 - terminal) x gamma, so this also discounts by gamma^(t-1)). THICK's
     # Multiworld tasks never terminate; on tasks that do, CEM otherwise chases the rewards a model imagines
     # after a terminal (docs/thick_planet.md). `false` is THICK's plain mean.
     continue_weight: bool = True
@@ -295,8 +296,9 @@ def imagine_sequence(nets: Networks, latent: dict, actions: Float[Array, "H A"],
 
 def planning_reward(rewards: Float[Array, " H"], continues: Float[Array, " H"], continue_weight: bool) -> Array:
     """CEM's reward term: the mean of the imagined rewards r_1..r_H; with `continue_weight`, r_t counts
-    c_1 ... c_{t-1} (the probability that no earlier imagined step ended the episode; the reward of the
-    terminal step itself counts in full)."""
+    c_1 ... c_{t-1}, the continue head's outputs on the earlier imagined steps (the probability that none
+    ended the episode, times gamma^(t-1): the head learns (1 - terminal) x gamma); the reward of the terminal
+    step itself counts in full."""
     if not continue_weight:
         return rewards.mean()
     alive = jnp.cumprod(jnp.concatenate([jnp.ones((1,), continues.dtype), continues[:-1]]))
