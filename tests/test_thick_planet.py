@@ -64,6 +64,29 @@ def test_planning_reward_counts_rewards_only_while_the_episode_runs():
     assert PLANET_DEFAULTS.continue_weight  # on by default (ours; docs/thick_planet.md)
 
 
+@pytest.mark.parametrize("continue_weight, best_first_action", [(True, 1), (False, 0)])
+def test_cem_objective_uses_the_continue_weighting(monkeypatch, continue_weight, best_first_action):
+    """A fake imagination: first action 0 ends the episode at once and then imagines reward 5 a step (after the
+    terminal); first action 1 earns 1 and continues. Weighted: 1/3 beats 0; plain mean: 10/3 beats 1/3."""
+    import agents.thick.planet as planet
+
+    def fake_imagine(nets, latent, actions, goal_probs, reward_bins, *, key):
+        first = jnp.argmax(actions[0])
+        rewards = jnp.where(first == 0, jnp.array([0.0, 5.0, 5.0]), jnp.where(first == 1, jnp.array([1.0, 0.0, 0.0]), 0.0))
+        continues = jnp.where(first == 0, jnp.array([0.0, 1.0, 1.0]), jnp.ones(3))
+        return rewards, continues, jnp.zeros(3)
+
+    monkeypatch.setattr(planet, "imagine_sequence", fake_imagine)
+    cem = CEMConfig(candidates=64, horizon=3, top=8, iterations=3)
+    agent, _ = make(CEM_PLANET_SPEC)
+    agent = dataclasses.replace(agent, config=dataclasses.replace(agent.config, cem=cem, continue_weight=continue_weight))
+    state = agent.init(key=jax.random.key(0))
+    latent = jax.tree.map(lambda x: x[0], state.nets.dynamics.initial(1))
+    goal = jnp.zeros((state.nets.dynamics.crssm.stoch, state.nets.dynamics.crssm.classes))
+    plan = agent._plan(state.nets, latent, goal, 0.0, jax.random.key(1))
+    assert int(jnp.argmax(plan[0])) == best_first_action
+
+
 def test_critic_leaf_is_the_coarse_critics_value():
     agent, _ = make(THICK_PLANET_SPEC, leaf_value="critic")
     state = agent.init(key=jax.random.key(0))
