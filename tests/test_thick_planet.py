@@ -72,14 +72,16 @@ def test_cem_objective_uses_the_continue_weighting(monkeypatch, continue_weight,
 
     def fake_imagine(nets, latent, actions, goal_probs, reward_bins, *, key):
         first = jnp.argmax(actions[0])
-        rewards = jnp.where(first == 0, jnp.array([0.0, 5.0, 5.0]), jnp.where(first == 1, jnp.array([1.0, 0.0, 0.0]), 0.0))
+        after_terminal, earned = jnp.array([0.0, 5.0, 5.0]), jnp.array([1.0, 0.0, 0.0])
+        rewards = jnp.where(first == 0, after_terminal, jnp.where(first == 1, earned, 0.0))
         continues = jnp.where(first == 0, jnp.array([0.0, 1.0, 1.0]), jnp.ones(3))
         return rewards, continues, jnp.zeros(3)
 
     monkeypatch.setattr(planet, "imagine_sequence", fake_imagine)
     cem = CEMConfig(candidates=64, horizon=3, top=8, iterations=3)
     agent, _ = make(CEM_PLANET_SPEC)
-    agent = dataclasses.replace(agent, config=dataclasses.replace(agent.config, cem=cem, continue_weight=continue_weight))
+    config = dataclasses.replace(agent.config, cem=cem, continue_weight=continue_weight)
+    agent = dataclasses.replace(agent, config=config)
     state = agent.init(key=jax.random.key(0))
     latent = jax.tree.map(lambda x: x[0], state.nets.dynamics.initial(1))
     goal = jnp.zeros((state.nets.dynamics.crssm.stoch, state.nets.dynamics.crssm.classes))

@@ -189,6 +189,10 @@ class ThickBehaviour(AbstractBehaviourExtension):
         self.slow_reg = cr.slow_reg
         self.value_bins = cr.bins
 
+    def coarse_value(self, coarse_features: Float[Array, " G"]) -> Float[Array, ""]:
+        """V_coarse(z, c) on one example: the coarse critic's twohot mean over symexp bins."""
+        return dists.twohot_mean(self.coarse_critic(coarse_features), dists.symexp_bins(self.value_bins))
+
     def critic_targets(self, slow: ThickBehaviour, dynamics: ThickWorldModel, trajectory: Latent,
                        returns: Float[Array, "N H"], cont: Float[Array, "N H+1"], *, key: PRNGKeyArray):  # fmt: skip
         """Mix one high-level step's long-horizon return into the critic targets; train the coarse critic."""
@@ -199,7 +203,7 @@ class ThickBehaviour(AbstractBehaviourExtension):
             lambda x: sg(x[:, :horizon]).reshape(starts * horizon, *x.shape[2:]), trajectory
         )
         coarse_features = dynamics.coarse_features(latents)
-        slow_value = dists.twohot_mean(jax.vmap(slow.coarse_critic)(coarse_features), value_bins)
+        slow_value = jax.vmap(slow.coarse_value)(coarse_features)
 
         if self.thick_dreamer:
             long_return = self.long_horizon_return(slow, dynamics, latents, key=key).reshape(starts, horizon)
@@ -242,7 +246,7 @@ class ThickBehaviour(AbstractBehaviourExtension):
             jax.vmap(dynamics.coarse.reward)(after), dists.symexp_bins(dynamics.reward_bins)
         )
         cont_after = jax.nn.sigmoid(jax.vmap(dynamics.coarse.cont_logit)(after))
-        value_after = dists.twohot_mean(jax.vmap(slow.coarse_critic)(after), dists.symexp_bins(self.value_bins))
+        value_after = jax.vmap(slow.coarse_value)(after)
         long_return = step.reward + dynamics.discount**step.time * (reward_after + cont_after * value_after)
         return sg(long_return)
 

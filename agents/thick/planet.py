@@ -214,12 +214,8 @@ class Planet(AbstractAgent):
         if leaf_value == "reward":
             return lambda node: node["reward"]
         if leaf_value == "critic":
-            dynamics: ThickWorldModel = nets.dynamics
-            value_bins = dists.symexp_bins(self.thick.config.critic.bins)
-            return lambda node: dists.twohot_mean(
-                nets.behaviour.coarse_critic(dynamics.crssm.coarse_features(node["stoch"], node["context"])),
-                value_bins,
-            )
+            coarse_features = nets.dynamics.crssm.coarse_features
+            return lambda node: nets.behaviour.coarse_value(coarse_features(node["stoch"], node["context"]))
         return lambda node: jnp.zeros((), jnp.float32)
 
     def _plan(self, nets: Networks, latent: dict, goal: Float[Array, "S K"], bonus: float,
