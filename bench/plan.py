@@ -89,6 +89,16 @@ class Plan:
     def describe(self) -> str:
         return f"plan {self.name!r} ({self.path.name}, sha256 {self.sha256[:12]})"
 
+    def label(self, entry: PlanAgent) -> str:
+        """The board row of an agent entry: the agent's name; for an agent the plan lists more than once, the
+        name with the entry's presets and settings (`dreamerv3[size1m]`, `thick[debug; thick.beta=30]`). One
+        row per entry, whatever config hashes its runs have (a task preset changes the hash on one task)."""
+        if sum(other.agent == entry.agent for other in self.agents) == 1:
+            return entry.agent
+        parts = ["+".join(entry.configs)] if entry.configs else []
+        parts += [f"{key}={value}" for key, value in entry.settings]
+        return f"{entry.agent}[{'; '.join(parts) or 'defaults'}]"
+
 
 def _strings(value, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -201,6 +211,7 @@ class ResolvedRun:
     run: PlannedRun
     agent: str  # the registered agent name, as run folders and result files spell it
     config_hash: str
+    label: str  # the board row of the run's plan entry (`Plan.label`)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -229,5 +240,5 @@ def resolve_runs(plan: Plan) -> list[ResolvedRun]:
         if key not in cache:
             resolved = runner.resolve(run.agent.agent, plan.suite, run.task, run.agent.configs, dict(run.overrides))
             cache[key] = (resolved.agent_spec.name, resolved.config.hash())
-        found.append(ResolvedRun(run, *cache[key]))
+        found.append(ResolvedRun(run, *cache[key], plan.label(run.agent)))
     return found

@@ -136,7 +136,11 @@ def build(
     if plan is not None:
         from bench import plan as plan_lib
 
-        only = [run.key for run in plan_lib.resolve_runs(plan)]
+        only = {}
+        for run in plan_lib.resolve_runs(plan):
+            if only.setdefault(run.key, run.label) != run.label:
+                raise ValueError(f"plan entries {only[run.key]!r} and {run.label!r} resolve to the same run "
+                                 f"{run.name}: they name one configuration twice")  # fmt: skip
         report.notes.append(f"{plan.describe()}: {plan.about}".rstrip(": "))
         tasks = tasks or list(plan.tasks)
         if plan.steps and plan.steps != info.budget:  # the plan fixes the budget of every run it names

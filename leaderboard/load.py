@@ -24,7 +24,7 @@ import json
 import math
 import stat
 import zlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -556,13 +556,17 @@ def _missing_runs(keys) -> str:
 
 def load_runs(
     roots: Sequence[Path], info: SuiteInfo, report: LoadReport, *, any_budget: bool = False,
-    skip_invalid: bool = False, only: Collection[tuple[str, str, str, int]] | None = None,
+    skip_invalid: bool = False, only: Mapping[tuple[str, str, str, int], str] | None = None,
 ) -> list[Method]:  # fmt: skip
-    """Every finished run of the suite under the roots, grouped by agent and config hash. With `only` (a
-    plan's (task, agent, config hash, seed) keys), just those runs; the folders of other runs are not read."""
+    """Every finished run of the suite under the roots, one row per agent and config hash (`agent@hash`).
+    With `only` (a plan's (task, agent, config hash, seed) keys, each mapped to its plan entry's row label),
+    just those runs, one row per label; the folders of other runs are not read."""
     seen: dict[tuple, Run] = {}
     runs: list[Run] = []
     wanted = None if only is None else {(t, a, h, f"seed{s}") for t, a, h, s in only}
+    label_of = (lambda run: run.method) if only is None else (
+        lambda run: only[(run.task, run.agent, run.config_hash, run.seed)]
+    )  # fmt: skip
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -598,18 +602,23 @@ def load_runs(
         report.notes.append(f"{len(found)} of {len(wanted)} planned runs found finished"
                             + (f"; missing {len(missing)}: " + _missing_runs(missing) if missing else ""))
     methods: dict[str, Method] = {}
-    for run in sorted(runs, key=lambda r: (r.method, r.task, r.seed)):
+    hashes: dict[str, dict[str, list[str]]] = {}  # label -> config hash -> tasks
+    for run in sorted(runs, key=lambda r: (label_of(r), r.task, r.seed)):
         if run.task not in info.tasks:
             report.skipped.append(
                 (display_path(run.folder), f"task {run.task!r} is not in suite {info.name!r}")
             )
             continue
-        method = methods.get(run.method)
+        label = label_of(run)
+        method = methods.get(label)
         if method is None:
-            method = methods[run.method] = Method(
-                label=run.method, kind="runs", protocol=info.protocol,
+            method = methods[label] = Method(
+                label=label, kind="runs", protocol=info.protocol,
                 protocol_detail=protocol_detail(info), source="our runs",
             )  # fmt: skip
+        tasks = hashes.setdefault(label, {}).setdefault(f"{run.agent}@{run.config_hash}", [])
+        if run.task not in tasks:
+            tasks.append(run.task)
         method.raw.setdefault(run.task, []).append(run.raw)
         method.run_ids.setdefault(run.task, []).append(display_path(run.folder))
         method.curves.setdefault(run.task, []).append(
@@ -619,6 +628,12 @@ def load_runs(
         commit = f"{run.commit or 'unknown'}{'+dirty' if run.dirty else ''}"
         if commit not in method.commits:
             method.commits.append(commit)
+    if only is not None:  # a plan's row may hold several configs (a task preset): name them
+        for label, method in methods.items():
+            by_hash = hashes[label]
+            method.note = "config: " + "; ".join(
+                name if len(by_hash) == 1 else f"{name} on {', '.join(tasks)}" for name, tasks in by_hash.items()
+            )  # fmt: skip
     return list(methods.values())
 
 

@@ -92,6 +92,23 @@ def test_run_plan_then_leaderboard_of_exactly_its_runs(tmp_path):
     assert plan_lib.load(path).sha256[:12] in text and "4 of 4 planned runs found finished" in text
     assert board["tasks"] == ["reach", "point"] and "0123456789" not in text
     assert "budget: the plan's 60 agent steps" in text
+    # one row per plan entry, named by the entry (the agent is listed twice, so with its settings)
+    assert sorted(row["method"] for row in board["rows"]) == ["random[defaults]", "random[run.envs=2]"]
+    assert all(row["note"].startswith("config: random@") for row in board["rows"])
+    # an entry whose runs have another config hash on one task (a task preset) is still one row
+    import dataclasses
+
+    from leaderboard import load
+
+    info = dataclasses.replace(load.suite_info("toy"), budget=60)
+    resolved = plan_lib.resolve_runs(plan_lib.load(path))
+    hashes = {r.run.task: r.config_hash for r in resolved if r.label == "random[defaults]"}
+    other = next(r for r in resolved if r.label != "random[defaults]" and r.run.task == "point")
+    only = {r.key: r.label for r in resolved if r.label == "random[defaults]" and r.run.task == "reach"}
+    only[other.key] = "random[defaults]"  # the defaults entry's point run made with another config
+    (method,) = load.load_runs([root], info, load.LoadReport(), only=only)
+    assert method.label == "random[defaults]" and sorted(method.raw) == ["point", "reach"]
+    assert method.note == (f"config: random@{other.config_hash} on point; random@{hashes['reach']} on reach")
     # a missing run is named
     shutil.rmtree(manifests[0].parent)
     bench("leaderboard", "--plan", path, "--runs", root, "--out", out, "--reps", "50", "--no-plots", "--quiet",
