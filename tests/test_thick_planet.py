@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agents.common import distributions as dists
+from agents.common.behaviour import policy_sample
 from agents.thick.planet import (
     CEM_PLANET_SPEC,
     THICK_PLANET_SPEC,
@@ -130,6 +131,31 @@ def test_highlevel_edge_is_thick_dreamers_long_horizon_return():
     np.testing.assert_allclose(reward, way + gamma**time * r_after, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(discount, gamma**time * cont, rtol=1e-4)
     np.testing.assert_allclose(node["goal"], prediction.state_logits, rtol=1e-6)
+
+
+def test_post_change_goal_is_the_coarse_priors_state_after_the_change():
+    # TF2 hl_plan_pre_ll_goal False: the goal is z_tau from one coarse step out of the sampled z_{tau-1} with
+    # the predicted a_{tau-1}, not the predicted z_{tau-1}. Same key: the same samples as the default edge.
+    agent, _ = make(THICK_PLANET_SPEC, goal="post_change")
+    dynamics = agent.init(key=jax.random.key(0)).nets.dynamics
+    stoch = dists.sample_onehot(jax.random.key(1), jnp.zeros((dynamics.crssm.stoch, dynamics.crssm.classes)))
+    context = jnp.linspace(-0.5, 0.5, dynamics.crssm.context)
+    hl_action = jax.nn.one_hot(2, dynamics.highlevel.hl_actions)
+    key = jax.random.key(3)
+    before, _, _ = highlevel_transition(dynamics, stoch, context, hl_action, key=key)
+    after, _, _ = highlevel_transition(dynamics, stoch, context, hl_action, key=key, post_change_goal=True)
+    state_key, action_key, coarse_key = jax.random.split(key, 3)
+    features = dynamics.crssm.coarse_features(stoch, context)[None]
+    prediction = jax.vmap(dynamics.highlevel.predict)(features, hl_action[None])
+    z_before = dists.Categorical(prediction.state_logits).sample(state_key)
+    a_before = policy_sample(prediction.action, dynamics.layout, action_key)
+    _, _, logits = dynamics.crssm.coarse_step(z_before, context[None], a_before, key=coarse_key)
+    np.testing.assert_allclose(after["goal"], logits[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(before["goal"], prediction.state_logits[0], rtol=1e-6)
+    assert np.abs(np.asarray(after["goal"]) - np.asarray(before["goal"])).max() > 1e-3
+    np.testing.assert_allclose(after["stoch"], before["stoch"])  # the search itself is the same
+    with pytest.raises(ValueError, match="goal must be one of"):
+        make(THICK_PLANET_SPEC, goal="post")
 
 
 def run_steps(agent, state, env, steps, *, gate_bias):

@@ -13,7 +13,8 @@ its config.yaml and latest checkpoint) and plan at every step from the filtered 
      own edge reward (TF2: the leaf's value is its reward; `leaf_value: zero` turns that off; `leaf_value:
      critic` uses THICK Dreamer's coarse critic V(z_tau, c_tau), MuZero's leaf evaluation). The goal is the
      predicted pre-change state z_{tau-1} (its probabilities) of the chosen root action (TF2
-     `hl_plan_pre_ll_goal`).
+     `hl_plan_pre_ll_goal: True`); `goal: post_change` takes the coarse prior's z_tau after the change instead
+     (TF2 `hl_plan_pre_ll_goal: False`).
   2. Low level, every step: CEM (planning.cem) over action sequences of `cem.horizon` steps imagined with the
      fine prior; objective = mean predicted reward (each weighted by the predicted probability that the episode
      still runs: `continue_weight`, ours) + `goal_bonus` (0.025) x mean cosine similarity between
@@ -52,6 +53,7 @@ from bench.spaces import Space
 
 UNTRAINED = "untrained"
 LEAF_VALUES = ("reward", "zero", "critic")
+GOALS = ("pre_change", "post_change")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,9 @@ class ThickPlanetConfig(PlanetConfig):
     # A new leaf is worth: "reward" its edge reward (TF2); "zero" nothing; "critic" the model's coarse critic
     # V(z_tau, c_tau) (ours: MuZero's value-network leaf; THICK Dreamer trains that critic on the same data)
     leaf_value: str = "reward"
+    # The CEM's goal: "pre_change" the predicted state z_{tau-1} before the context change (THICK's setting);
+    # "post_change" the coarse prior's z_tau after it (TF2 hl_plan_pre_ll_goal: False)
+    goal: str = "pre_change"
 
 
 class PlanetState(eqx.Module):
@@ -123,7 +128,7 @@ class Planet(AbstractAgent):
         return {
             "latent": dynamics.initial(batch_size),
             "action": jnp.zeros((batch_size, self.layout.size), jnp.float32),
-            "goal": jnp.zeros((batch_size, crssm.stoch, crssm.classes), jnp.float32),  # log-probs of z_{tau-1}
+            "goal": jnp.zeros((batch_size, crssm.stoch, crssm.classes), jnp.float32),  # logits of the goal z
             "has_goal": jnp.zeros((batch_size,), bool),
             "since_plan": jnp.zeros((batch_size,), jnp.int32),  # steps since the last high-level plan
         }
@@ -193,7 +198,7 @@ class Planet(AbstractAgent):
 
     def _search(self, nets: Networks, stoch: Float[Array, "S K"], context: Float[Array, " C"],
                 key: PRNGKeyArray) -> Float[Array, "S K"]:  # fmt: skip
-        """MCTS over high-level actions from one coarse state; returns the goal's log-probabilities."""
+        """MCTS over high-level actions from one coarse state; returns the goal's logits (`goal`)."""
         config: ThickPlanetConfig = self.config
         dynamics: ThickWorldModel = nets.dynamics
         root = {"stoch": stoch, "context": context, "goal": jnp.zeros_like(stoch), "reward": jnp.zeros(())}
@@ -201,7 +206,8 @@ class Planet(AbstractAgent):
             dynamics.crssm.coarse_features(node["stoch"], node["context"])
         )
         step_fn = lambda node, hl_action, step_key: highlevel_transition(
-            dynamics, node["stoch"], node["context"], hl_action, key=step_key
+            dynamics, node["stoch"], node["context"], hl_action, key=step_key,
+            post_change_goal=config.goal == "post_change",
         )
         value_fn = self._leaf_value(nets)
         result = mcts(root, prior_fn=prior_fn, step_fn=step_fn, value_fn=value_fn,
@@ -235,11 +241,12 @@ class Planet(AbstractAgent):
 
 
 def highlevel_transition(dynamics: ThickWorldModel, stoch: Float[Array, "S K"], context: Float[Array, " C"],
-                         hl_action: Float[Array, " A"], *, key: PRNGKeyArray):  # fmt: skip
+                         hl_action: Float[Array, " A"], *, key: PRNGKeyArray,
+                         post_change_goal: bool = False):  # fmt: skip
     """One high-level step as an MCTS edge: (next node, reward, discount).
 
-    The node holds (z_tau, c_tau) for the next search step, the goal (log-probabilities of z_{tau-1}) and its
-    edge reward (for the leaf value). reward = r_way + gamma^delta r(s_tau); discount = gamma^delta cont(s_tau):
+    The node holds (z_tau, c_tau) for the next search step, the goal (the logits of z_{tau-1}, or with
+    `post_change_goal` those of the coarse prior's z_tau) and its edge reward (for the leaf value). reward = r_way + gamma^delta r(s_tau); discount = gamma^delta cont(s_tau):
     THICK Dreamer's long-horizon return with the value of s_tau left to the search (agent.py).
     """
     state_key, action_key, coarse_key = jax.random.split(key, 3)
@@ -250,7 +257,7 @@ def highlevel_transition(dynamics: ThickWorldModel, stoch: Float[Array, "S K"], 
     action_before = policy_sample(prediction.action, dynamics.layout, action_key)
     time = jnp.maximum(dists.twohot_mean(prediction.time_logits, hl_bins), 0.0)
     reward_way = dists.twohot_mean(prediction.reward_logits, hl_bins)
-    stoch_after, context_after, _ = dynamics.crssm.coarse_step(
+    stoch_after, context_after, logits_after = dynamics.crssm.coarse_step(
         state_before, context[None], action_before, key=coarse_key
     )
     after = dynamics.crssm.coarse_features(stoch_after, context_after)
@@ -258,7 +265,8 @@ def highlevel_transition(dynamics: ThickWorldModel, stoch: Float[Array, "S K"], 
     cont_after = jax.nn.sigmoid(jax.vmap(dynamics.coarse.cont_logit)(after))
     decay = dynamics.discount**time
     node = {
-        "stoch": stoch_after[0], "context": context_after[0], "goal": prediction.state_logits[0],
+        "stoch": stoch_after[0], "context": context_after[0],
+        "goal": (logits_after if post_change_goal else prediction.state_logits)[0],
         "reward": (reward_way + decay * reward_after)[0],
     }  # fmt: skip
     return node, node["reward"], (decay * cont_after)[0]
@@ -338,6 +346,8 @@ def _make(config: PlanetConfig, obs_space: Mapping[str, Space], act_space: Mappi
         raise ValueError(f"cem.top must lie in [1, cem.candidates], got {config.cem.top} of {config.cem.candidates}")
     if hierarchical and config.leaf_value not in LEAF_VALUES:
         raise ValueError(f"leaf_value must be one of {LEAF_VALUES}, got {config.leaf_value!r}")
+    if hierarchical and config.goal not in GOALS:
+        raise ValueError(f"goal must be one of {GOALS}, got {config.goal!r}")
     thick_config, envs = _model_config(config.model)
     thick = make_thick(thick_config, obs_space, act_space)
     return Planet(config, dict(obs_space), dict(act_space), thick, envs, hierarchical)
