@@ -70,12 +70,20 @@ def data_coverage(p2e_run) -> dict:
     }
 
 
+# The offline model's batches: THICK's sequence length (TF2 batches 16 x 50; `debug` + `quick` replay 8 x 16, too
+# short for the high-level model to see a key pick-up 5-15 steps ahead) at `debug`'s tokens per batch, a high-level
+# model of two 256-unit layers (`debug`: one of 32), and the sparsity beta that, at this length, makes the contexts
+# change almost only at key pick-ups (docs/thick_planet.md, "Fifth run": rate 0.013, 85% of pick-ups).
+OFFLINE_MODEL = {"batch_size": 4, "batch_length": 48, "highlevel.units": 256, "highlevel.layers": 2,
+                 "loss_scales.sparse": 100.0}  # fmt: skip
+
+
 def train_offline(p2e_run, root, rounds: int, configs=("debug", "quick")):
     """THICK trained only on the explorer's replay: `rounds` update rounds, no environment steps."""
     return runner.run(
         "thick", "toy", "keydoor", seed=0, configs=configs, root=root, quiet=True,
         overrides={"run.offline": True, "replay.load": str(p2e_run), "run.steps": rounds,
-                   "run.final_eval": False, "imagination.discount_horizon": 50},
+                   "run.final_eval": False, "imagination.discount_horizon": 50, **OFFLINE_MODEL},
     )  # fmt: skip
 
 
