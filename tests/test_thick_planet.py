@@ -158,6 +158,24 @@ def test_post_change_goal_is_the_coarse_priors_state_after_the_change():
         make(THICK_PLANET_SPEC, goal="post")
 
 
+@pytest.mark.parametrize("goal, post_change", [("pre_change", False), ("post_change", True)])
+def test_the_search_takes_the_configured_goal(monkeypatch, goal, post_change):
+    import agents.thick.planet as planet
+
+    seen = []
+
+    def recording(*args, post_change_goal=False, **kwargs):
+        seen.append(post_change_goal)
+        return highlevel_transition(*args, post_change_goal=post_change_goal, **kwargs)
+
+    monkeypatch.setattr(planet, "highlevel_transition", recording)
+    agent, _ = make(THICK_PLANET_SPEC, goal=goal, mcts=MCTSConfig(simulations=2))
+    state = agent.init(key=jax.random.key(0))
+    latent = jax.tree.map(lambda x: x[0], state.nets.dynamics.initial(1))
+    agent._search(state.nets, latent["stoch"], latent["context"], jax.random.key(1))
+    assert seen and set(seen) == {post_change}
+
+
 def run_steps(agent, state, env, steps, *, gate_bias):
     """Act for `steps` steps from a reset with every context gate forced open (+) or shut (-)."""
     state = eqx.tree_at(lambda s: s.nets.dynamics.crssm.cell.gate.bias, state,
