@@ -22,7 +22,8 @@ A plan file:
 Every (agent, task, seed) is one run in the usual folder, so a plan resumes and skips exactly like a sweep,
 and runs made by hand with the same settings count. An agent that cannot act in a task's action space (IRIS on
 continuous control) is listed as such and left out, not failed. The plan's hash (sha256 of its bytes) goes
-into the board.
+into the board, whose rows are the plan's agent entries (`Plan.label`), not config hashes: a task preset
+that changes an agent's hash on one task does not split its row.
 """
 
 from __future__ import annotations
