@@ -2,6 +2,7 @@
 `bench leaderboard --plan` builds the board of exactly those runs, names the plan's hash and says what is
 missing; a malformed plan fails in one line naming the key."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import plan as plan_lib
+from leaderboard import load
 from tests.runs import bench
 
 PLAN = """\
@@ -96,10 +98,6 @@ def test_run_plan_then_leaderboard_of_exactly_its_runs(tmp_path):
     assert sorted(row["method"] for row in board["rows"]) == ["random[defaults]", "random[run.envs=2]"]
     assert all(row["note"].startswith("config: random@") for row in board["rows"])
     # an entry whose runs have another config hash on one task (a task preset) is still one row
-    import dataclasses
-
-    from leaderboard import load
-
     info = dataclasses.replace(load.suite_info("toy"), budget=60)
     resolved = plan_lib.resolve_runs(plan_lib.load(path))
     hashes = {r.run.task: r.config_hash for r in resolved if r.label == "random[defaults]"}

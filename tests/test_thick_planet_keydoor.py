@@ -70,10 +70,11 @@ def data_coverage(p2e_run) -> dict:
     }
 
 
-# The offline model's batches: THICK's sequence length (TF2 batches 16 x 50; `debug` + `quick` replay 8 x 16, too
-# short for the high-level model to see a key pick-up 5-15 steps ahead) at `debug`'s tokens per batch, a high-level
-# model of two 256-unit layers (`debug`: one of 32), and the sparsity beta that, at this length, makes the contexts
-# change almost only at key pick-ups (docs/thick_planet.md, "Fifth run": rate 0.013, 85% of pick-ups).
+# The offline model's batches: THICK's sequence length (TF2 batches 16 x 50; `debug` + `quick` replay 8 x 16,
+# too short for the high-level model to see a key pick-up 5-15 steps ahead) at 1.5x `debug`'s steps per batch,
+# a high-level model of two 256-unit layers (`debug`: one of 32), and the sparsity beta that, at this length,
+# makes the contexts change almost only at key pick-ups (docs/thick_planet.md, "Fifth run": rate 0.013, 85%
+# of pick-ups).
 OFFLINE_MODEL = {"batch_size": 4, "batch_length": 48, "highlevel.units": 256, "highlevel.layers": 2,
                  "loss_scales.sparse": 100.0}  # fmt: skip
 

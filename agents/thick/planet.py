@@ -246,8 +246,9 @@ def highlevel_transition(dynamics: ThickWorldModel, stoch: Float[Array, "S K"], 
     """One high-level step as an MCTS edge: (next node, reward, discount).
 
     The node holds (z_tau, c_tau) for the next search step, the goal (the logits of z_{tau-1}, or with
-    `post_change_goal` those of the coarse prior's z_tau) and its edge reward (for the leaf value). reward = r_way + gamma^delta r(s_tau); discount = gamma^delta cont(s_tau):
-    THICK Dreamer's long-horizon return with the value of s_tau left to the search (agent.py).
+    `post_change_goal` those of the coarse prior's z_tau) and its edge reward (for the leaf value).
+    reward = r_way + gamma^delta r(s_tau); discount = gamma^delta cont(s_tau): THICK Dreamer's long-horizon
+    return with the value of s_tau left to the search (agent.py).
     """
     state_key, action_key, coarse_key = jax.random.split(key, 3)
     hl_bins = dists.symexp_bins(dynamics.hl_bins)
