@@ -140,6 +140,7 @@ class Table:
         return sum(c - f for c, f in zip(self.count, self.first))
 
     def add(self, lane: int, step: dict[str, np.ndarray]) -> None:
+        lane = int(lane)  # a numpy lane (the runner's np.flatnonzero) would reach the queues and their JSON state
         step = {k: np.asarray(v) for k, v in step.items()}
         if self.keys is None:
             self.keys = tuple(sorted(step))

@@ -1,3 +1,4 @@
+import json
 import types
 
 import numpy as np
@@ -127,6 +128,24 @@ def test_save_and_load_continue_identically_with_two_tables(tmp_path):
     before = dict(checksums)
     replay.save(tmp_path, checksums)
     assert set(before) <= set(checksums)
+
+
+def test_a_save_with_queued_windows_of_numpy_lanes_is_json(tmp_path):
+    """The runner writes a level table's lanes as `np.flatnonzero(write)` (numpy ints). A window queued from
+    such a lane was kept with its numpy lane, and the checkpoint header then failed to serialise (a Hieros run
+    on toy point stopped at step 5,000 with "Object of type int64 is not JSON serializable")."""
+    table = Table("level1", workers=2, capacity=1000, chunk=8, seed=0)
+    step = lambda t: {"t": np.full((2,), t, np.int64), "latent": np.zeros((2, 3), np.float32)}  # noqa: E731
+    for t in range(6):
+        table.add_batch(step(t), lanes=np.flatnonzero([True, True]))
+    table.sample(1, 4, stream="high")  # starts the stream's queue
+    for t in range(6, 12):
+        table.add_batch(step(t), lanes=np.flatnonzero([False, True]))
+    state = Replay({"level1": table}).save(tmp_path, {})
+    assert table.queues["high"].items, "the test needs a queued window at save time"
+    restored = json.loads(json.dumps(state))
+    assert restored["tables"]["level1"]["queues"]["high"]["items"] == [[1, 6]]
+    assert restored["tables"]["level1"]["count"] == [6, 12]
 
 
 def test_inconsistent_keys_are_an_error():
