@@ -62,13 +62,14 @@ def data_coverage(p2e_run) -> dict:
             if len(after):  # a finished episode
                 key_episodes.append(bool(held[start : after[0] + 1].any()))
     train = [s for s in _scores(p2e_run) if s["mode"] == "train" and not s["broken"]]
+    key, door = int(np.sum(key_episodes)), int(sum(s["success"] for s in train))
     return {
         "episodes": len(train),
         "stored_episodes": len(key_episodes),
-        "key_episodes": int(np.sum(key_episodes)),
-        "door_episodes": int(sum(s["success"] for s in train)),
-        "key": float(np.mean(key_episodes)) if key_episodes else 0.0,
-        "door": float(np.mean([s["success"] for s in train])) if train else 0.0,
+        "key_episodes": key,
+        "door_episodes": door,
+        "key": key / max(len(key_episodes), 1),
+        "door": door / max(len(train), 1),
     }
 
 
