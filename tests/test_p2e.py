@@ -142,3 +142,30 @@ def test_bad_choices_are_rejected_with_the_field_name():
         build(**{"ensemble.target": "embed"})
     with pytest.raises(config_lib.ConfigError, match="ensemble.members"):
         build(**{"ensemble.members": 1})
+
+
+@pytest.mark.parametrize("episodic", [True, False])
+def test_non_episodic_exploration_returns_ignore_predicted_terminals(episodic):
+    """`expl.episodic: false`: the exploration returns run on past a predicted terminal, discounted only.
+
+    The continue head is set to predict a terminal everywhere (sigmoid(-30) ~ 0). The exploration
+    actor-critic's step weights are cumprod(continue)[:-1] (DreamerV3's imagination weights): ~0 when episodic;
+    non-episodic, gamma^(t+1) for t = 0..H-1 with gamma = 1 - 1 / discount_horizon, by hand."""
+    horizon, discount_horizon = 3, 10
+    agent, _ = build(**{"expl.episodic": episodic, "imagination.horizon": horizon,
+                        "imagination.discount_horizon": discount_horizon})  # fmt: skip
+    state = agent.init(key=jax.random.key(0))
+    nets = state.base.nets
+    terminal = eqx.tree_at(lambda c: (c.out.weight, c.out.bias), nets.cont,
+                           (jnp.zeros_like(nets.cont.out.weight), jnp.full_like(nets.cont.out.bias, -30.0)))  # fmt: skip
+    nets = eqx.tree_at(lambda n: n.cont, nets, terminal)
+    batch, steps = 2, 4
+    start = nets.dynamics.initial(batch)
+    latents = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (batch, steps, *x.shape[1:])), start)
+    actions = jnp.zeros((batch, steps, agent.base.layout.size), jnp.float32)
+    is_first = jnp.zeros((batch, steps), bool)
+    _, _, metrics = agent._exploration_losses(state.expl, state, nets, latents, actions, is_first,
+                                              key=jax.random.key(1))  # fmt: skip
+    gamma = 1.0 - 1.0 / discount_horizon
+    expected = 0.0 if episodic else np.mean([gamma ** (t + 1) for t in range(horizon)])
+    np.testing.assert_allclose(float(metrics["expl/weight"]), expected, atol=1e-6)

@@ -15,7 +15,8 @@ The algorithm, top to bottom (`update`):
        D(s, a) = 1/D_out sum_d Var_k[f_k(s, a)_d]     (unbiased variance over the K members)
    then DreamerV3's imagination losses (REINFORCE with percentile return normalisation, twohot critic with
    its own slow copy and return normaliser). One LaProp + AGC step on the ensemble and the exploration
-   actor-critic (the world model is not trained by them).
+   actor-critic (the world model is not trained by them). With `expl.episodic: false` the exploration
+   returns ignore predicted terminals (continue = the discount), RND's non-episodic intrinsic returns.
 
 `expl.train_actor` picks the actor that collects training data (the exploration actor by default),
 `expl.eval_actor` the one of evaluation episodes (the task actor).
@@ -218,7 +219,8 @@ class Plan2Explore(AbstractAgent):
             sg_tree(expl.ensemble), imagined, imagined_actions, extrinsic, cfg.expl.intr_scale, cfg.expl.extr_scale
         )
         reward = sg(reward)
-        cont = sg(jax.nn.sigmoid(batched(nets.cont, imagined)[..., 0]))
+        cont = exploration_continue(sg(jax.nn.sigmoid(batched(nets.cont, imagined)[..., 0])),
+                                    1.0 - 1.0 / cfg.imagination.discount_horizon, episodic=cfg.expl.episodic)  # fmt: skip
         ac_losses, _, retnorm, ac_metrics = imagination_loss(
             expl.actor, expl.critic, state.expl_slow_critic, state.expl_retnorm, imagined, imagined_actions,
             reward, cont, dists.symexp_bins(cfg.critic.bins), lam=cfg.imagination.lam,
@@ -257,6 +259,12 @@ def exploration_reward(ensemble: Ensemble, features: Float[Array, "N H+1 F"], ac
     intrinsic = disagreement(jnp.moveaxis(batched(ensemble, transitions), -2, 0))
     reward = intr_scale * intrinsic + extr_scale * extrinsic
     return jnp.concatenate([jnp.zeros_like(reward[:, :1]), reward], 1), intrinsic
+
+
+def exploration_continue(predicted: Float[Array, "N H+1"], discount: float, *, episodic: bool) -> Array:
+    """The continue flags of the exploration returns: the world model's (terminals, discount folded in), or,
+    non-episodic (`expl.episodic: false`), the discount alone: a predicted terminal does not end them."""
+    return predicted if episodic else jnp.full_like(predicted, discount)
 
 
 def sg_tree(tree: PyTree) -> PyTree:

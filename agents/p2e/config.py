@@ -38,6 +38,11 @@ class ExplorationConfig:
     extr_scale: float = ranged(0.0, ge=0)  # weight of the predicted extrinsic reward in it
     train_actor: str = "expl"  # the actor that collects training data: "expl" or "task"
     eval_actor: str = "task"  # the actor of evaluation episodes: "task" or "expl"
+    # True (upstream): the exploration returns stop where the world model predicts a terminal. False: they
+    # ignore the predicted terminals (continue = the discount alone), as RND's non-episodic intrinsic returns
+    # (Burda et al., ICLR 2019). An episodic explorer learns to avoid terminal states, which cut its intrinsic
+    # return, so its data hold few of them (toy keydoor's door; docs/thick_planet.md, "Eighth run").
+    episodic: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
