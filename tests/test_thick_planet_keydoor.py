@@ -80,7 +80,8 @@ def data_coverage(p2e_run) -> dict:
 # collect 8x the data (docs/thick_planet.md, "Sixth run": 801 episodes, 209 with the key, against 30 at one
 # worker). The high-level model learns where the key is from the pick-ups it sees; with ~30 its goals were a
 # typical state whatever the key's position. 16 workers at 1/16 of the ratio made both planners worse ("Seventh
-# run"), so this is the setting to keep until the data change in kind.
+# run"); a non-episodic explorer and a longer untrained prefill (33 door openings instead of 6) did not help
+# either ("Eighth run"), so this stays the setting.
 EXPLORE_STEPS = 32_000
 EXPLORER = {"run.envs": 8, "run.train_ratio": 16.0}
 
