@@ -369,7 +369,7 @@ class DreamerV3(AbstractAgent):
         dynamics = nets.dynamics
         data = self._split_batch(batch, dynamics)
         batch_size, steps = data["is_first"].shape
-        discount = 1.0 - 1.0 / cfg.imagination.discount_horizon
+        discount = cfg.imagination.discount
         # Truncation is not termination: only is_terminal stops the continue flag (upstream Atari treats
         # time limits as terminal; we do not).
         cont_target = (1.0 - data["is_terminal"].astype(jnp.float32)) * discount

@@ -105,6 +105,11 @@ class ImaginationConfig:
     lam: float = ranged(0.95, ge=0, le=1)
     discount_horizon: float = ranged(333.0, ge=1)  # gamma = 1 - 1/333, folded into the continue targets
 
+    @property
+    def discount(self) -> float:
+        """gamma = 1 - 1 / discount_horizon."""
+        return 1.0 - 1.0 / self.discount_horizon
+
 
 @dataclasses.dataclass(frozen=True)
 class ReturnNormConfig:

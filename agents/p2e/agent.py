@@ -220,7 +220,7 @@ class Plan2Explore(AbstractAgent):
         )
         reward = sg(reward)
         cont = exploration_continue(sg(jax.nn.sigmoid(batched(nets.cont, imagined)[..., 0])),
-                                    1.0 - 1.0 / cfg.imagination.discount_horizon, episodic=cfg.expl.episodic)  # fmt: skip
+                                    cfg.imagination.discount, episodic=cfg.expl.episodic)  # fmt: skip
         ac_losses, _, retnorm, ac_metrics = imagination_loss(
             expl.actor, expl.critic, state.expl_slow_critic, state.expl_retnorm, imagined, imagined_actions,
             reward, cont, dists.symexp_bins(cfg.critic.bins), lam=cfg.imagination.lam,

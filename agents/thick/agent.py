@@ -92,7 +92,7 @@ class ThickWorldModel(AbstractDynamics):
         self.layout = layout
         self.free_nats = r.free_nats
         self.sparse_free = c.sparse_free
-        self.discount = 1.0 - 1.0 / config.imagination.discount_horizon
+        self.discount = config.imagination.discount
         self.reward_bins, self.hl_bins = config.reward_head.bins, h.bins
         self.kl_balance = h.kl_balance
         self.feature_size = self.crssm.feature_size
