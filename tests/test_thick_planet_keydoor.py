@@ -147,11 +147,12 @@ def test_thick_planet_beats_flat_cem_on_keydoor(tmp_path):
     The bar is measured here: flat CEM's success on this model plus one standard error of the paired
     difference (episode i has the same env seed for both planners), not a constant. 100 episodes, not 40: on
     the sixth run's model the first 40 gave 0.275 against 0.200, all 100 gave 0.200 against 0.160
-    (docs/thick_planet.md, "Eighth run"). THICK's planner settings (1000 candidates, horizon 12, top 100, 10 iterations; 100
-    simulations): the planners reach beyond the 12-step horizon only through the high-level goal, which is
-    what keydoor's key-then-door sub-goals ask for. THICK PlaNet's new MCTS leaves are worth the model's coarse
-    critic (`leaf_value: critic`, MuZero's leaf evaluation; THICK's own leaf is its edge reward, which is zero
-    everywhere but the door in this task, so the search could not tell the goals apart).
+    (docs/thick_planet.md, "Eighth run"). THICK's planner settings (1000 candidates, horizon 12, top 100,
+    10 iterations; 100 simulations): the planners reach beyond the 12-step horizon only through the
+    high-level goal, which is what keydoor's key-then-door sub-goals ask for. THICK PlaNet's new MCTS leaves
+    are worth the model's coarse critic (`leaf_value: critic`, MuZero's leaf evaluation; THICK's own leaf is
+    its edge reward, which is zero everywhere but the door in this task, so the search could not tell the
+    goals apart).
     """
     data = _timed("p2e", explore, tmp_path / "p2e", EXPLORE_STEPS, **EXPLORER)
     coverage = data_coverage(data)
