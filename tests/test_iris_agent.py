@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.iris import SPEC, IRISConfig
-from agents.iris.agent import SEGMENT_START, iris_lambda_returns, transition_labels
+from agents.iris.agent import SEGMENT_START, ActorCritic, iris_lambda_returns, transition_labels
 from bench import config as config_lib
 from bench import registry, spaces
 
@@ -79,6 +79,26 @@ def make_obs(rng, n, first, terminal=None):
 
 
 # ------------------------------------------------------------------------------------------- numerics
+
+
+def test_actor_critic_matches_its_channel_first_definition():
+    """The policy's convs run channel-last (speed); IRIS's network is conv -> 2x2 max-pool -> ReLU per stage
+    on the channel-first frame, flattened (C, H, W) into the LSTM: written out here with Equinox's calls."""
+    net = ActorCritic(16, (4, 8), 16, 5, key=jax.random.key(0))
+    frame = jax.random.uniform(jax.random.key(1), (16, 16, 3))
+    lstm = (jax.random.normal(jax.random.key(2), (16,)), jax.random.normal(jax.random.key(3), (16,)))
+    x = jnp.moveaxis(frame, -1, 0) * 2.0 - 1.0
+    for layer in net.convs:
+        x = layer(x)
+        c, h, w = x.shape
+        x = jax.nn.relu(x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4)))
+    hidden, cell = net.lstm(x.reshape(-1), lstm)
+    logits, value, (got_hidden, got_cell) = jax.tree.map(lambda a: a[0], net(frame[None], jax.tree.map(
+        lambda a: a[None], lstm)))  # a batch of one
+    np.testing.assert_allclose(got_hidden, hidden, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_cell, cell, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits, net.actor(hidden), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, net.critic(hidden)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_lambda_returns_match_iris_loop():
@@ -176,7 +196,7 @@ def test_eval_samples_at_temperature(agent, state, jitted):
     _, action, _ = act(state, agent.initial_carry(state, 2000), obs, jax.random.key(3), "eval")
     frames = agent._reconstruct(state.tokenizer, obs["image"][:1])
     lstm = agent.initial_carry(state, 1)["lstm"]
-    logits, _, _ = jax.vmap(state.actor_critic)(frames, lstm)
+    logits, _, _ = state.actor_critic(frames, lstm)
     expected = np.asarray(jax.nn.softmax(logits[0] / 0.5))
     counts = np.bincount(np.asarray(action["action"]), minlength=4) / 2000
     np.testing.assert_allclose(counts, expected, atol=0.04)

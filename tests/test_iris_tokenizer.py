@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from agents.iris.tokenizer import (Tokenizer, perceptual_loss, quantize, reconstruction_l1, straight_through,
-                                   vq_losses)  # fmt: skip
+from agents.iris.tokenizer import (AttnBlock, Tokenizer, conv, group_norm, perceptual_loss, quantize,
+                                   reconstruction_l1, straight_through, vq_losses)  # fmt: skip
 
 
 def test_quantize_and_vq_losses_by_hand():
@@ -57,11 +57,63 @@ def test_straight_through_forward_value_and_gradient():
     np.testing.assert_array_equal(gc, np.zeros_like(codebook))  # the decoder loss does not move the codebook
 
 
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=((0, 1), (0, 1))), dict()],
+                         ids=["3x3-same", "3x3-stride2-downsample", "1x1"])  # fmt: skip
+def test_channel_last_conv_matches_equinox_per_image(kwargs):
+    """The networks run channel-last (speed, see tokenizer.py); each layer must equal Equinox's own call on
+    each channel-first image, including IRIS's right/bottom-only padding of the stride-2 downsampling."""
+    size = 1 if not kwargs else 3
+    layer = eqx.nn.Conv2d(4, 5, size, key=jax.random.key(0), **kwargs)
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4))
+    expected = jnp.moveaxis(jax.vmap(layer)(jnp.moveaxis(x, -1, 1)), 1, -1)
+    np.testing.assert_allclose(conv(layer, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_trained_in_loop_has_the_same_value_and_gradients():
+    layer = eqx.nn.Conv2d(4, 5, 3, padding=1, key=jax.random.key(5))
+    x = jax.random.normal(jax.random.key(6), (3, 6, 6, 4))
+    target = jax.random.normal(jax.random.key(7), (3, 6, 6, 5))
+    loss = lambda layer, x, fast: jnp.sum(target * jnp.tanh(conv(layer, x, trained_in_loop=fast)))  # noqa: E731
+    plain, fast = (jax.grad(loss, argnums=(0, 1))(layer, x, f) for f in (False, True))
+    np.testing.assert_allclose(conv(layer, x, trained_in_loop=True), conv(layer, x), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stride-1"):
+        conv(eqx.nn.Conv2d(4, 5, 3, stride=2, key=jax.random.key(0)), x, trained_in_loop=True)
+
+
+def test_channel_last_group_norm_matches_equinox_per_image():
+    layer = eqx.nn.GroupNorm(2, 6)
+    layer = eqx.tree_at(lambda n: (n.weight, n.bias), layer, (jnp.arange(1.0, 7.0), jnp.arange(6.0) - 2.0))
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(2), (3, 4, 5, 6))
+    expected = jnp.moveaxis(jax.vmap(layer)(jnp.moveaxis(x, -1, 1)), 1, -1)
+    np.testing.assert_allclose(group_norm(layer, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_block_by_hand():
+    """x + proj(softmax(q k^T / sqrt(C)) v) over the H*W positions of each image, q, k, v = the three channel
+    thirds of the 1x1 conv qkv(GroupNorm(x))."""
+    block = AttnBlock(4, key=jax.random.key(3))
+    x = np.asarray(jax.random.normal(jax.random.key(4), (2, 3, 3, 4)))
+    out = np.asarray(block(jnp.asarray(x)))
+    normed = np.asarray(group_norm(block.norm, jnp.asarray(x))).reshape(2, 9, 4)
+    w_qkv = np.asarray(block.qkv.weight)[:, :, 0, 0]  # (3C, C)
+    qkv = normed @ w_qkv.T + np.asarray(block.qkv.bias).reshape(-1)
+    q, k, v = qkv[..., :4], qkv[..., 4:8], qkv[..., 8:]
+    for n in range(2):
+        logits = q[n] @ k[n].T / np.sqrt(4.0)
+        attn = np.exp(logits - logits.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        mixed = attn @ v[n]
+        proj = mixed @ np.asarray(block.proj.weight)[:, :, 0, 0].T + np.asarray(block.proj.bias).reshape(-1)
+        np.testing.assert_allclose(out[n], x[n] + proj.reshape(3, 3, 4), rtol=1e-4, atol=1e-5)
+
+
 def test_gradient_perceptual_loss_by_hand():
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(2, 3, 5, 4)).astype(np.float32), rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
-    d = x - y
-    expected = np.mean(np.abs(np.diff(d, axis=3))) + np.mean(np.abs(np.diff(d, axis=2)))
+    x, y = rng.normal(size=(2, 5, 4, 3)).astype(np.float32), rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
+    d = x - y  # (N, H, W, C): horizontal differences along axis 2, vertical along axis 1
+    expected = np.mean(np.abs(np.diff(d, axis=2))) + np.mean(np.abs(np.diff(d, axis=1)))
     loss = perceptual_loss(jnp.asarray(x), jnp.asarray(y), "gradient")
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     assert float(perceptual_loss(jnp.asarray(x), jnp.asarray(y), "none")) == 0.0
@@ -85,9 +137,11 @@ def test_foreground_weighted_l1_by_hand():
             w = pixel_weights.get((n, 0, col), 1.0)
             numerator += w * error[n, :, 0, col].sum()
             denominator += 3 * w
-    np.testing.assert_allclose(reconstruction_l1(jnp.asarray(x), jnp.asarray(x_hat), weight),
+    channel_last = lambda a: jnp.asarray(np.moveaxis(a, 1, -1))  # noqa: E731  the tokenizer's (N, H, W, C)
+    np.testing.assert_allclose(reconstruction_l1(channel_last(x), channel_last(x_hat), weight),
                                numerator / denominator, rtol=1e-6)  # fmt: skip
-    np.testing.assert_allclose(reconstruction_l1(jnp.asarray(x), jnp.asarray(x_hat), 0.0), error.mean(), rtol=1e-6)
+    np.testing.assert_allclose(reconstruction_l1(channel_last(x), channel_last(x_hat), 0.0), error.mean(),
+                               rtol=1e-6)  # fmt: skip
 
 
 def toy_frames(count=6, size=16):
@@ -145,7 +199,7 @@ def test_warmup_loss_decodes_the_encoder_output_and_counts_only_l1():
     z, x = tok._encode(frames)
 
     def decode(latents):
-        x_hat = jax.vmap(tok.decoder)(jnp.moveaxis(latents, -1, 1))
+        x_hat = tok.decoder(latents)
         return float(jnp.mean(jnp.abs(x - x_hat)))
 
     warm, _ = tok.loss(frames, True)

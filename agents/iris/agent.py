@@ -35,7 +35,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from agents.common.returns import lambda_return
 from agents.iris.config import IRISConfig
-from agents.iris.tokenizer import Tokenizer
+from agents.iris.tokenizer import Tokenizer, conv
 from agents.iris.transformer import (
     WorldModelGPT,
     generate_step,
@@ -80,15 +80,19 @@ class ActorCritic(eqx.Module):
         self.actor = eqx.nn.Linear(hidden, actions, key=keys[-2])
         self.critic = eqx.nn.Linear(hidden, 1, key=keys[-1])
 
-    def __call__(self, frame: Float[Array, "H W 3"], state: tuple[Array, Array]):
-        """Frame in [0, 1] -> (action logits (A,), value (), new LSTM state)."""
-        x = jnp.moveaxis(frame, -1, 0) * 2.0 - 1.0
-        for conv in self.convs:
-            x = conv(x)
-            c, h, w = x.shape
-            x = jax.nn.relu(x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4)))
-        state = self.lstm(x.reshape(-1), state)
-        return self.actor(state[0]), self.critic(state[0])[0], state
+    def __call__(self, frames: Float[Array, "B H W 3"], state: tuple[Array, Array]):
+        """Frames in [0, 1] -> (action logits (B, A), values (B,), new LSTM states (B, hidden) x 2).
+
+        The convs run on the whole channel-last batch with a weight gradient that stays fast inside the
+        imagination's loop (tokenizer.conv)."""
+        x = frames * 2.0 - 1.0
+        for layer in self.convs:
+            x = conv(layer, x, trained_in_loop=True)
+            b, h, w, c = x.shape
+            x = jax.nn.relu(x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4)))
+        # Flattened channel-first, (C, H, W), as upstream's `x.flatten(start_dim=1)` (the LSTM's input order).
+        state = jax.vmap(self.lstm)(jnp.moveaxis(x, -1, 1).reshape(x.shape[0], -1), state)
+        return jax.vmap(self.actor)(state[0]), jax.vmap(self.critic)(state[0])[:, 0], state
 
 
 class IRISState(eqx.Module):
@@ -184,7 +188,7 @@ class IRIS(AbstractAgent):
         lstm = jax.tree.map(lambda x: jnp.where(start[:, None], 0.0, x), carry["lstm"])
         steps = jnp.where(start, 0, carry["steps"] + 1)
         frames = self._reconstruct(state.tokenizer, obs["image"])
-        logits, _, lstm = jax.vmap(state.actor_critic)(frames, lstm)
+        logits, _, lstm = state.actor_critic(frames, lstm)
         temperature = c.actor_critic.train_temperature if mode == "train" else c.actor_critic.eval_temperature
         action = jax.random.categorical(key, logits / temperature).astype(jnp.int32)
         # IRIS's training-episode rules apply to training only; evaluation episodes run to the env's end.
@@ -316,7 +320,7 @@ class IRIS(AbstractAgent):
         def step(lstm, inputs):
             frame, first = inputs
             lstm = jax.tree.map(lambda x: jnp.where(first[:, None], 0.0, x), lstm)
-            _, _, lstm = jax.vmap(actor_critic)(frame, lstm)
+            _, _, lstm = actor_critic(frame, lstm)
             return lstm, None
 
         lstm, _ = jax.lax.scan(step, lstm, (jnp.swapaxes(frames, 0, 1), start[:, :burn_in].T))
@@ -342,7 +346,7 @@ class IRIS(AbstractAgent):
         def step(carry, step_key):
             lstm, context, length, tokens, frame = carry
             policy_key, world_key = jax.random.split(step_key)
-            logits, value, lstm = jax.vmap(actor_critic)(frame, lstm)
+            logits, value, lstm = actor_critic(frame, lstm)
             action = jax.random.categorical(policy_key, logits).astype(jnp.int32)
             # Generating the frame after the last action is wasted work upstream skips; the scan keeps one
             # body, so it is generated and dropped.

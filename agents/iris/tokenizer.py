@@ -24,9 +24,48 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from agents.common.conv import conv2d
+
 sg = jax.lax.stop_gradient
 
 PERCEPTUAL = ("gradient", "none")
+
+
+# The networks run on channel-last batches (N, H, W, C) with Equinox's layers as parameter containers (their
+# own calls take one channel-first image). XLA's CPU backend runs a channel-first convolution, or one with an
+# OIHW kernel, about ten times slower inside a loop (IRIS decodes every imagined frame in a scan) than a
+# channel-last one with an HWIO kernel (docs/iris.md, "Channel-last convolutions"); the math is the same.
+
+
+def conv(layer: eqx.nn.Conv2d, x: Float[Array, "N H W C"], *,
+         trained_in_loop: bool = False) -> Float[Array, "N h w O"]:  # fmt: skip
+    """`layer` (zero padding) applied to a channel-last batch.
+
+    `trained_in_loop`: the layer is differentiated inside a scan (the policy's convs over the imagination);
+    XLA's own weight gradient is slow there, `agents.common.conv.conv2d`'s (stride 1, 'SAME') is not. Outside
+    loops XLA's is the faster one (the tokenizer's update)."""
+    kernel = jnp.transpose(layer.weight, (2, 3, 1, 0))  # OIHW -> HWIO
+    size = kernel.shape[0]
+    if trained_in_loop:
+        if layer.stride != (1, 1) or layer.padding != ((size // 2, size // 2),) * 2 or layer.groups != 1:
+            raise ValueError(f"conv: trained_in_loop needs a stride-1 'SAME' convolution, got {layer}")
+        y = conv2d(x, kernel)
+    else:
+        y = jax.lax.conv_general_dilated(x, kernel, layer.stride, layer.padding, rhs_dilation=layer.dilation,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=layer.groups)  # fmt: skip
+    return y if layer.bias is None else y + layer.bias.reshape(-1)
+
+
+def group_norm(layer: eqx.nn.GroupNorm, x: Float[Array, "N H W C"]) -> Float[Array, "N H W C"]:
+    """`layer` applied to a channel-last batch: each image's channel groups normalised over (H, W, group)."""
+    *lead, channels = x.shape
+    grouped = x.reshape(*lead, layer.groups, channels // layer.groups)
+    axes = (-4, -3, -1)
+    mean = grouped.mean(axis=axes, keepdims=True)
+    variance = jnp.maximum(0.0, grouped.var(axis=axes, keepdims=True))
+    out = ((grouped - mean) * jax.lax.rsqrt(variance + layer.eps)).reshape(x.shape)
+    return out * layer.weight + layer.bias if layer.channelwise_affine else out
 
 
 def _norm(channels: int) -> eqx.nn.GroupNorm:
@@ -49,10 +88,10 @@ class ResBlock(eqx.Module):
         self.conv2 = eqx.nn.Conv2d(cout, cout, 3, padding=1, key=k2)
         self.skip = eqx.nn.Conv2d(cin, cout, 1, key=k3) if cin != cout else None
 
-    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "D H W"]:
-        h = self.conv1(jax.nn.swish(self.norm1(x)))
-        h = self.conv2(jax.nn.swish(self.norm2(h)))  # upstream tokenizer dropout is 0.0
-        return (x if self.skip is None else self.skip(x)) + h
+    def __call__(self, x: Float[Array, "N H W C"]) -> Float[Array, "N H W D"]:
+        h = conv(self.conv1, jax.nn.swish(group_norm(self.norm1, x)))
+        h = conv(self.conv2, jax.nn.swish(group_norm(self.norm2, h)))  # upstream tokenizer dropout is 0.0
+        return (x if self.skip is None else conv(self.skip, x)) + h
 
 
 class AttnBlock(eqx.Module):
@@ -68,11 +107,12 @@ class AttnBlock(eqx.Module):
         self.qkv = eqx.nn.Conv2d(channels, 3 * channels, 1, key=k1)
         self.proj = eqx.nn.Conv2d(channels, channels, 1, key=k2)
 
-    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "C H W"]:
-        c, h, w = x.shape
-        q, k, v = jnp.split(self.qkv(self.norm(x)).reshape(3 * c, h * w), 3, axis=0)
-        weights = jax.nn.softmax(q.T @ k / jnp.sqrt(c), axis=-1)  # (HW queries, HW keys)
-        return x + self.proj((v @ weights.T).reshape(c, h, w))
+    def __call__(self, x: Float[Array, "N H W C"]) -> Float[Array, "N H W C"]:
+        n, h, w, c = x.shape
+        q, k, v = jnp.split(conv(self.qkv, group_norm(self.norm, x)).reshape(n, h * w, 3 * c), 3, axis=-1)
+        # (N, HW queries, HW keys)
+        weights = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(c), axis=-1)
+        return x + conv(self.proj, (weights @ v).reshape(n, h, w, c))
 
 
 class Encoder(eqx.Module):
@@ -97,7 +137,7 @@ class Encoder(eqx.Module):
                 if res in attn_resolutions:
                     blocks.append(AttnBlock(cin, key=next(keys)))
             if i != len(mults) - 1:  # stride-2 conv, padding right/bottom only (upstream Downsample)
-                blocks.append(eqx.nn.Conv2d(cin, cin, 3, stride=2, padding=((0, 1), (0, 1)), key=next(keys)))
+                blocks.append(Downsample(cin, key=next(keys)))
                 res //= 2
             levels.append(tuple(blocks))
         self.levels = tuple(levels)
@@ -107,14 +147,24 @@ class Encoder(eqx.Module):
         self.conv_out = eqx.nn.Conv2d(cin, z_channels, 3, padding=1, key=next(keys))
         self.pre_quant = eqx.nn.Conv2d(z_channels, embed_dim, 1, key=next(keys))
 
-    def __call__(self, x: Float[Array, "3 H W"]) -> Float[Array, "E h w"]:
-        x = self.conv_in(x)
+    def __call__(self, x: Float[Array, "N H W 3"]) -> Float[Array, "N h w E"]:
+        x = conv(self.conv_in, x)
         for blocks in self.levels:
             for block in blocks:
                 x = block(x)
         for block in self.mid:
             x = block(x)
-        return self.pre_quant(self.conv_out(jax.nn.swish(self.norm_out(x))))
+        return conv(self.pre_quant, conv(self.conv_out, jax.nn.swish(group_norm(self.norm_out, x))))
+
+
+class Downsample(eqx.Module):
+    conv: eqx.nn.Conv2d
+
+    def __init__(self, channels: int, *, key: PRNGKeyArray):
+        self.conv = eqx.nn.Conv2d(channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), key=key)
+
+    def __call__(self, x: Float[Array, "N H W C"]) -> Float[Array, "N H/2 W/2 C"]:
+        return conv(self.conv, x)
 
 
 class Upsample(eqx.Module):
@@ -123,8 +173,8 @@ class Upsample(eqx.Module):
     def __init__(self, channels: int, *, key: PRNGKeyArray):
         self.conv = eqx.nn.Conv2d(channels, channels, 3, padding=1, key=key)
 
-    def __call__(self, x: Float[Array, "C H W"]) -> Float[Array, "C 2H 2W"]:
-        return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+    def __call__(self, x: Float[Array, "N H W C"]) -> Float[Array, "N 2H 2W C"]:
+        return conv(self.conv, jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2))
 
 
 class Decoder(eqx.Module):
@@ -161,14 +211,14 @@ class Decoder(eqx.Module):
         self.norm_out = _norm(cin)
         self.conv_out = eqx.nn.Conv2d(cin, 3, 3, padding=1, key=next(keys))
 
-    def __call__(self, z: Float[Array, "E h w"]) -> Float[Array, "3 H W"]:
-        x = self.conv_in(self.post_quant(z))
+    def __call__(self, z: Float[Array, "N h w E"]) -> Float[Array, "N H W 3"]:
+        x = conv(self.conv_in, conv(self.post_quant, z))
         for block in self.mid:
             x = block(x)
         for blocks in self.levels:
             for block in blocks:
                 x = block(x)
-        return self.conv_out(jax.nn.swish(self.norm_out(x)))
+        return conv(self.conv_out, jax.nn.swish(group_norm(self.norm_out, x)))
 
 
 def quantize(z: Float[Array, "N E"],
@@ -189,7 +239,7 @@ def straight_through(z: Array, z_q: Array) -> Array:
     return z + sg(z_q - z)
 
 
-def perceptual_loss(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"],
+def perceptual_loss(x: Float[Array, "N H W 3"], x_hat: Float[Array, "N H W 3"],
                     kind: str) -> Float[Array, ""]:  # fmt: skip
     """Substitute for upstream's LPIPS, whose pretrained VGG weights cannot be downloaded here.
 
@@ -201,12 +251,12 @@ def perceptual_loss(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"],
         return jnp.zeros((), x.dtype)
     if kind != "gradient":
         raise ValueError(f"tokenizer.perceptual must be one of {PERCEPTUAL}, got {kind!r}")
-    dx = lambda im: im[..., :, 1:] - im[..., :, :-1]  # noqa: E731
-    dy = lambda im: im[..., 1:, :] - im[..., :-1, :]  # noqa: E731
+    dx = lambda im: im[..., :, 1:, :] - im[..., :, :-1, :]  # noqa: E731
+    dy = lambda im: im[..., 1:, :, :] - im[..., :-1, :, :]  # noqa: E731
     return jnp.mean(jnp.abs(dx(x) - dx(x_hat))) + jnp.mean(jnp.abs(dy(x) - dy(x_hat)))
 
 
-def reconstruction_l1(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"],
+def reconstruction_l1(x: Float[Array, "N H W 3"], x_hat: Float[Array, "N H W 3"],
                       foreground_weight: float) -> Float[Array, ""]:  # fmt: skip
     """Mean |x - x_hat| (IRIS's L1 term) when `foreground_weight` is 0. Otherwise (ours,
     `tokenizer.foreground_weight`) a weighted mean: a pixel that differs (by more than 0.05 in some channel,
@@ -218,7 +268,7 @@ def reconstruction_l1(x: Float[Array, "N 3 H W"], x_hat: Float[Array, "N 3 H W"]
     if foreground_weight == 0:
         return jnp.mean(error)
     background = sg(jnp.median(x, axis=0, keepdims=True))
-    foreground = (jnp.abs(x - background).max(axis=1, keepdims=True) > 0.05).astype(error.dtype)
+    foreground = (jnp.abs(x - background).max(axis=-1, keepdims=True) > 0.05).astype(error.dtype)
     weights = jnp.broadcast_to(1.0 + foreground_weight * foreground, error.shape)
     return (weights * error).sum() / weights.sum()
 
@@ -256,12 +306,11 @@ class Tokenizer(eqx.Module):
     def vocab(self) -> int:
         return self.codebook.shape[0]
 
-    # Public functions take (N, H, W, 3) uint8 frames or (N, K) tokens; the networks run per frame (vmap).
+    # Public functions take (N, H, W, 3) uint8 frames or (N, K) tokens.
 
-    def _encode(self, images: Array) -> tuple[Float[Array, "N h w E"], Float[Array, "N 3 H W"]]:
-        x = jnp.moveaxis(jnp.asarray(images, jnp.float32) / 255.0 * 2.0 - 1.0, -1, 1)
-        z = jnp.moveaxis(jax.vmap(self.encoder)(x), 1, -1)
-        return z, x
+    def _encode(self, images: Array) -> tuple[Float[Array, "N h w E"], Float[Array, "N H W 3"]]:
+        x = jnp.asarray(images, jnp.float32) / 255.0 * 2.0 - 1.0
+        return self.encoder(x), x
 
     def encode(self, images: Array) -> Int[Array, "N K"]:
         """Token indices of each frame, row-major over the grid."""
@@ -273,8 +322,7 @@ class Tokenizer(eqx.Module):
         """Frames in [0, 1] (clipped, as upstream's `encode_decode` + clamp)."""
         side = math.isqrt(tokens.shape[-1])
         z_q = self.codebook[tokens].reshape(tokens.shape[0], side, side, -1)
-        x = jax.vmap(self.decoder)(jnp.moveaxis(z_q, -1, 1))
-        return jnp.clip((jnp.moveaxis(x, 1, -1) + 1.0) / 2.0, 0.0, 1.0)
+        return jnp.clip((self.decoder(z_q) + 1.0) / 2.0, 0.0, 1.0)
 
     def loss(self, images: Array, warmup: Array | bool = False) -> tuple[dict[str, Array], Float[Array, "N H W 3"]]:
         """Loss terms (scalars) and reconstructions in [0, 1] of (N, H, W, 3) uint8 frames.
@@ -286,14 +334,14 @@ class Tokenizer(eqx.Module):
         flat = z.reshape(-1, z.shape[-1])
         _, z_q = quantize(flat, self.codebook)
         decoder_in = jnp.where(warmup, flat, straight_through(flat, z_q)).reshape(z.shape)
-        x_hat = jax.vmap(self.decoder)(jnp.moveaxis(decoder_in, -1, 1))
+        x_hat = self.decoder(decoder_in)
         vq_on = 1.0 - jnp.asarray(warmup, jnp.float32)
         terms = {
             "vq": vq_on * vq_losses(flat, z_q, self.beta),
             "rec_l1": reconstruction_l1(x, x_hat, self.foreground_weight),
             "perceptual": vq_on * self.perceptual_scale * perceptual_loss(x, x_hat, self.perceptual),
         }
-        return terms, jnp.clip((jnp.moveaxis(x_hat, 1, -1) + 1.0) / 2.0, 0.0, 1.0)
+        return terms, jnp.clip((x_hat + 1.0) / 2.0, 0.0, 1.0)
 
     def codebook_from(self, images: Array, key: PRNGKeyArray) -> Float[Array, "V E"]:
         """`vocab` distinct encodings of (N, H, W, 3) frames, drawn at random: the codebook at the end of the
