@@ -1,11 +1,12 @@
-"""What an IRIS `quick` run on toy `reach_progress` has learned, read from its checkpoint (docs/iris.md, "Why IRIS
-learns `reach_progress` slowly").
+"""What an IRIS `quick` run on toy `reach_progress` has learned, read from its checkpoint (docs/iris.md,
+"Why IRIS learns `reach_progress` slowly").
 
     # the run (as tests/test_iris_runs.py::test_learns_reach, with another seed)
     .venv/bin/bench run --agent iris --suite toy --task reach_progress --configs quick --seed 1 --steps 6000 \
         --logdir /tmp/iris_run
     # its final checkpoint: reconstructions, token locality, the world model's accuracy on random episodes
-    .venv/bin/python scripts/iris_world_model_probe.py checkpoint /tmp/iris_run/toy/reach_progress/iris/*/seed1
+    .venv/bin/python scripts/iris_world_model_probe.py checkpoint \
+        /tmp/iris_run/toy/reach_progress/iris/*/seed1
     # a fresh world model trained alone through that checkpoint's tokenizer: accuracy against updates
     .venv/bin/python scripts/iris_world_model_probe.py offline /tmp/iris_run/toy/reach_progress/iris/*/seed1 \
         --updates 12000
@@ -42,10 +43,12 @@ def load(run: Path, configs: list[str]):
     env = toy.make_env("reach_progress", toy.ToyProtocol())
     obs_space = {"image": spaces.image(SIZE, SIZE), **spaces.step_spaces()}
     config = config_lib.Config(run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(),
-                               logger=config_lib.LoggerConfig(), env=config_lib.RunConfig(), agent=IRISConfig())  # fmt: skip
+                               logger=config_lib.LoggerConfig(), env=config_lib.RunConfig(),
+                               agent=IRISConfig())  # fmt: skip
     presets = registry.agent_presets(SPEC)
     for name in configs:
-        config = config_lib.apply(config, {k: v for k, v in presets[name].items() if k not in ("run", "replay")})
+        preset = {k: v for k, v in presets[name].items() if k not in ("run", "replay")}
+        config = config_lib.apply(config, preset)
     agent = SPEC.make(config.agent, obs_space, env.act_space)
     state = agent.init(key=jax.random.key(0))
     header = json.loads((run / "ckpt" / (run / "ckpt" / "LATEST").read_text().strip()).read_text())
@@ -78,10 +81,12 @@ def world_model_accuracy(world_model, tokens: np.ndarray, episodes, steps: int) 
     token_hits, reward_hits, windows = 0.0, 0.0, 0
     length = tokens.shape[1]
     for start in range(0, length - steps, steps):
+        window = slice(start, start + steps)
         logits = jax.vmap(lambda t, a: sequence_logits(world_model, t, a))(
-            jnp.asarray(tokens[:, start : start + steps]), jnp.asarray(episodes["action"][:, start : start + steps])
+            jnp.asarray(tokens[:, window]), jnp.asarray(episodes["action"][:, window])
         )
-        token_hits += (np.asarray(logits["obs"]).argmax(-1)[:, 1:] == tokens[:, start + 1 : start + steps]).mean()
+        predicted = np.asarray(logits["obs"]).argmax(-1)[:, 1:]
+        token_hits += (predicted == tokens[:, start + 1 : start + steps]).mean()
         signs = np.sign(episodes["reward"][:, start + 1 : start + steps + 1]).astype(int) + 1
         reward_hits += (np.asarray(logits["reward"]).argmax(-1) == signs).mean()
         windows += 1
@@ -104,10 +109,11 @@ def probe_checkpoint(args) -> None:
     recon = np.clip(np.asarray(state.tokenizer.decode(jnp.asarray(tokens))), 0, 1) * 255
     agent_ok = np.mean([cell_of(f, AGENT) == cell_of(r, AGENT) for f, r in zip(frames, recon)])
     goal_ok = np.mean([cell_of(f, GOAL) == cell_of(r, GOAL) for f, r in zip(frames, recon)])
-    print(f"tokenizer: mean abs reconstruction error {np.abs(recon - frames).mean():.2f}/255; agent cell recovered "
-          f"{agent_ok:.3f}, goal cell {goal_ok:.3f}; codes used {len(np.unique(tokens))} of {config.tokenizer.vocab}")  # fmt: skip
+    print(f"tokenizer: mean abs reconstruction error {np.abs(recon - frames).mean():.2f}/255; agent cell "
+          f"recovered {agent_ok:.3f}, goal cell {goal_ok:.3f}; codes used {len(np.unique(tokens))} of "
+          f"{config.tokenizer.vocab}")  # fmt: skip
 
-    # One-cell moves from each start: pixels vs tokens changed, and how far the latent of an unchanged patch moves.
+    # One-cell moves from each start: pixels vs tokens changed; how far an unchanged patch's latent moves.
     env = toy.make_env("reach_progress", toy.ToyProtocol())
     codebook = np.asarray(state.tokenizer.codebook)
     gaps = np.sqrt(((codebook[:, None] - codebook[None]) ** 2).sum(-1))
@@ -130,13 +136,17 @@ def probe_checkpoint(args) -> None:
             for k in np.flatnonzero(~moved):
                 static_shift.append(np.linalg.norm(latents[0, k] - latents[1, k]))
                 static_flips.append(pair_tokens[0, k] != pair_tokens[1, k])
-    print(f"a one-cell move changes {np.mean(changed_patches):.1f} of 16 patches and {np.mean(changed_tokens):.1f} "
-          f"of 16 tokens; in unchanged patches the latent moves {np.median(static_shift):.3f} (median; median "
-          f"nearest-code distance {np.median(gaps.min(1)):.3f}) and the token flips in {np.mean(static_flips):.2f}")  # fmt: skip
+    print(f"a one-cell move changes {np.mean(changed_patches):.1f} of 16 patches and "
+          f"{np.mean(changed_tokens):.1f} of 16 tokens; in unchanged patches the latent moves "
+          f"{np.median(static_shift):.3f} "
+          f"(median; median nearest-code distance {np.median(gaps.min(1)):.3f}) and the token flips in "
+          f"{np.mean(static_flips):.2f}")  # fmt: skip
 
     tokens = tokens.reshape(count, length, -1)
-    token_acc, reward_acc = world_model_accuracy(state.world_model, tokens, episodes, config.world_model.steps)
-    print(f"world model (teacher-forced): next-frame tokens right {token_acc:.3f}, reward signs right {reward_acc:.3f}")
+    steps = config.world_model.steps
+    token_acc, reward_acc = world_model_accuracy(state.world_model, tokens, episodes, steps)
+    print(f"world model (teacher-forced): next-frame tokens right {token_acc:.3f}, "
+          f"reward signs right {reward_acc:.3f}")
 
 
 def probe_offline(args) -> None:
@@ -144,7 +154,8 @@ def probe_offline(args) -> None:
     agent, state, config = load(args.run, args.configs)
     fresh = agent.init(key=jax.random.key(7))
     state = eqx.tree_at(lambda s: (s.world_model, s.opt["world_model"], s.updates["world_model"]), state,
-                        (fresh.world_model, fresh.opt["world_model"], fresh.updates["world_model"]))  # fmt: skip
+                        (fresh.world_model, fresh.opt["world_model"],
+                         fresh.updates["world_model"]))  # fmt: skip
     rng = np.random.default_rng(3)
     train, test = random_episodes(600, 0, rng), random_episodes(40, 100_000, rng)
     count, length = train["image"].shape[:2]
@@ -163,12 +174,16 @@ def probe_offline(args) -> None:
         state, metrics, _ = update(state, batch, jax.random.key(i))
         if i in checkpoints and i <= args.updates:
             token_acc, reward_acc = world_model_accuracy(state.world_model, test_tokens, test, steps)
-            print(f"{i} updates: token cross-entropy (batch) {float(metrics['obs']):.3f}; next-frame tokens right "
-                  f"{token_acc:.3f}, reward signs right {reward_acc:.3f} ({time.time() - began:.0f} s)", flush=True)  # fmt: skip
+            print(f"{i} updates: token cross-entropy (batch) {float(metrics['obs']):.3f}; "
+                  f"next-frame tokens right "
+                  f"{token_acc:.3f}, reward signs right {reward_acc:.3f} "
+                  f"({time.time() - began:.0f} s)", flush=True)  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("mode", choices=("checkpoint", "offline"))
     parser.add_argument("run", type=Path, help="a run folder (…/seedN) with a checkpoint")
     parser.add_argument("--configs", nargs="+", default=["quick"], help="the run's presets (default: quick)")
