@@ -18,7 +18,6 @@ Evaluation: 40 random-policy episodes (seeds 100000..), teacher-forced over wind
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,30 +30,24 @@ from agents.iris import SPEC, IRISConfig
 from agents.iris.agent import SEGMENT_START
 from agents.iris.transformer import sequence_logits
 from bench import config as config_lib
-from bench import registry, spaces
+from bench import spaces
+from bench.checkpoint import Checkpointer
 from tasks import toy
 
 GRID, SIZE = 5, 16
 AGENT, GOAL = np.array(toy.AGENT), np.array(toy.GOAL)
 
 
-def load(run: Path, configs: list[str]):
-    """The agent as the run built it and its latest checkpointed state."""
+def load(run: Path):
+    """The agent as the run built it (its saved config.yaml) and its latest checkpointed state."""
     env = toy.make_env("reach_progress", toy.ToyProtocol())
     obs_space = {"image": spaces.image(SIZE, SIZE), **spaces.step_spaces()}
-    config = config_lib.Config(run=config_lib.RunConfig(), replay=config_lib.ReplayConfig(),
-                               logger=config_lib.LoggerConfig(), env=config_lib.RunConfig(),
-                               agent=IRISConfig())  # fmt: skip
-    presets = registry.agent_presets(SPEC)
-    for name in configs:
-        preset = {k: v for k, v in presets[name].items() if k not in ("run", "replay")}
-        config = config_lib.apply(config, preset)
-    agent = SPEC.make(config.agent, obs_space, env.act_space)
+    config = config_lib.from_dict(IRISConfig, config_lib.load_yaml(run / "config.yaml")["agent"], "agent.")
+    agent = SPEC.make(config, obs_space, env.act_space)
     state = agent.init(key=jax.random.key(0))
-    header = json.loads((run / "ckpt" / (run / "ckpt" / "LATEST").read_text().strip()).read_text())
-    agent_file = next(name for name in header["files"] if name.startswith("agent-"))
-    state, _ = eqx.tree_deserialise_leaves(run / "ckpt" / agent_file, (state, agent.initial_carry(state, 1)))
-    return agent, state, config.agent
+    checkpointer = Checkpointer(run / "ckpt")
+    state, _ = checkpointer.load_agent(checkpointer.load_header(), (state, agent.initial_carry(state, 1)))
+    return agent, state, config
 
 
 def random_episodes(count: int, first_seed: int, rng) -> dict[str, np.ndarray]:
@@ -100,7 +93,7 @@ def cell_of(image: np.ndarray, colour: np.ndarray) -> tuple[int, int]:
 
 
 def probe_checkpoint(args) -> None:
-    agent, state, config = load(args.run, args.configs)
+    agent, state, config = load(args.run)
     print("updates per stream:", {k: int(v) for k, v in state.updates.items()})
     episodes = random_episodes(40, 100_000, np.random.default_rng(1))
     count, length = episodes["image"].shape[:2]
@@ -151,7 +144,7 @@ def probe_checkpoint(args) -> None:
 
 def probe_offline(args) -> None:
     """A fresh world model trained alone on random episodes through the checkpoint's (frozen) tokenizer."""
-    agent, state, config = load(args.run, args.configs)
+    agent, state, config = load(args.run)
     fresh = agent.init(key=jax.random.key(7))
     state = eqx.tree_at(lambda s: (s.world_model, s.opt["world_model"], s.updates["world_model"]), state,
                         (fresh.world_model, fresh.opt["world_model"],
@@ -186,7 +179,6 @@ def main() -> None:
     )
     parser.add_argument("mode", choices=("checkpoint", "offline"))
     parser.add_argument("run", type=Path, help="a run folder (…/seedN) with a checkpoint")
-    parser.add_argument("--configs", nargs="+", default=["quick"], help="the run's presets (default: quick)")
     parser.add_argument("--updates", type=int, default=12000, help="offline: world-model updates")
     args = parser.parse_args()
     (probe_checkpoint if args.mode == "checkpoint" else probe_offline)(args)
