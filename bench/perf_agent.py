@@ -19,7 +19,9 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   FLOPs of all matrix products and convolutions counted from the jaxpr with every scan unrolled; the latter
   over the update time is the achieved GFLOP/s, and utilisation = achieved / this machine's measured matmul
   throughput in the agent's compute dtype (float32, or bfloat16 with `--set compute_dtype=bfloat16`), the
-  better of one measurement before and one after the timed updates (a shared machine's rate drifts).
+  better of one measurement before and one after the timed updates (a shared machine's rate drifts),
+* with `--ceiling`, the utilisation the update could reach at best: each product timed alone at its shapes
+  (bench/perf_ceiling.py), which separates slow kernels from time spent outside the products.
 
 Observation and action spaces come from `--suite/--task` (the env is created once to read them) or default to
 a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` overrides work as on
@@ -61,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also trace the timed updates and show where their time goes (by pass, loop and "
                              "primitive) and the N most expensive operations (bench/perf_profile.py)")  # fmt: skip
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time each matrix product and convolution of the update alone and print the "
+                             "utilisation the update could reach if it did nothing else (bench/perf_ceiling.py)")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -201,53 +206,6 @@ def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> f
     return 2.0 * size**3 / best / 1e9
 
 
-def jaxpr_flops(closed_jaxpr) -> float:
-    """FLOPs of the matrix products and convolutions in a jaxpr, with loop bodies counted per iteration.
-
-    XLA's cost analysis counts the body of a `while` (every `lax.scan`) once; recurrent models spend much of
-    their work in such loops. Here scans are multiplied by their length; elementwise work is not counted
-    (it is small next to the products in these models).
-    """
-    import math
-
-    from jax.extend import core
-
-    def product_flops(eqn) -> float:
-        name = eqn.primitive.name
-        if name == "dot_general":
-            (contract, _), (batch, _) = eqn.params["dimension_numbers"]
-            lhs, rhs = (v.aval.shape for v in eqn.invars)
-            out = eqn.outvars[0].aval.shape
-            return 2.0 * math.prod(out) * math.prod(lhs[d] for d in contract)
-        if name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape
-            out = eqn.outvars[0].aval.shape
-            spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial...)
-            per_output = math.prod(rhs[d] for d in spec[1:])
-            return 2.0 * math.prod(out) * per_output
-        return 0.0
-
-    def walk(jaxpr) -> float:
-        total = 0.0
-        for eqn in jaxpr.eqns:
-            total += product_flops(eqn)
-            repeat = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
-            subs = []
-            for value in eqn.params.values():
-                for item in value if isinstance(value, (list, tuple)) else (value,):
-                    if isinstance(item, core.ClosedJaxpr):
-                        subs.append(item.jaxpr)
-                    elif isinstance(item, core.Jaxpr):
-                        subs.append(item)
-            if eqn.primitive.name == "cond":
-                total += max((walk(sub) for sub in subs), default=0.0)
-            else:
-                total += repeat * sum(walk(sub) for sub in subs)
-        return total
-
-    return walk(closed_jaxpr.jaxpr)
-
-
 def _peak_rss_mib() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return usage / 1024.0 if sys.platform != "darwin" else usage / 2**20
@@ -310,6 +268,11 @@ def measure(args) -> dict:
     for f in stream_figures.values():
         f["achieved_gflops"] = f["update_gflop_products"] / f["update_s_median"]
         f["utilisation"] = f["achieved_gflops"] / peak
+        jaxpr = f.pop("jaxpr")
+        if getattr(args, "ceiling", False):
+            from bench import perf_ceiling
+
+            f["ceiling"] = perf_ceiling.ceiling(jaxpr, f["update_s_median"], peak)
     figures = {
         "agent": spec.name,
         "configs": list(args.configs),
@@ -395,9 +358,12 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     import jax
     import numpy as np
 
+    from bench import perf_ceiling
+
     counter = np.int32(0)
-    product_flops = jaxpr_flops(jax.make_jaxpr(compiled.update_function, static_argnums=(3,))(
-        compiled.dynamic, batch, counter, name))  # fmt: skip
+    trace = jax.make_jaxpr(compiled.update_function, static_argnums=(3,))
+    update_jaxpr = trace(compiled.dynamic, batch, counter, name)
+    product_flops = perf_ceiling.jaxpr_flops(update_jaxpr)
     start = time.perf_counter()
     lowered = compiled.jitted_update.lower(compiled.dynamic, batch, counter, stream=name)
     trace_seconds = time.perf_counter() - start
@@ -423,6 +389,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         profile = perf_profile.profile_update(compiled, name, batch, executable.as_text(), args.updates, args.profile)
     return {
         "profile": profile,
+        "jaxpr": update_jaxpr,  # for --ceiling; dropped before the figures are reported
         "batch": stream.batch,
         "length": stream.length,
         "context": stream.context,
@@ -468,6 +435,11 @@ def report_lines(f: dict) -> list[str]:
             from bench import perf_profile
 
             lines += perf_profile.report_lines(name, s["profile"])
+    for name, s in f["streams"].items():
+        if s.get("ceiling"):
+            from bench import perf_ceiling
+
+            lines += perf_ceiling.report_lines(name, s["ceiling"])
     for name, s in f["imagination"].items():
         calls = ", ".join(f"{t:.3f}" for t in s["call_s_all"])
         lines += [

@@ -1,0 +1,75 @@
+"""`bench perf agent --ceiling`: products found in the update's jaxpr with how often they run, and the
+arithmetic of the products-only time and the utilisation ceiling. Golden FLOPs: 2 x multiply-adds, by hand."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bench import cli, perf_ceiling
+from bench.perf_ceiling import Product
+
+
+def _update(x, w, kernel, image):
+    """A conv, a matmul used twice, a 5-step scan of a matmul, a cond whose costlier branch has a matmul,
+    and a matmul whose result is never used."""
+    layout = ("NHWC", "HWIO", "NHWC")
+    conv = jax.lax.conv_general_dilated(image, kernel, (1, 1), "SAME", dimension_numbers=layout)
+    y = x @ w + x @ w  # [3, 4] @ [4, 2], twice
+
+    def step(carry, _):
+        return carry @ jnp.eye(4), None  # [3, 4] @ [4, 4]
+
+    z, _ = jax.lax.scan(step, x, None, length=5)
+    branch = jax.lax.cond(x[0, 0] > 0, lambda v: (v @ w).sum(), lambda v: v.sum(), x)
+    _unused = x.T @ x  # dead code: XLA drops it, so it is not counted
+    return conv.sum() + y.sum() + z.sum() + branch
+
+
+def _jaxpr():
+    x, w = jnp.ones((3, 4)), jnp.ones((4, 2))
+    return jax.make_jaxpr(_update)(x, w, jnp.ones((3, 3, 3, 4)), jnp.ones((2, 6, 6, 3)))
+
+
+def test_live_products_are_counted_per_call_with_scans_unrolled_and_the_costlier_branch():
+    conv = 2 * (2 * 6 * 6 * 4) * (3 * 3 * 3)  # outputs x multiply-adds per output
+    matmul = 2 * (3 * 2) * 4
+    scanned = 5 * 2 * (3 * 4) * 4
+    assert perf_ceiling.jaxpr_flops(_jaxpr()) == conv + 2 * matmul + scanned + matmul
+    products = {p.label: p for p, _ in perf_ceiling.distinct_products(_jaxpr())}
+    assert products["dot float32[3, 4] * float32[4, 2]"].calls == 3  # twice flat, once in the cond
+    assert products["dot float32[3, 4] * float32[4, 4]"].calls == 5
+    assert products["conv float32[2, 6, 6, 3] * float32[3, 3, 3, 4]"].gflop_per_call == conv / 1e9
+    assert len(products) == 3
+
+
+def test_ceiling_arithmetic(monkeypatch):
+    timed = [Product("a", calls=2, gflop_per_call=1.0, seconds_per_call=0.01),
+             Product("b", calls=1, gflop_per_call=0.5, seconds_per_call=0.05)]  # fmt: skip
+    monkeypatch.setattr(perf_ceiling, "time_products", lambda jaxpr, repeats: (timed, 1e-5))
+    c = perf_ceiling.ceiling(None, update_seconds=0.14, peak_gflops=100.0)
+    assert c["products_only_s"] == pytest.approx(0.07)
+    assert c["products_gflop"] == pytest.approx(2.5)
+    assert c["ceiling_utilisation"] == pytest.approx(2.5 / 0.07 / 100.0)
+    assert c["products_share_of_update"] == pytest.approx(0.5)
+    assert [p["product"] for p in c["top"]] == ["b", "a"]  # by time per update
+    assert c["top"][1]["gflops"] == pytest.approx(100.0) and c["top"][0]["share"] == pytest.approx(5 / 7)
+    assert c["product_calls"] == 3 and c["dispatch_s"] == 1e-5
+
+
+def test_each_product_is_timed_alone():
+    products, dispatch = perf_ceiling.time_products(_jaxpr(), repeats=2)
+    assert len(products) == 3 and dispatch > 0
+    assert all(p.seconds_per_call >= 0 for p in products)
+
+
+def test_perf_agent_ceiling(tmp_path):
+    out = tmp_path / "perf.json"
+    code = cli.main(["perf", "agent", "--agent", "tests.helpers:TINY", "--suite", "toy", "--task", "reach",
+                     "--updates", "2", "--policy-steps", "2", "--matmul", "64", "--ceiling",
+                     "--json", str(out)])  # fmt: skip
+    assert code == 0
+    ceiling = json.loads(out.read_text())["streams"]["train"]["ceiling"]
+    assert ceiling["distinct_products"] >= 2  # the forward matmul and its weight gradient
+    assert ceiling["products_only_s"] >= 0 and len(ceiling["top"]) == ceiling["distinct_products"]
