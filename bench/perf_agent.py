@@ -16,8 +16,9 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
 * memory: XLA's buffer sizes of each compiled update and imagination case (arguments, outputs, temporaries),
   the process's peak resident memory and, where the device reports it (GPU), its peak bytes in use,
 * the update's FLOPs: XLA's cost analysis of the compiled update (which counts each loop body once) and the
-  FLOPs of all matrix products and convolutions counted from the jaxpr with every scan unrolled; the latter
-  over the update time is the achieved GFLOP/s, and utilisation = achieved / this machine's measured matmul
+  FLOPs of all live matrix products and convolutions counted from the jaxpr with every scan unrolled (dead
+  code, which XLA drops, left out: bench/perf_ceiling.py); the latter over the update time is the achieved
+  GFLOP/s, and utilisation = achieved / this machine's measured matmul
   throughput in the agent's compute dtype (float32, or bfloat16 with `--set compute_dtype=bfloat16`), the
   better of one measurement before and one after the timed updates (a shared machine's rate drifts),
 * with `--ceiling`, the utilisation the update could reach at best: each product timed alone at its shapes
@@ -423,7 +424,7 @@ def report_lines(f: dict) -> list[str]:
             f"({', '.join(f'{t:.3f}' for t in s['update_s_all'])})",
             f"           {s['updates_per_s']:.2f} updates/s, {s['replayed_steps_per_s']:.0f} replayed steps/s",
             f"  FLOPs:   XLA cost analysis {s['update_gflop_xla']:.1f} GFLOP per update (loop bodies counted once);"
-            f" matmuls + convolutions with loops unrolled {s['update_gflop_products']:.1f} GFLOP",
+            f" live matmuls + convolutions with loops unrolled {s['update_gflop_products']:.1f} GFLOP",
             f"           -> {s['achieved_gflops']:.1f} GFLOP/s of products; {f['compute_dtype']} matmul peak"
             f" {f['matmul_peak_gflops']:.1f} GFLOP/s (best of {peaks} before/after the updates)"
             f" -> utilisation {100 * s['utilisation']:.0f}%",

@@ -14,7 +14,8 @@ def main(out_dir: str) -> int:
     folder = Path(out_dir)
     lines = ["# GPU check", "", f"Device: `{_text(folder, 'device.txt', 'unknown')}`", "",
              "`bench perf agent --agent A --configs SIZE --set compute_dtype=DTYPE` (synthetic 64x64 RGB, 6 actions, "
-             "the agent's batch); products = matmul + convolution FLOPs with loops unrolled; utilisation = achieved "
+             "the agent's batch); products = live matmul + convolution FLOPs with loops unrolled (dead code, which XLA "
+             "drops, not counted); utilisation = achieved "
              "product rate / this device's measured matmul rate in the compute dtype (float32 at XLA's default "
              "precision, or bfloat16).", "",
              "| agent | size | compute | batch | parameters | compile s | update s (median) | updates/s | GFLOP/update | "
