@@ -4,6 +4,7 @@
 #
 #   scripts/gpu_check.sh [OUT_DIR]          # on a GPU machine (writes OUT_DIR/gpu_check.md, default ./gpu_check_out)
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh    # the same steps on the CPU at the debug size (a quick smoke run)
+#   GPU_CHECK_PERF_ARGS=--ceiling scripts/gpu_check.sh   # also each update's products-only ceiling (slower)
 #
 # It stays under 8 minutes: the perf runs go smallest first (size12m float32, size12m bfloat16, then size50m)
 # and all end within GPU_CHECK_BUDGET seconds from the start (default 380): each is cut at GPU_CHECK_RUN_LIMIT

@@ -10,6 +10,30 @@ def _text(folder: Path, name: str, default: str = "") -> str:
     return path.read_text().strip() if path.exists() else default
 
 
+def _size(figures: dict) -> str:
+    return next((c for c in figures["configs"] if c.startswith("size") or c == "debug"), "default")
+
+
+def _ceiling_lines(folder: Path) -> list[str]:
+    """Runs made with GPU_CHECK_PERF_ARGS=--ceiling: the products-only time and the utilisation it allows."""
+    rows = []
+    for path in sorted(folder.glob("perf_*.json")):
+        f = json.loads(path.read_text())
+        for stream, s in f["streams"].items():
+            c = s.get("ceiling")
+            if c and c["ceiling_utilisation"] is not None:
+                dtype = f.get("compute_dtype", "float32")
+                rows.append(f"| {f['agent']} | {_size(f)} | {dtype} | {stream} | "
+                            f"{1e3 * c['products_only_s']:.1f} | {100 * c['products_share_of_update']:.0f}% | "
+                            f"{100 * s['utilisation']:.1f}% | {100 * c['ceiling_utilisation']:.1f}% |")  # fmt: skip
+    if not rows:
+        return []
+    return ["", "Ceiling (`--ceiling`: every product of the update timed alone; bench/perf_ceiling.py):", "",
+            "| agent | size | compute | stream | products alone ms | share of the update | utilisation "
+            "| ceiling |",
+            "|---|---|---|---|---|---|---|---|", *rows]  # fmt: skip
+
+
 def main(out_dir: str) -> int:
     folder = Path(out_dir)
     lines = ["# GPU check", "", f"Device: `{_text(folder, 'device.txt', 'unknown')}`", "",
@@ -23,14 +47,14 @@ def main(out_dir: str) -> int:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for path in sorted(folder.glob("perf_*.json")):
         f = json.loads(path.read_text())
-        size = next((c for c in f["configs"] if c.startswith("size") or c == "debug"), "default")
         dtype = f.get("compute_dtype", "float32")
         lines.append(
-            f"| {f['agent']} | {size} | {dtype} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | "
+            f"| {f['agent']} | {_size(f)} | {dtype} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | "
             f"{f['update_compile_s']:.1f} | {f['update_s_median']:.4f} | {f['updates_per_s']:.1f} | "
             f"{f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | {f['matmul_peak_gflops']:.0f} | "
             f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} |"
         )
+    lines += _ceiling_lines(folder)
     failed = [line for line in _text(folder, "log.txt").splitlines() if line.endswith(" failed")]
     if failed:
         lines += ["", "Failed: " + "; ".join(failed) + " (see log.txt)."]

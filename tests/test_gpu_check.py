@@ -40,3 +40,26 @@ def test_gpu_check_skips_what_would_start_after_its_time_budget(tmp_path):
     assert (out / "skipped.txt").read_text().split("\n")[:2] == ["two size50m float32", "two size50m bfloat16"]
     report = (out / "gpu_check.md").read_text()
     assert "Skipped to stay within the time budget: two size50m float32; two size50m bfloat16." in report
+
+
+def test_gpu_report_shows_the_ceiling_of_runs_made_with_it(tmp_path, capsys, monkeypatch):
+    """GPU_CHECK_PERF_ARGS=--ceiling: the report adds a table of each stream's products-only time and
+    ceiling."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import gpu_report
+
+    stream = {"utilisation": 0.25, "ceiling": {"products_only_s": 0.012, "products_share_of_update": 0.6,
+                                               "ceiling_utilisation": 0.5}}  # fmt: skip
+    figures = {"agent": "dreamerv3", "configs": ["size12m"], "compute_dtype": "float32", "batch": 16, "length": 64,
+               "parameters": 1e7, "update_compile_s": 40.0, "update_s_median": 0.02, "updates_per_s": 50.0,
+               "update_gflop_products": 1000.0, "achieved_gflops": 5e4, "matmul_peak_gflops": 2e5,
+               "utilisation": 0.25, "policy_steps_per_s": 500.0, "xla_temp_mib": 100.0,
+               "streams": {"train": stream}}  # fmt: skip
+    (tmp_path / "perf_dreamerv3_size12m_float32.json").write_text(json.dumps(figures))
+    assert gpu_report.main(str(tmp_path)) == 0
+    report = capsys.readouterr().out
+    assert "| dreamerv3 | size12m | float32 | train | 12.0 | 60% | 25.0% | 50.0% |" in report
+    del figures["streams"]["train"]["ceiling"]
+    (tmp_path / "perf_dreamerv3_size12m_float32.json").write_text(json.dumps(figures))
+    gpu_report.main(str(tmp_path))
+    assert "Ceiling" not in capsys.readouterr().out
