@@ -1,4 +1,4 @@
-"""The `bench` command line: run, list, leaderboard, publish, perf, plot."""
+"""The `bench` command line: run, list, leaderboard, publish, verify, perf, plot."""
 
 from __future__ import annotations
 
@@ -301,6 +301,26 @@ def _cmd_publish(args, extra) -> int:
     return leaderboard_cli.run_publish(args)
 
 
+def _add_verify(subparsers) -> None:
+    from bench import verify
+
+    parser = subparsers.add_parser(
+        "verify",
+        help="rerun a finished run from its own config and compare its episode scores",
+        description="Rebuild a finished run from its folder (manifest.json, config.yaml), train it again into a "
+        "scratch folder and compare the scores record by record: how to check a published result.",
+        epilog=verify.EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_arguments(parser)
+
+
+def _cmd_verify(args, extra) -> int:
+    from bench import verify
+
+    return verify.run(args)
+
+
 def _add_perf(subparsers) -> None:
     from bench import perf
 
@@ -349,6 +369,7 @@ COMMANDS = {
     "list": _cmd_list,
     "leaderboard": _cmd_leaderboard,
     "publish": _cmd_publish,
+    "verify": _cmd_verify,
     "perf": _cmd_perf,
 }
 
@@ -363,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_list(subparsers)
     _add_leaderboard(subparsers)
+    _add_verify(subparsers)
     _add_perf(subparsers)
     _add_plot(subparsers)
     return parser

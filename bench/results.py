@@ -215,10 +215,15 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
 
 
 def hardware() -> dict:
+    """The machine as it bears on the scores: on the CPU, XLA runs one thread per usable CPU (the process's
+    affinity), and the thread count changes how its matrix products split their sums, so the same run gives
+    other scores with another count (docs/reproducibility.md)."""
     info = {
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "system": platform.platform(),
     }
@@ -230,6 +235,20 @@ def hardware() -> dict:
     except Exception as error:  # noqa: BLE001 - reporting hardware must never fail a run
         info["jax_backend"] = f"unavailable: {error}"
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name and its widest vector extension (from /proc/cpuinfo on Linux; None elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = next((name for name in ("avx512f", "avx2", "avx", "sse4_2") if name in flags), None)
+    model = fields.get("model name")
+    return f"{model} ({vector})" if model and vector else model
 
 
 def now() -> str:
