@@ -123,11 +123,11 @@ def test_against_compares_two_finished_runs_without_rerunning(published, rerun_r
     assert verify.report(published, only_run_dir(tmp_path / "short")).same == shorter.same
     with pytest.raises(RunError, match="ran 300 steps, more than the 150"):
         verify.report(only_run_dir(tmp_path / "short"), published)
-    other_seed = tmp_path / "seed4"
-    bench("run", "--agent", "random", "--suite", "toy", "--task", "reach", "--seed", 4, "--steps", 300,
-          "--run.eval_episodes", 3, "--quiet", "--logdir", other_seed, root=other_seed)  # fmt: skip
+    other_seed = _copy(published, tmp_path)
+    manifest = json.loads((other_seed / "manifest.json").read_text())
+    (other_seed / "manifest.json").write_text(json.dumps(manifest | {"seed": SEED + 1}))
     with pytest.raises(RunError, match="not a rerun of .*another agent, task or seed"):
-        verify.report(published, only_run_dir(other_seed))
+        verify.report(published, other_seed)
 
 
 def test_against_a_run_with_other_settings_is_refused(published, tmp_path):
