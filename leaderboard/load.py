@@ -145,6 +145,8 @@ class Run:
     train_frames: np.ndarray  # env frames at the end of each (non-broken) training episode
     train_records: list[dict]  # those episodes' records, for sample-efficiency curves
     scores_sha256: str
+    cost_seconds: float | None = None  # process wall time for this run (a vmapped group's time per seed)
+    hardware: str = "unknown"  # where it ran, e.g. "cpu, 2 threads"
 
     @property
     def method(self) -> str:
@@ -177,6 +179,8 @@ class Method:
     excluded: list[str] = dataclasses.field(default_factory=list)  # runs left out, with the reason
     broken_episodes: int = 0
     commits: list[str] = dataclasses.field(default_factory=list)
+    cost_seconds: list[float] = dataclasses.field(default_factory=list)  # per run, where the manifest says
+    hardware: list[str] = dataclasses.field(default_factory=list)  # where the runs ran, each once
 
     def runs_per_task(self) -> dict[str, int]:
         return {task: len(values) for task, values in self.raw.items()}
@@ -533,7 +537,39 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
         train_frames=np.array([r["frames"] for r in train], dtype=np.float64),
         train_records=train,
         scores_sha256=hashlib.sha256(read_result_bytes(scores_path)).hexdigest(),
+        cost_seconds=run_cost_seconds(manifest_path, manifest),
+        hardware=hardware_label(manifest_path, manifest),
     )
+
+
+def run_cost_seconds(path: Path, manifest: dict) -> float | None:
+    """The run's process wall time in seconds, or None where the manifest has none. Seeds vmapped in one process
+    share its time: a run whose last segment names its group (`vmap_seeds`) is charged its share."""
+    wall_time = _check(str(path), manifest, "wall_time", "number", optional=True)
+    if wall_time is None:
+        return None
+    if not math.isfinite(wall_time) or wall_time < 0:
+        raise ValueError(f"{path}: field 'wall_time' must be a finite number >= 0, got {wall_time!r}")
+    segments = manifest.get("segments") or [{}]
+    if not isinstance(segments, list) or not isinstance(segments[-1], dict):
+        raise ValueError(f"{path}: field 'segments' must be a list of objects")
+    group = segments[-1].get("vmap_seeds") or [manifest["seed"]]
+    if not isinstance(group, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in group):
+        raise ValueError(f"{path}: field 'vmap_seeds' of the last segment must be a list of seeds")
+    return float(wall_time) / len(group)
+
+
+def hardware_label(path: Path, manifest: dict) -> str:
+    """Where a run ran, as its manifest says: the JAX backend, and on the CPU XLA's thread count."""
+    hardware = _check(str(path), manifest, "hardware", "dict", optional=True) or {}
+    backend = _check(f"{path} (hardware)", hardware, "jax_backend", "str", optional=True)
+    if backend is None:
+        return "unknown"
+    if backend != "cpu":
+        return backend
+    threads = hardware.get("usable_cpus", hardware.get("cpus"))
+    valid = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
+    return f"cpu, {threads} threads" if valid else "cpu"
 
 
 def _missing_runs(keys) -> str:
@@ -628,6 +664,10 @@ def load_runs(
         commit = f"{run.commit or 'unknown'}{'+dirty' if run.dirty else ''}"
         if commit not in method.commits:
             method.commits.append(commit)
+        if run.cost_seconds is not None:
+            method.cost_seconds.append(run.cost_seconds)
+            if run.hardware not in method.hardware:
+                method.hardware.append(run.hardware)
     if only is not None:  # a plan's row may hold several configs (a task preset): name them
         for label, method in methods.items():
             by_hash = hashes[label]

@@ -113,7 +113,7 @@ def per_task_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 
 
 def methods_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = ["Method", "Kind", "Protocol", "How the final score is computed", "Source", "Notes"]
+    header = ["Method", "Kind", "Protocol", "How the final score is computed", "Source", "Wall time per run", "Notes"]
     body = []
     for row in board.rows:
         method = row.method
@@ -129,8 +129,36 @@ def methods_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         if method.kind == "runs":
             notes.append(f"code: {', '.join(method.commits)}")
         body.append([row.label, KIND_NAMES[method.kind], method.protocol, method.protocol_detail, method.source,
-                     "; ".join(notes)])  # fmt: skip
+                     wall_time_text(method), "; ".join(notes)])  # fmt: skip
     return header, body
+
+
+WALL_TIME_NOTE = (
+    "Wall time per run: median (range) of the process wall time each run's manifest records, a vmapped "
+    "group's time split over its seeds, on the hardware named; it includes whatever else the machine ran at "
+    "the time, so it compares costs between runs made alike, not across machines or loads."
+)
+
+
+def wall_time_summary(method) -> dict | None:
+    """Median and range of the runs' process wall time (manifests' `wall_time`, a vmapped group's split over
+    its seeds), where they ran; None for rows without run manifests."""
+    if not method.cost_seconds:
+        return None
+    seconds = np.asarray(method.cost_seconds, dtype=np.float64)
+    return {"median": float(np.median(seconds)), "min": float(seconds.min()), "max": float(seconds.max()),
+            "runs": len(seconds), "hardware": list(method.hardware)}  # fmt: skip
+
+
+def wall_time_text(method) -> str:
+    """E.g. "13.1 min (10.2–16.0 over 15 runs; cpu, 2 threads)": the median first."""
+    summary = wall_time_summary(method)
+    if summary is None:
+        return ""
+    unit, scale = ("h", 3600.0) if summary["median"] >= 5400 else ("min", 60.0)
+    low, high = summary["min"] / scale, summary["max"] / scale
+    where = " / ".join(summary["hardware"])
+    return f"{summary['median'] / scale:.1f} {unit} ({low:.1f}–{high:.1f} over {summary['runs']} runs; {where})"
 
 
 def report_lines(board: Leaderboard) -> list[str]:
@@ -201,7 +229,7 @@ def markdown(board: Leaderboard) -> str:
         _md_table(*per_task_table(board)),
         "",
     ]
-    parts += ["## Methods", "", _md_table(*methods_table(board)), ""]
+    parts += ["## Methods", "", _md_table(*methods_table(board)), "", WALL_TIME_NOTE, ""]
     lines = report_lines(board)
     parts += ["## Report", ""] + ([f"- {_md_cell(line)}" for line in lines] or ["Nothing skipped."]) + [""]
     return "\n".join(parts)
@@ -251,6 +279,7 @@ def to_dict(board: Leaderboard) -> dict:
             "excluded_runs": list(method.excluded),
             "broken_episodes": method.broken_episodes,
             "code": list(method.commits),
+            "wall_time_per_run_s": wall_time_summary(method),
             "profile": (
                 {"point": [_num(v) for v in row.stats.profile.point], "low": [_num(v) for v in row.stats.profile.low],
                  "high": [_num(v) for v in row.stats.profile.high]}
@@ -525,7 +554,7 @@ def html_page(board: Leaderboard, svgs: dict[str, bytes]) -> str:
                       f'<img id="plot-{name}" alt="{html.escape(captions[name])}" src="data:image/svg+xml;base64,{data}">']  # fmt: skip
     parts += ["<h2>Per-task scores</h2>", "<p>Mean normalised score (runs).</p>",
               _html_table(*per_task_table(board), "per-task")]  # fmt: skip
-    parts += ["<h2>Methods</h2>", _html_table(*methods_table(board), "methods")]
+    parts += ["<h2>Methods</h2>", _html_table(*methods_table(board), "methods"), f"<p>{html.escape(WALL_TIME_NOTE)}</p>"]
     lines = report_lines(board)
     parts += ["<h2>Report</h2>", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
               if lines else "<p>Nothing skipped.</p>"]  # fmt: skip

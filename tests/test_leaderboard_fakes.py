@@ -60,6 +60,9 @@ def write_run(
     dirty: bool = False,
     episodes: list[dict] | None = None,
     metrics: list[dict] | None = None,
+    wall_time: float = 1.0,
+    hardware: dict | None = None,
+    segments: list[dict] | None = None,
 ) -> Path:
     config = config_for(agent, variant)
     digest = config_hash(config)
@@ -70,9 +73,9 @@ def write_run(
         "format": MANIFEST_FORMAT, "status": status, "suite": suite, "task": task, "agent": agent, "seed": seed,
         "config_hash": digest, "protocol": {"eval_protocol": "final_eval"}, "budget": budget,
         "command": "bench run", "code": {"commit": "0123456789abcdef", "dirty": dirty}, "packages": {},
-        "hardware": {}, "created": "2026-01-01T00:00:00+00:00", "updated": "2026-01-01T00:00:00+00:00",
-        "wall_time": 1.0, "agent_steps": budget if agent_steps is None else agent_steps, "env_frames": budget,
-        "segments": [],
+        "hardware": hardware or {}, "created": "2026-01-01T00:00:00+00:00", "updated": "2026-01-01T00:00:00+00:00",
+        "wall_time": wall_time, "agent_steps": budget if agent_steps is None else agent_steps, "env_frames": budget,
+        "segments": segments or [],
     }  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     records = numbered(default_episodes(budget=budget) if episodes is None else episodes)

@@ -192,3 +192,34 @@ def test_per_task_table_lists_selected_and_scored_tasks_only(tmp_path):
     _, body = render.per_task_table(built)
     # keydoor and point have runs but are not selected; reach_progress has neither
     assert [row[0] for row in body] == ["reach", "keydoor (not aggregated)", "point (not aggregated)"]
+
+
+def test_methods_table_gives_the_median_and_range_of_wall_time_per_run_a_vmapped_group_split_over_its_seeds(
+    tmp_path,
+):
+    runs = tmp_path / "runs"
+    cpu = {"jax_backend": "cpu", "cpus": 64, "usable_cpus": 2}  # XLA's threads follow the affinity, not cpus
+    group = [{"vmap": True, "vmap_seeds": [2, 3, 4]}]
+    # alpha: two runs alone (10 and 20 min) and a group of 3 seeds that took 45 min in one process (15 each)
+    for seed, seconds, segments in ((0, 600, None), (1, 1200, None), (2, 2700, group), (3, 2700, group),
+                                    (4, 2700, group)):  # fmt: skip
+        write_run(runs, agent="alpha", seed=seed, wall_time=seconds, hardware=cpu, segments=segments)
+    # beta: 2 h and 4 h on a GPU; gamma: manifests without wall_time (made by another tool)
+    for seed, seconds in ((0, 7200), (1, 14400)):
+        write_run(runs, agent="beta", seed=seed, wall_time=seconds, hardware={"jax_backend": "gpu"})
+    gamma = write_run(runs, agent="gamma")
+    manifest = json.loads((gamma / "manifest.json").read_text())
+    del manifest["wall_time"]
+    (gamma / "manifest.json").write_text(json.dumps(manifest))
+
+    built = board.build("toy", roots=[runs], reps=50, tasks=["reach"])
+    header, body = render.methods_table(built)
+    cells = {row[0].split("@")[0]: row[header.index("Wall time per run")] for row in body}
+    assert cells["alpha"] == "15.0 min (10.0–20.0 over 5 runs; cpu, 2 threads)"
+    assert cells["beta"] == "3.0 h (2.0–4.0 over 2 runs; gpu)"
+    assert cells["gamma"] == ""
+
+    manifest["wall_time"] = -5.0
+    (gamma / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest.json: field 'wall_time' must be a finite number >= 0"):
+        board.build("toy", roots=[runs], reps=50, tasks=["reach"])
