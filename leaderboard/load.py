@@ -543,8 +543,8 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
 
 
 def run_cost_seconds(path: Path, manifest: dict) -> float | None:
-    """The run's process wall time in seconds, or None where the manifest has none. Seeds vmapped in one process
-    share its time: a run whose last segment names its group (`vmap_seeds`) is charged its share."""
+    """The run's process wall time in seconds, or None where the manifest has none. Seeds vmapped in one
+    process share its time: a run whose last segment names its group (`vmap_seeds`) is charged its share."""
     wall_time = _check(str(path), manifest, "wall_time", "number", optional=True)
     if wall_time is None:
         return None

@@ -113,7 +113,8 @@ def per_task_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 
 
 def methods_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    header = ["Method", "Kind", "Protocol", "How the final score is computed", "Source", "Wall time per run", "Notes"]
+    header = ["Method", "Kind", "Protocol", "How the final score is computed", "Source", "Wall time per run",
+              "Notes"]  # fmt: skip
     body = []
     for row in board.rows:
         method = row.method
@@ -158,7 +159,8 @@ def wall_time_text(method) -> str:
     unit, scale = ("h", 3600.0) if summary["median"] >= 5400 else ("min", 60.0)
     low, high = summary["min"] / scale, summary["max"] / scale
     where = " / ".join(summary["hardware"])
-    return f"{summary['median'] / scale:.1f} {unit} ({low:.1f}–{high:.1f} over {summary['runs']} runs; {where})"
+    median = summary["median"] / scale
+    return f"{median:.1f} {unit} ({low:.1f}–{high:.1f} over {summary['runs']} runs; {where})"
 
 
 def report_lines(board: Leaderboard) -> list[str]:
@@ -554,7 +556,8 @@ def html_page(board: Leaderboard, svgs: dict[str, bytes]) -> str:
                       f'<img id="plot-{name}" alt="{html.escape(captions[name])}" src="data:image/svg+xml;base64,{data}">']  # fmt: skip
     parts += ["<h2>Per-task scores</h2>", "<p>Mean normalised score (runs).</p>",
               _html_table(*per_task_table(board), "per-task")]  # fmt: skip
-    parts += ["<h2>Methods</h2>", _html_table(*methods_table(board), "methods"), f"<p>{html.escape(WALL_TIME_NOTE)}</p>"]
+    parts += ["<h2>Methods</h2>", _html_table(*methods_table(board), "methods"),
+              f"<p>{html.escape(WALL_TIME_NOTE)}</p>"]  # fmt: skip
     lines = report_lines(board)
     parts += ["<h2>Report</h2>", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
               if lines else "<p>Nothing skipped.</p>"]  # fmt: skip

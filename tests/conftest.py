@@ -1,12 +1,12 @@
 """Test session settings.
 
-* Strict dtype promotion, so a silent float16/float32/int mix in agent code fails a test (Equinox's own tests do
-  the same). Agents cast explicitly where they mix dtypes.
+* Strict dtype promotion, so a silent float16/float32/int mix in agent code fails a test (Equinox's own tests
+  do the same). Agents cast explicitly where they mix dtypes.
 * XLA's backend optimisation level 0 (LLVM without its costly passes), for this process and the `bench`
   processes the tests start. The tests' programs are tiny and each is compiled once, so compiling is most of
   their time: level 0 took the default run from 1185 s to 871 s on 2 cores with the same 738 passing tests.
-  It changes how XLA compiles, not what the programs compute; the training runs, `bench perf` and the published
-  results use XLA's defaults. `XLA_FLAGS` set by the caller is kept, and a level given there wins.
+  It changes how XLA compiles, not what the programs compute; the training runs, `bench perf` and the
+  published results use XLA's defaults. `XLA_FLAGS` set by the caller is kept, and a level given there wins.
 """
 
 import os
