@@ -127,18 +127,27 @@ def train_records_until(records: list[dict], steps: int) -> list[dict]:
 
 
 def provenance(manifest: dict) -> dict:
-    """What a difference in scores could come from: code commits, JAX, the CPU count and the backend."""
-    commits = [segment.get("code", {}).get("commit") for segment in manifest.get("segments", [])]
-    commits = commits or [manifest.get("code", {}).get("commit")]
+    """What a difference in scores could come from: code commits, JAX, the CPU count, the backend, and
+    whether the seed ran vmapped with others (the group's products are batched, and may add in another order)."""
+    segments = manifest.get("segments", [])
+    commits = [_commit(segment.get("code", {})) for segment in segments]
+    groups = [segment["vmap_seeds"] for segment in segments if segment.get("vmap_seeds")]
+    commits = commits or [_commit(manifest.get("code", {}))]
     packages, hardware = manifest.get("packages", {}), manifest.get("hardware", {})
     return {
-        "code": ", ".join(dict.fromkeys(str(commit)[:7] for commit in commits)),
+        "code": ", ".join(dict.fromkeys(commits)),
         "jax": f"{packages.get('jax')} / jaxlib {packages.get('jaxlib')}",
         # Manifests written before usable_cpus was recorded: the CPU count (the runs here used every CPU).
         "cpus": str(hardware.get("usable_cpus", hardware.get("cpus"))),
         "cpu": str(hardware.get("cpu_model", "not recorded")),
         "backend": f"{hardware.get('jax_backend')} on {hardware.get('machine')}, {hardware.get('system')}",
+        "process": "alone" if not groups else "vmapped with seeds " + ", ".join(map(str, groups[-1])),
     }
+
+
+def _commit(code: dict) -> str:
+    """A segment's short commit, "+dirty" when its checkout had uncommitted changes."""
+    return f"{str(code.get('commit'))[:7]}{'+dirty' if code.get('dirty') else ''}"
 
 
 def _compared_settings(config) -> dict:
@@ -215,8 +224,15 @@ def report(folder: Path, rerun_folder: Path, *, say=print) -> Comparison:
             last = int(published["cpus"]) - 1
             causes.append("the CPU count: XLA runs one thread per usable CPU and splits some sums among "
                           f"them; rerun with as many, e.g. `taskset -c 0-{last} bench verify ...`")
+        if published["process"] != here["process"]:
+            causes.append(f"vmapping: the published seed ran {published['process']}, the rerun "
+                          f"{here['process']}; rerun it as it ran (`bench run ... --seeds A:B --vmap "
+                          "--logdir DIR`) and compare with `bench verify RUN --against DIR/...`")
+        if "+dirty" in published["code"]:
+            causes.append("the uncommitted changes the published run was made with (its code says +dirty): "
+                          "no file records them, so no rerun can match it for certain")
         if published["code"] != here["code"]:
-            commit = published["code"].split(", ")[0]
+            commit = published["code"].split(", ")[0].removesuffix("+dirty")
             causes.append("the code, if it changed the agent's arithmetic since: rerun in a checkout of the "
                           f"published commit (`git worktree add ../at-{commit} {commit}`, the first of the "
                           "run's segments) with the manifest's command and another --logdir, then "

@@ -59,6 +59,8 @@ def test_a_changed_score_is_found_and_named(published, rerun_root, tmp_path, cap
     (copy / "scores.jsonl").write_text("\n".join(lines) + "\n")
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["hardware"]["usable_cpus"] = 7
+    manifest["segments"][-1].update(vmap=True, vmap_seeds=[SEED, SEED + 1])
+    manifest["segments"][-1]["code"]["dirty"] = True
     (copy / "manifest.json").write_text(json.dumps(manifest))
     result = verify.verify(copy, logdir=rerun_root, quiet=True)  # the rerun from the first test is reused
     assert not result.identical
@@ -68,6 +70,9 @@ def test_a_changed_score_is_found_and_named(published, rerun_root, tmp_path, cap
     out = capsys.readouterr().out
     assert "different scores: 4 episode records identical, then record 5" in out
     assert "published: 7\n" in out and "it may be the CPU count" in out and "taskset -c 0-6 " in out
+    assert f"published: vmapped with seeds {SEED}, {SEED + 1}\n" in out and "rerun:     alone" in out
+    assert "it may be vmapping" in out
+    assert "code     published: " in out and "+dirty\n" in out and "it may be the uncommitted changes" in out
 
 
 def test_the_prefix_of_a_run_reruns_to_the_same_training_episodes(published, tmp_path, capsys):
