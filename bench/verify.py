@@ -128,7 +128,7 @@ def train_records_until(records: list[dict], steps: int) -> list[dict]:
 
 def provenance(manifest: dict) -> dict:
     """What a difference in scores could come from: code commits, JAX, the CPU count, the backend, and
-    whether the seed ran vmapped with others (the group's products are batched, and may add in another order)."""
+    whether the seed ran vmapped with others (their products are batched, and may add in another order)."""
     segments = manifest.get("segments", [])
     commits = [_commit(segment.get("code", {})) for segment in segments]
     groups = [segment["vmap_seeds"] for segment in segments if segment.get("vmap_seeds")]
