@@ -237,6 +237,12 @@ def hardware() -> dict:
     return info
 
 
+def xla_cpu_threads(hardware: dict):
+    """XLA's CPU thread count as a manifest's `hardware` records it: `usable_cpus`, or for manifests written
+    before that was recorded, `cpus` (the runs of those days used every CPU). Unchecked: None when absent."""
+    return hardware.get("usable_cpus", hardware.get("cpus"))
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name and its widest vector extension (from /proc/cpuinfo on Linux; None elsewhere)."""
     try:

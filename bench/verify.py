@@ -137,8 +137,7 @@ def provenance(manifest: dict) -> dict:
     return {
         "code": ", ".join(dict.fromkeys(commits)),
         "jax": f"{packages.get('jax')} / jaxlib {packages.get('jaxlib')}",
-        # Manifests written before usable_cpus was recorded: the CPU count (the runs here used every CPU).
-        "cpus": str(hardware.get("usable_cpus", hardware.get("cpus"))),
+        "cpus": str(results.xla_cpu_threads(hardware)),
         "cpu": str(hardware.get("cpu_model", "not recorded")),
         "backend": f"{hardware.get('jax_backend')} on {hardware.get('machine')}, {hardware.get('system')}",
         "process": "alone" if not groups else "vmapped with seeds " + ", ".join(map(str, groups[-1])),

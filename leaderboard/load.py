@@ -567,7 +567,9 @@ def hardware_label(path: Path, manifest: dict) -> str:
         return "unknown"
     if backend != "cpu":
         return backend
-    threads = hardware.get("usable_cpus", hardware.get("cpus"))
+    from bench.results import xla_cpu_threads
+
+    threads = xla_cpu_threads(hardware)
     valid = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
     return f"cpu, {threads} threads" if valid else "cpu"
 
