@@ -5,6 +5,8 @@ A run folder is `ROOT/<suite>/<task>/<agent>/<config-hash>/seed<N>/` and holds:
 * `config.yaml`    the resolved config (sections run, replay, logger, env, agent)
 * `manifest.json`  see `new_manifest`: status ("running" | "stopped" (Ctrl-C; resumable) | "finished"), code version and dirty flag, package
                    versions, hardware, seed, config hash, protocol, budget, wall time, agent steps, env frames
+* `code-<sha>.diff` the uncommitted changes of the checkout that ran the run or one of its segments, if
+                   any (see `code_version`); the manifest's `code.diff` names it
 * `metrics.jsonl`  one record per log interval: {"step": agent steps, "frames": env frames, <name>: float}
 * `scores.jsonl`   one record per finished episode (schema `SCORE_FIELDS` below, plus the suite's extra score
                    fields such as `success` or `achievement_collect_wood`)
@@ -29,7 +31,9 @@ import contextlib
 import datetime
 import json
 import os
+import hashlib
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -183,13 +187,21 @@ def read_jsonl(path) -> list[dict]:
 # -------------------------------------------------------------------------------------------- manifest
 
 
-def code_version() -> dict:
-    """Commit of the code checkout and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent.parent
+DIFF_NAME = re.compile(r"code-[0-9a-f]{12}\.diff")  # code-<first 12 hex digits of the patch's sha256>.diff
+
+
+def code_version(folder=None, checkout=None) -> dict:
+    """Commit of the code checkout and whether it had uncommitted changes in tracked files.
+
+    Given a run `folder`, a dirty checkout's changes (`git diff HEAD --binary`) are written there as
+    `code-<sha256[:12]>.diff`, named under "diff": the code that ran is then the commit plus that patch
+    (`git apply`). Untracked files are neither counted as changes nor recorded. `checkout` defaults to the
+    checkout this package runs from."""
+    here = Path(checkout) if checkout is not None else Path(__file__).resolve().parent.parent
 
     def git(*args):
         return subprocess.run(
-            ["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10, check=False
+            ["git", "-C", str(here), *args], capture_output=True, timeout=10, check=False
         )
 
     try:
@@ -199,7 +211,22 @@ def code_version() -> dict:
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
         return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    code = {"commit": commit.stdout.decode().strip(), "dirty": bool(status.stdout.strip())}
+    if code["dirty"] and folder is not None:
+        try:
+            diff = git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color")
+        except (OSError, subprocess.SubprocessError):
+            diff = None
+        code["diff"] = None
+        if diff is not None and diff.returncode == 0 and diff.stdout:
+            code["diff"] = diff_name(diff.stdout)
+            atomic_write_bytes(Path(folder) / code["diff"], diff.stdout)
+    return code
+
+
+def diff_name(patch: bytes) -> str:
+    """The file name a run folder keeps a patch under: its content's sha256, so equal patches share a file."""
+    return f"code-{hashlib.sha256(patch).hexdigest()[:12]}.diff"
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
@@ -261,7 +288,8 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_manifest(*, suite, task, agent, seed, config_hash, protocol, budget, command) -> dict:
+def new_manifest(*, suite, task, agent, seed, config_hash, protocol, budget, command, folder=None) -> dict:
+    """A fresh run's manifest; `folder`, the run's folder, receives the checkout's patch if it is dirty."""
     return {
         "format": MANIFEST_FORMAT,
         "status": "running",
@@ -273,7 +301,7 @@ def new_manifest(*, suite, task, agent, seed, config_hash, protocol, budget, com
         "protocol": protocol,
         "budget": budget,
         "command": command,
-        "code": code_version(),
+        "code": code_version(folder),
         "packages": package_versions(),
         "hardware": hardware(),
         "created": now(),

@@ -616,7 +616,7 @@ class Run:
         self.manifest = results.new_manifest(
             suite=self.resolved.suite_spec.name, task=self.resolved.task, agent=self.resolved.agent_spec.name,
             seed=self.seed, config_hash=cfg.hash(), protocol=registry.protocol_dict(self.resolved.suite_spec, cfg.env),
-            budget=cfg.run.steps, command=self.command,
+            budget=cfg.run.steps, command=self.command, folder=self.folder,
         )  # fmt: skip
         self.manifest["spaces"] = spaces_record(self.envs.obs_space, self.envs.act_space)
         self.manifest["offline"] = cfg.run.offline  # offline: agent_steps and budget count update rounds
@@ -661,7 +661,8 @@ class Run:
         self.manifest["status"] = "running"
         self.manifest["segments"].append({
             "started": results.now(), "resumed_from_step": header and header["step"],
-            "code": results.code_version(), "packages": results.package_versions(), "hardware": results.hardware(),
+            "code": results.code_version(self.folder), "packages": results.package_versions(),
+            "hardware": results.hardware(),
         })  # fmt: skip
         results.atomic_write_json(self.folder / "manifest.json", self.manifest)
         self.say(f"{'resuming' if header else 'starting'} {self.folder}")

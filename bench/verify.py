@@ -145,8 +145,16 @@ def provenance(manifest: dict) -> dict:
 
 
 def _commit(code: dict) -> str:
-    """A segment's short commit, "+dirty" when its checkout had uncommitted changes."""
-    return f"{str(code.get('commit'))[:7]}{'+dirty' if code.get('dirty') else ''}"
+    """A segment's short commit, "+dirty" when its checkout had uncommitted changes, then the patch that
+    records them if the run folder keeps one."""
+    dirty = f"+dirty ({code['diff']})" if code.get("dirty") and code.get("diff") else "+dirty"
+    return f"{str(code.get('commit'))[:7]}{dirty if code.get('dirty') else ''}"
+
+
+def _first_code(manifest: dict) -> dict:
+    """The code that ran the start of a run: its first segment's, else the manifest's."""
+    segments = manifest.get("segments", [])
+    return (segments[0] if segments else manifest).get("code", {})
 
 
 def _compared_settings(config) -> dict:
@@ -227,14 +235,18 @@ def report(folder: Path, rerun_folder: Path, *, say=print) -> Comparison:
             causes.append(f"vmapping: the published seed ran {published['process']}, the rerun "
                           f"{here['process']}; rerun it as it ran (`bench run ... --seeds A:B --vmap "
                           "--logdir DIR`) and compare with `bench verify RUN --against DIR/...`")
-        if "+dirty" in published["code"]:
+        first = _first_code(results.read_manifest(folder))
+        if first.get("dirty") and not first.get("diff"):
             causes.append("the uncommitted changes the published run was made with (its code says +dirty): "
                           "no file records them, so no rerun can match it for certain")
         if published["code"] != here["code"]:
-            commit = published["code"].split(", ")[0].removesuffix("+dirty")
+            commit = str(first.get("commit"))[:7]
+            patch = (folder / first["diff"]).resolve() if first.get("dirty") and first.get("diff") else None
+            apply = f" && git -C ../at-{commit} apply {patch}" if patch else ""
             causes.append("the code, if it changed the agent's arithmetic since: rerun in a checkout of the "
-                          f"published commit (`git worktree add ../at-{commit} {commit}`, the first of the "
-                          "run's segments) with the manifest's command and another --logdir, then "
+                          f"published commit{' with its recorded changes' if patch else ''} "
+                          f"(`git worktree add ../at-{commit} {commit}{apply}`, the first of the run's "
+                          "segments) with the manifest's command and another --logdir, then "
                           "`bench verify RUN --against RERUN`")
         for cause in causes:
             say(f"  it may be {cause}")

@@ -38,7 +38,9 @@ def test_manifest_records_provenance(tmp_path):
     assert manifest["status"] == "finished" and manifest["agent_steps"] == 60
     assert manifest["protocol"]["eval_protocol"] == "final_eval" and manifest["protocol"]["size"] == 16
     assert manifest["packages"]["jax"] and manifest["hardware"]["cpus"]
-    assert set(manifest["code"]) == {"commit", "dirty"}
+    code = manifest["code"]
+    assert set(code) == ({"commit", "dirty", "diff"} if code["dirty"] else {"commit", "dirty"})
+    assert not code["dirty"] or (folder / code["diff"]).is_file()  # a dirty checkout's changes are kept
     assert manifest["config_hash"] == folder.parent.name
     assert "run --agent random" in manifest["command"]
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from bench import verify
+from bench import results, verify
 from bench.config import ConfigError
 from bench.runner import RunError
 from tests.runs import bench, only_run_dir
@@ -61,6 +61,7 @@ def test_a_changed_score_is_found_and_named(published, rerun_root, tmp_path, cap
     manifest["hardware"]["usable_cpus"] = 7
     manifest["segments"][-1].update(vmap=True, vmap_seeds=[SEED, SEED + 1])
     manifest["segments"][-1]["code"]["dirty"] = True
+    manifest["segments"][-1]["code"].pop("diff", None)  # dirty, the changes not recorded (an older run)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     result = verify.verify(copy, logdir=rerun_root, quiet=True)  # the rerun from the first test is reused
     assert not result.identical
@@ -73,6 +74,25 @@ def test_a_changed_score_is_found_and_named(published, rerun_root, tmp_path, cap
     assert f"published: vmapped with seeds {SEED}, {SEED + 1}\n" in out and "rerun:     alone" in out
     assert "it may be vmapping" in out
     assert "code     published: " in out and "+dirty\n" in out and "it may be the uncommitted changes" in out
+
+
+def test_a_recorded_patch_is_named_with_the_command_that_applies_it(published, rerun_root, tmp_path, capsys):
+    copy = _copy(published, tmp_path)
+    lines = (copy / "scores.jsonl").read_text().splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]) | {"length": json.loads(lines[0])["length"] + 1})
+    (copy / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    patch = b"--- a/agents/random.py\n+++ b/agents/random.py\n"
+    name = results.diff_name(patch)
+    (copy / name).write_bytes(patch)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["segments"][0]["code"] = {"commit": "0123456789abcdef", "dirty": True, "diff": name}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert not verify.verify(copy, logdir=rerun_root, quiet=True).identical
+    out = capsys.readouterr().out
+    assert f"code     published: 0123456+dirty ({name})\n" in out
+    assert "uncommitted changes the published run was made with" not in out  # they are recorded
+    assert (f"rerun in a checkout of the published commit with its recorded changes (`git worktree add "
+            f"../at-0123456 0123456 && git -C ../at-0123456 apply {(copy / name).resolve()}`") in out
 
 
 def test_the_prefix_of_a_run_reruns_to_the_same_training_episodes(published, tmp_path, capsys):
