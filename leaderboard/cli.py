@@ -164,7 +164,8 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", type=Path, help="results folder (default: the repository's results/)")
     parser.add_argument("--force", action="store_true", help="replace a different published copy of a run")
     parser.add_argument("--allow-dirty", action="store_true",
-                        help="publish runs made from a checkout with uncommitted changes")  # fmt: skip
+                        help="publish runs made from a checkout with uncommitted changes that their folder does "
+                             "not keep (newer runs keep them as code-*.diff and need no flag)")  # fmt: skip
     parser.add_argument("--any-budget", action="store_true",
                         help="publish runs whose step budget differs from the suite's")  # fmt: skip
 
@@ -184,7 +185,9 @@ def run_publish(args: argparse.Namespace) -> int:
         raise ValueError("two of the given run folders are copies of the same run")
     for publication in plans:
         publish.write(publication)
-        print(f"{publication.status}: {publication.source} -> {publication.target}")
+        patches = sorted(name for name in publication.files if name.startswith("code-"))
+        kept = f" (with the uncommitted changes it ran with: {', '.join(patches)})" if patches else ""
+        print(f"{publication.status}: {publication.source} -> {publication.target}{kept}")
     return 0
 
 

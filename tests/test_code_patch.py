@@ -3,13 +3,14 @@ is the commit plus that patch: the patch rebuilds the tree, travels with `publis
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 
 import pytest
 
 from bench import results, runner
-from leaderboard import publish
+from leaderboard import cli, publish
 from tests.test_leaderboard_fakes import write_run
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
@@ -86,12 +87,18 @@ def _with_patch(folder, patch: bytes, *, segment: bool = False) -> str:
     return name
 
 
-def test_publish_carries_the_patches_and_needs_no_allow_dirty_for_a_recorded_change(tmp_path):
+def test_publish_carries_the_patches_and_needs_no_allow_dirty_for_a_recorded_change(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "results"
     folder = write_run(runs, seed=0)
     first = _with_patch(folder, b"--- a/x\n+++ b/x\n")
     second = _with_patch(folder, b"--- a/y\n+++ b/y\n", segment=True)
     assert publish.dirty_parts(json.loads((folder / "manifest.json").read_text())) == []
+    publish_cli = argparse.ArgumentParser()
+    cli.add_publish_arguments(publish_cli)
+    assert cli.run_publish(publish_cli.parse_args([str(folder), "--to", str(tmp_path / "cli")])) == 0
+    assert f"(with the uncommitted changes it ran with: {', '.join(sorted([first, second]))})\n" in (
+        capsys.readouterr().out
+    )
     publication = publish.plan(folder, out)
     result_files = ["config.yaml", "manifest.json", "metrics.jsonl", "scores.jsonl"]
     assert sorted(publication.files) == sorted([*result_files, first, second])
