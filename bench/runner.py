@@ -503,6 +503,7 @@ class Run:
         )  # fmt: skip
         self.accumulator = MetricAccumulator()
         self.state: RunState | None = None  # set by _fresh_start or _restore
+        self.segment_start_wall_time = 0.0  # the run's wall_time when this process's segment began
         self.carry = None
         self.rollout: Rollout | None = None
         self.manifest: dict = {}
@@ -659,8 +660,9 @@ class Run:
 
     def _begin_segment(self, header: dict | None) -> None:
         self.manifest["status"] = "running"
+        self.segment_start_wall_time = self.state.wall_time
         self.manifest["segments"].append({
-            "started": results.now(), "resumed_from_step": header and header["step"],
+            "started": results.now(), "resumed_from_step": header and header["step"], "wall_time": 0.0,
             "code": results.code_version(self.folder), "packages": results.package_versions(),
             "hardware": results.hardware(),
         })  # fmt: skip
@@ -925,6 +927,9 @@ class Run:
         }
         self.checkpointer.save(step=self.state.step, header=header, agent_tree=(self.compiled.state(), self.carry),
                                replay=self.replay)  # fmt: skip
+        if self.manifest["segments"]:  # this segment's share of wall_time (a vmapped group shares it: leaderboard)
+            segment_time = self.state.wall_time - self.segment_start_wall_time
+            self.manifest["segments"][-1]["wall_time"] = segment_time
         self.manifest.update({
             "updated": results.now(), "wall_time": self.state.wall_time, "agent_steps": self.state.step,
             "env_frames": self.state.step * self.frames_per_step, "updates": sum(self.state.updates.values()),

@@ -544,19 +544,33 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
 
 def run_cost_seconds(path: Path, manifest: dict) -> float | None:
     """The run's process wall time in seconds, or None where the manifest has none. Seeds vmapped in one
-    process share its time: a run whose last segment names its group (`vmap_seeds`) is charged its share."""
+    process share its time: each segment (one process's part of the run) records its share of `wall_time`
+    and its group (`vmap_seeds`), and is charged its time over the group's size. Manifests written before
+    segments recorded their time are charged by their last segment's group."""
     wall_time = _check(str(path), manifest, "wall_time", "number", optional=True)
     if wall_time is None:
         return None
     if not math.isfinite(wall_time) or wall_time < 0:
         raise ValueError(f"{path}: field 'wall_time' must be a finite number >= 0, got {wall_time!r}")
     segments = manifest.get("segments") or [{}]
-    if not isinstance(segments, list) or not isinstance(segments[-1], dict):
+    if not isinstance(segments, list) or not all(isinstance(segment, dict) for segment in segments):
         raise ValueError(f"{path}: field 'segments' must be a list of objects")
-    group = segments[-1].get("vmap_seeds") or [manifest["seed"]]
-    if not isinstance(group, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in group):
-        raise ValueError(f"{path}: field 'vmap_seeds' of the last segment must be a list of seeds")
-    return float(wall_time) / len(group)
+    groups = []
+    for index, segment in enumerate(segments):
+        group = segment.get("vmap_seeds") or [manifest["seed"]]
+        if not isinstance(group, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in group):
+            raise ValueError(f"{path}: field 'vmap_seeds' of segment {index + 1} must be a list of seeds")
+        groups.append(len(group))
+    if not all("wall_time" in segment for segment in segments):
+        return float(wall_time) / groups[-1]
+    total = 0.0
+    for index, (segment, size) in enumerate(zip(segments, groups, strict=True)):
+        share = _check(f"{path} (segment {index + 1})", segment, "wall_time", "number")
+        if not math.isfinite(share) or not 0 <= share <= wall_time * (1 + 1e-9):
+            raise ValueError(f"{path}: field 'wall_time' of segment {index + 1} must lie in [0, the run's "
+                             f"{wall_time}], got {share!r}")  # fmt: skip
+        total += share / size
+    return total
 
 
 def hardware_label(path: Path, manifest: dict) -> str:

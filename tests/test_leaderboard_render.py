@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard import board, browser, render
+from leaderboard import board, browser, load, render
 from tests.test_leaderboard_fakes import default_episodes, episode, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,3 +223,16 @@ def test_methods_table_gives_the_median_and_range_of_wall_time_per_run_a_vmapped
     (gamma / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"manifest.json: field 'wall_time' must be a finite number >= 0"):
         board.build("toy", roots=[runs], reps=50, tasks=["reach"])
+
+
+def test_a_run_vmapped_in_one_segment_and_alone_in_the_next_is_charged_each_segments_share():
+    path = Path("manifest.json")
+    # 30 min in a group of 3 seeds (10 min each), then 10 min alone: 20 min
+    manifest = {"seed": 5, "wall_time": 2400.0,
+                "segments": [{"vmap_seeds": [4, 5, 6], "wall_time": 1800.0}, {"wall_time": 600.0}]}  # fmt: skip
+    assert load.run_cost_seconds(path, manifest) == 1200.0
+    older = {"seed": 5, "wall_time": 2400.0, "segments": [{"vmap_seeds": [4, 5, 6]}, {}]}  # no segment times
+    assert load.run_cost_seconds(path, older) == 2400.0  # charged by the last segment's group, as before
+    manifest["segments"][1]["wall_time"] = 3000.0
+    with pytest.raises(ValueError, match=r"'wall_time' of segment 2 must lie in \[0, the run's 2400.0\]"):
+        load.run_cost_seconds(path, manifest)

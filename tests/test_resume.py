@@ -122,3 +122,5 @@ def test_stop_signal_saves_marks_stopped_exits_130_and_the_same_command_resumes(
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["agent_steps"] == 6000
     assert [s["resumed_from_step"] for s in manifest["segments"]] == [None, stopped_at]
+    shares = [s["wall_time"] for s in manifest["segments"]]  # each process's part of the run's wall time
+    assert all(share > 0 for share in shares) and sum(shares) == pytest.approx(manifest["wall_time"], rel=1e-9)
