@@ -4,7 +4,10 @@ A run folder is `ROOT/<suite>/<task>/<agent>/<config-hash>/seed<N>/` and holds:
 
 * `config.yaml`    the resolved config (sections run, replay, logger, env, agent)
 * `manifest.json`  see `new_manifest`: status ("running" | "stopped" (Ctrl-C; resumable) | "finished"), code version and dirty flag, package
-                   versions, hardware, seed, config hash, protocol, budget, wall time, agent steps, env frames
+                   versions, hardware, seed, config hash, protocol, budget, wall time, agent steps, env frames,
+                   and `segments`: one entry per process that ran part of the run (started, ended, the step it
+                   resumed from, its code, packages and hardware, its share of the wall time, and `vmap_seeds`
+                   where it ran vmapped with other seeds)
 * `code-<sha>.diff` the uncommitted changes of the checkout that ran the run or one of its segments, if
                    any (see `code_version`); the manifest's `code.diff` names it
 * `metrics.jsonl`  one record per log interval: {"step": agent steps, "frames": env frames, <name>: float}
