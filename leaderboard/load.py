@@ -147,6 +147,7 @@ class Run:
     scores_sha256: str
     cost_seconds: float | None = None  # process wall time for this run (a vmapped group's time per seed)
     hardware: str = "unknown"  # where it ran, e.g. "cpu, 2 threads"
+    patch: str | None = None  # the file in the run folder holding a dirty checkout's changes (code.diff)
 
     @property
     def method(self) -> str:
@@ -343,6 +344,7 @@ def validate_manifest(path: Path) -> dict:
     code = _check(str(path), data, "code", "dict")
     _check(f"{path} (code)", code, "commit", "str_or_none")
     _check(f"{path} (code)", code, "dirty", "bool_or_none")
+    _check(f"{path} (code)", code, "diff", "str_or_none", optional=True)
     return data
 
 
@@ -534,6 +536,7 @@ def read_run(folder: Path, info: SuiteInfo, *, any_budget: bool = False) -> Run 
         broken=int(broken),
         commit=manifest["code"].get("commit"),
         dirty=manifest["code"].get("dirty"),
+        patch=manifest["code"].get("diff"),
         train_frames=np.array([r["frames"] for r in train], dtype=np.float64),
         train_records=train,
         scores_sha256=hashlib.sha256(read_result_bytes(scores_path)).hexdigest(),
@@ -677,7 +680,8 @@ def load_runs(
             Curve(run.train_frames, np.full(len(run.train_frames), np.nan), run.train_records)
         )
         method.broken_episodes += run.broken
-        commit = f"{run.commit or 'unknown'}{'+dirty' if run.dirty else ''}"
+        changes = (f"+dirty ({run.patch})" if run.patch else "+dirty") if run.dirty else ""
+        commit = f"{run.commit or 'unknown'}{changes}"
         if commit not in method.commits:
             method.commits.append(commit)
         if run.cost_seconds is not None:

@@ -225,6 +225,20 @@ def test_methods_table_gives_the_median_and_range_of_wall_time_per_run_a_vmapped
         board.build("toy", roots=[runs], reps=50, tasks=["reach"])
 
 
+def test_methods_table_names_each_rows_code_and_the_patch_of_a_dirty_checkout(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, agent="alpha", seed=0)
+    write_run(runs, agent="alpha", seed=1, dirty=True)  # changes not recorded (an older run)
+    recorded = write_run(runs, agent="alpha", seed=2, dirty=True)
+    manifest = json.loads((recorded / "manifest.json").read_text())
+    manifest["code"]["diff"] = "code-0123456789ab.diff"
+    (recorded / "manifest.json").write_text(json.dumps(manifest))
+    header, body = render.methods_table(board.build("toy", roots=[runs], reps=50, tasks=["reach"]))
+    notes = body[0][header.index("Notes")]
+    assert notes.endswith("code: 0123456789abcdef, 0123456789abcdef+dirty, "
+                          "0123456789abcdef+dirty (code-0123456789ab.diff)")  # fmt: skip
+
+
 def test_a_run_vmapped_in_one_segment_and_alone_in_the_next_is_charged_each_segments_share():
     path = Path("manifest.json")
     # 30 min in a group of 3 seeds (10 min each), then 10 min alone: 20 min
