@@ -206,7 +206,8 @@ def report(folder: Path, rerun_folder: Path, *, say=print) -> Comparison:
     if steps > total:
         raise runner.RunError(f"{rerun_folder} ran {steps} steps, more than the {total} of {folder}")
     prefix = steps < total
-    published = provenance(results.read_manifest(folder))
+    published_manifest = results.read_manifest(folder)
+    published = provenance(published_manifest)
     here = provenance(results.read_manifest(rerun_folder))
     for key in published:
         unknown = "not recorded" in (published[key], here[key])
@@ -235,7 +236,7 @@ def report(folder: Path, rerun_folder: Path, *, say=print) -> Comparison:
             causes.append(f"vmapping: the published seed ran {published['process']}, the rerun "
                           f"{here['process']}; rerun it as it ran (`bench run ... --seeds A:B --vmap "
                           "--logdir DIR`) and compare with `bench verify RUN --against DIR/...`")
-        first = _first_code(results.read_manifest(folder))
+        first = _first_code(published_manifest)
         if first.get("dirty") and not first.get("diff"):
             causes.append("the uncommitted changes the published run was made with (its code says +dirty): "
                           "no file records them, so no rerun can match it for certain")
