@@ -123,6 +123,9 @@ def methods_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
             low, high = row.runs_range(board.tasks)
             if low != high:
                 notes.append(f"ragged: {low}–{high} runs per task, every task weighted equally")
+            if high == 1:
+                notes.append("one run per task: the bootstrap has nothing to resample, so its own intervals are "
+                             "points")
         if method.excluded:
             notes.append(f"{len(method.excluded)} run(s) without a score under the protocol (see report)")
         if method.broken_episodes:

@@ -250,3 +250,17 @@ def test_a_run_vmapped_in_one_segment_and_alone_in_the_next_is_charged_each_segm
     manifest["segments"][1]["wall_time"] = 3000.0
     with pytest.raises(ValueError, match=r"'wall_time' of segment 2 must lie in \[0, the run's 2400.0\]"):
         load.run_cost_seconds(path, manifest)
+
+
+def test_methods_table_says_a_row_with_one_run_per_task_has_point_intervals(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(runs, agent="alpha", seed=seed)
+    write_run(runs, agent="beta", seed=0)
+    built = board.build("toy", roots=[runs], reps=50, tasks=["reach"])
+    header, body = render.methods_table(built)
+    notes = {row[0].split("@")[0]: row[header.index("Notes")] for row in body}
+    assert "one run per task" not in notes["alpha"]
+    assert "one run per task: the bootstrap has nothing to resample" in notes["beta"]
+    beta = next(row for row in built.rows if row.label.startswith("beta")).stats.metrics["iqm"]
+    assert beta.low == beta.point == beta.high  # what the note explains
