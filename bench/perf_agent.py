@@ -22,7 +22,15 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   throughput in the agent's compute dtype (float32, or bfloat16 with `--set compute_dtype=bfloat16`), the
   better of one measurement before and one after the timed updates (a shared machine's rate drifts),
 * with `--ceiling`, the utilisation the update could reach at best: each product timed alone at its shapes
-  (bench/perf_ceiling.py), which separates slow kernels from time spent outside the products.
+  (bench/perf_ceiling.py), which separates slow kernels from time spent outside the products,
+* with `--vmap-seeds N`, each stream's update of N seeds stacked along a seed axis and vmapped in one call, as
+  `bench run --seeds 0:N --vmap` runs them (bench/vmap_run.py): seed-updates/s in all against one seed's
+  updates/s (how much of the device one seed leaves idle),
+* with `--timing-lock FILE`, every timed section holds an exclusive lock on FILE and compilation does not: perf
+  runs started side by side on one device (scripts/gpu_check.sh) compile in parallel and time one at a time.
+
+Each update is compiled once (ahead of time, for XLA's cost and memory analysis) and that executable is the one
+timed: it is the runner's jitted update (`CompiledAgent.jitted_update`) compiled for the same arguments.
 
 Observation and action spaces come from `--suite/--task` (the env is created once to read them) or default to
 a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` overrides work as on
@@ -32,7 +40,9 @@ a 64x64 RGB image and 6 discrete actions (Atari-like). Dotted `--set key=value` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import resource
 import statistics
@@ -67,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceiling", action="store_true",
                         help="also time each matrix product and convolution of the update alone and print the "
                              "utilisation the update could reach if it did nothing else (bench/perf_ceiling.py)")  # fmt: skip
+    parser.add_argument("--vmap-seeds", type=int, default=0, metavar="N",
+                        help="also time each stream's update of N seeds stacked and vmapped in one call (as "
+                             "`bench run --seeds 0:N --vmap`) against one seed's update")  # fmt: skip
+    parser.add_argument("--timing-lock", default=None, metavar="FILE",
+                        help="hold an exclusive lock on FILE while timing, not while compiling: perf runs started "
+                             "side by side on one device compile in parallel and time one at a time")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -190,6 +206,21 @@ def _obs_batch(obs_space, envs, rng):
 # ---------------------------------------------------------------------------------------- measuring
 
 
+@contextlib.contextmanager
+def timing(args):
+    """Hold `--timing-lock` (an exclusive lock on the file) for a timed section; nothing without the flag."""
+    path = getattr(args, "timing_lock", None)
+    if not path:
+        yield
+        return
+    with open(path, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
     """Best GFLOP/s of a jitted size x size matmul in `dtype` (the machine's practical peak for that dtype)."""
     import jax
@@ -244,25 +275,31 @@ def measure(args) -> dict:
     jax.block_until_ready(action)
     act_compile = time.perf_counter() - start
     obs["is_first"] = np.zeros(args.envs, bool)
-    start = time.perf_counter()
-    for step in range(args.policy_steps):
-        carry, action, extras = compiled.act(carry, obs, (np.int32(step + 1),), KEY_ACT, "train")
-        action, extras = jax.device_get((action, extras))  # the runner fetches both to store them
-    policy_seconds = (time.perf_counter() - start) / args.policy_steps
+    with timing(args):
+        start = time.perf_counter()
+        for step in range(args.policy_steps):
+            carry, action, extras = compiled.act(carry, obs, (np.int32(step + 1),), KEY_ACT, "train")
+            action, extras = jax.device_get((action, extras))  # the runner fetches both to store them
+        policy_seconds = (time.perf_counter() - start) / args.policy_steps
 
     # The peak is measured before and after the timed updates and the better figure kept: on a shared or
     # thermally throttled machine the matmul rate drifts between minutes, and the higher one is the
     # hardware's capability (so utilisation is never flattered by a slow minute). The products run in the
     # agent's compute dtype (DreamerV3 family `compute_dtype`): the peak is that dtype's.
     compute = getattr(agent_config, "compute_dtype", "float32")
-    peak_before = matmul_peak(args.matmul, dtype=compute)
+    with timing(args):
+        peak_before = matmul_peak(args.matmul, dtype=compute)
     stream_figures, batches = {}, {}
     for name, stream in streams.items():
         batches[name] = _synthetic_batch(obs_space, act_space, jax.device_get(extras), stream, rng)
         stream_figures[name] = _measure_update(compiled, name, stream, batches[name], args)
     imagination = _measure_imagination(agent, compiled.state(), batches, args)
+    if getattr(args, "vmap_seeds", 0):
+        for name, stream in streams.items():
+            stream_figures[name]["vmap"] = _measure_vmapped(agent, name, batches[name], stream_figures[name], args)
     main = stream_figures[next(iter(streams))]
-    peak_after = matmul_peak(args.matmul, dtype=compute)
+    with timing(args):
+        peak_after = matmul_peak(args.matmul, dtype=compute)
     peak = max(peak_before, peak_after)
     total_products = sum(f["update_gflop_products"] for f in stream_figures.values())
     total_seconds = sum(f["update_s_median"] for f in stream_figures.values())
@@ -328,12 +365,13 @@ def _measure_imagination(agent, state, batches, args) -> dict:
         executable = jax.jit(case.fn).lower(state, case.inputs, key).compile()
         compile_seconds = time.perf_counter() - start
         memory = executable.memory_analysis()
-        jax.block_until_ready(executable(state, case.inputs, key))  # warm-up
-        times = []
-        for index in range(args.updates):
-            start = time.perf_counter()
-            jax.block_until_ready(executable(state, case.inputs, jax.random.key(args.seed + 1 + index)))
-            times.append(time.perf_counter() - start)
+        with timing(args):
+            jax.block_until_ready(executable(state, case.inputs, key))  # warm-up
+            times = []
+            for index in range(args.updates):
+                start = time.perf_counter()
+                jax.block_until_ready(executable(state, case.inputs, jax.random.key(args.seed + 1 + index)))
+                times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         figures[name] = {
             "steps": case.steps,
@@ -374,20 +412,27 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     memory = executable.memory_analysis()
-    metrics, _ = compiled.update(name, batch, np.int32(1))  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for index in range(args.updates):
-        start = time.perf_counter()
-        metrics, replay_updates = compiled.update(name, batch, np.int32(2 + index))
-        jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    profile = None
-    if getattr(args, "profile", 0):
-        from bench import perf_profile
 
-        profile = perf_profile.profile_update(compiled, name, batch, executable.as_text(), args.updates, args.profile)
+    def step(counter: int):
+        """One update with the state donated, as `CompiledAgent.update` runs it (and without compiling again)."""
+        compiled.dynamic, metrics, replay_updates = executable(compiled.dynamic, batch, np.int32(counter))
+        return jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
+
+    with timing(args):
+        metrics, _ = step(1)  # warm-up
+        times = []
+        for index in range(args.updates):
+            start = time.perf_counter()
+            metrics, _ = step(2 + index)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        profile = None
+        if getattr(args, "profile", 0):
+            from bench import perf_profile
+
+            counters = iter(range(10**6, 2 * 10**6))
+            profile = perf_profile.profile_update(lambda: step(next(counters)), executable.as_text(), args.updates,
+                                                  args.profile)  # fmt: skip
     return {
         "profile": profile,
         "jaxpr": update_jaxpr,  # for --ceiling; dropped before the figures are reported
@@ -406,6 +451,57 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         "xla_output_mib": getattr(memory, "output_size_in_bytes", 0) / 2**20,
         "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
         "non_finite_metrics": [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))],
+    }
+
+
+def _measure_vmapped(agent, name, batch, single: dict, args) -> dict:
+    """Compile and time one stream's update of `--vmap-seeds` seeds stacked along a seed axis and vmapped in one
+    call (`bench.vmap_run.StackedAgent`, as `bench run --seeds 0:N --vmap` runs them), each seed with its own
+    initial state and key and the same synthetic batch; compared with `single`, that stream's one-seed figures."""
+    import jax
+    import numpy as np
+
+    from bench.runner import CompiledAgent
+    from bench.vmap_run import StackedAgent, stack_trees
+
+    seeds = [args.seed + index for index in range(args.vmap_seeds)]
+    count = len(seeds)
+    agents = []
+    for seed in seeds:
+        one = CompiledAgent(agent, jax.random.key(seed))
+        one.set_state(agent.init(key=jax.random.key(seed)))
+        agents.append(one)
+    stacked = StackedAgent(agents, [jax.random.key(seed) for seed in seeds])
+    del agents
+    batches = stack_trees([batch] * count)
+    mask = np.ones(count, bool)
+    start = time.perf_counter()
+    executable = stacked.jitted_update.lower(stacked.dynamic, stacked.keys, batches, np.zeros(count, np.int32), mask,
+                                             stream=name).compile()  # fmt: skip
+    compile_seconds = time.perf_counter() - start
+    memory = executable.memory_analysis()
+
+    def step(counter: int):
+        counters = np.full(count, counter, np.int32)
+        stacked.dynamic, metrics, replay_updates = executable(stacked.dynamic, stacked.keys, batches, counters, mask)
+        return jax.device_get((metrics, replay_updates))
+
+    with timing(args):
+        step(1)  # warm-up
+        times = []
+        for index in range(args.updates):
+            start = time.perf_counter()
+            step(2 + index)
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "seeds": count,
+        "compile_s": compile_seconds,
+        "update_s_median": seconds,
+        "update_s_all": times,
+        "seed_updates_per_s": count / seconds,
+        "speedup_over_one_seed": count / seconds * single["update_s_median"],
+        "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
     }
 
 
@@ -431,6 +527,14 @@ def report_lines(f: dict) -> list[str]:
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB",
         ]
+        v = s.get("vmap")
+        if v:
+            lines += [
+                f"  vmap:    {v['seeds']} seeds stacked in one vmapped update: compile {v['compile_s']:.1f} s; "
+                f"{v['update_s_median']:.3f} s median ({', '.join(f'{t:.3f}' for t in v['update_s_all'])})",
+                f"           {v['seed_updates_per_s']:.2f} seed-updates/s = {v['speedup_over_one_seed']:.2f}x one "
+                f"seed's {s['updates_per_s']:.2f} updates/s; XLA temporaries {v['xla_temp_mib']:.0f} MiB",
+            ]
     for name, s in f["streams"].items():
         if s.get("profile"):
             from bench import perf_profile

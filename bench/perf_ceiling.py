@@ -46,8 +46,8 @@ def product_flops(eqn) -> float:
 def live_equations(jaxpr) -> list:
     """The equations whose results reach the jaxpr's outputs (or that have effects), in order.
 
-    A jaxpr can hold work XLA drops as dead code: e.g. `jax.vjp` traces a forward pass whose result a custom
-    gradient ignores (agents/common/conv.py). Counting it would credit the update with products it never runs.
+    A jaxpr can hold work XLA drops as dead code: e.g. the gradient of the input images, which nothing uses (the
+    first encoder stage's input gradient). Counting it would credit the update with products it never runs.
     """
     from jax.extend import core
 

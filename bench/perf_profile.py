@@ -83,19 +83,11 @@ def summarise(times: collections.Counter, metadata: dict, repeats: int, top: int
     }
 
 
-def profile_update(compiled, stream: str, batch: dict, hlo_text: str, repeats: int, top: int) -> dict:
-    """Trace `repeats` updates of `stream` of the runner's compiled agent and summarise them."""
-    import jax
-    import numpy as np
-
-    counter = iter(range(10**6, 2 * 10**6))
-
-    def run():
-        metrics, replay_updates = compiled.update(stream, batch, np.int32(next(counter)))
-        jax.device_get((metrics, replay_updates))
-
+def profile_update(step, hlo_text: str, repeats: int, top: int) -> dict:
+    """Trace `repeats` calls of `step` (one update of the compiled module `hlo_text`, results fetched) and
+    summarise them."""
     metadata = instruction_metadata(hlo_text)
-    return summarise(operation_times(trace_events(run, repeats), metadata), metadata, repeats, top)
+    return summarise(operation_times(trace_events(step, repeats), metadata), metadata, repeats, top)
 
 
 def report_lines(stream: str, profile: dict, groups: int = 15) -> list[str]:

@@ -90,7 +90,7 @@ class StackedAgent:
             return jax.tree.map(keep, new, dynamic), metrics, replay_updates
 
         self._act = jax.jit(act, static_argnames=("purpose", "mode"), donate_argnums=(2,))
-        self._update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
+        self.jitted_update = self._update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
         self._finite = jax.jit(jax.vmap(base.all_finite))
         self._slice = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
         self._unstack = jax.jit(lambda tree: [jax.tree.map(lambda x: x[k], tree) for k in range(self.size)])

@@ -129,6 +129,25 @@ def test_conv2d_gradients_equal_xla(kernel):
     np.testing.assert_allclose(per_image, plain[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mapped", ["both", "images", "kernels"])
+def test_conv2d_under_vmap_equals_xla_for_each_index(mapped):
+    """`bench run --vmap` maps conv2d over seeds, each with its own kernel (agents/common/conv.py runs one
+    convolution and one weight gradient per index then): every index's value and gradients are XLA's plain
+    convolution's for that index's images and kernel; so with shared kernels or shared images."""
+    xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 4))
+    ws = jax.random.normal(jax.random.key(1), (3, 5, 5, 4, 5))
+    x_axis, w_axis = {"both": (0, 0), "images": (0, None), "kernels": (None, 0)}[mapped]
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
+    ours = jax.jit(jax.vmap(jax.value_and_grad(loss(conv2d), argnums=(0, 1)), in_axes=(x_axis, w_axis)))(
+        xs if x_axis == 0 else xs[0], ws if w_axis == 0 else ws[0])
+    for index in range(3):
+        x, w = xs[index if x_axis == 0 else 0], ws[index if w_axis == 0 else 0]
+        value, grads = jax.value_and_grad(loss(_plain_conv), argnums=(0, 1))(x, w)
+        np.testing.assert_allclose(ours[0][index], value, rtol=1e-4, atol=1e-4)
+        for a, b in zip(ours[1], grads):
+            np.testing.assert_allclose(a[index], b, rtol=1e-4, atol=1e-4)
+
+
 def test_encoder_and_decoder_take_leading_batch_dims():
     encoder = ConvEncoder((16, 16, 3), 2, (2, 3), 5, key=jax.random.key(0))
     images = jax.random.randint(jax.random.key(1), (2, 3, 16, 16, 3), 0, 255).astype(jnp.uint8)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench import cli
 
 
@@ -86,3 +88,44 @@ def test_perf_agent_profile_traces_every_stream(tmp_path):
         profile = stream["profile"]
         assert profile["traced_ms_per_update"] > 0 and 0 < len(profile["operations"]) <= 3
         assert abs(sum(g["share"] for g in profile["groups"]) - 1.0) < 1e-9
+
+
+def test_perf_agent_times_the_vmapped_update_of_several_seeds(tmp_path):
+    """`--vmap-seeds N`: each stream's update of N stacked seeds in one vmapped call, against one seed's."""
+    out = tmp_path / "perf.json"
+    code = cli.main(["perf", "agent", "--agent", "tests.helpers:TWO_STREAMS", "--suite", "toy", "--task", "reach",
+                     "--updates", "2", "--policy-steps", "2", "--matmul", "64", "--vmap-seeds", "3",
+                     "--timing-lock", str(tmp_path / "lock"), "--json", str(out)])  # fmt: skip
+    assert code == 0
+    for stream in json.loads(out.read_text())["streams"].values():
+        vmap = stream["vmap"]
+        assert vmap["seeds"] == 3 and len(vmap["update_s_all"]) == 2
+        assert vmap["seed_updates_per_s"] == 3 / vmap["update_s_median"]
+        assert vmap["speedup_over_one_seed"] == pytest.approx(vmap["seed_updates_per_s"] / stream["updates_per_s"])
+
+
+def test_timing_waits_for_the_lock_held_by_another_perf_run(tmp_path):
+    """`--timing-lock`: a timed section starts only once no other holder has the lock."""
+    import argparse
+    import fcntl
+    import threading
+
+    from bench.perf_agent import timing
+
+    path = tmp_path / "lock"
+    entered = threading.Event()
+
+    def timed_section():
+        with timing(argparse.Namespace(timing_lock=str(path))):
+            entered.set()
+
+    with open(path, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        thread = threading.Thread(target=timed_section)
+        thread.start()
+        assert not entered.wait(0.5)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+    assert entered.wait(10)
+    thread.join()
+    with timing(argparse.Namespace(timing_lock=None)):  # no flag: no lock
+        pass
