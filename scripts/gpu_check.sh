@@ -1,65 +1,143 @@
 #!/usr/bin/env bash
-# The project's GPU check: `bench perf agent` for every learning agent at realistic sizes, in float32 and in
-# bfloat16 compute, plus the numerics tests that must also hold on an accelerator, in one Markdown report.
+# The project's GPU check, in one Markdown report: `bench perf agent` for every learning agent at realistic sizes
+# in float32 and bfloat16 compute, DreamerV3's update of 5 seeds vmapped in one call against one seed's, a short
+# training run on an Atari game through the real runner, and the numerics tests that must also hold on a GPU.
 #
 #   scripts/gpu_check.sh [OUT_DIR]          # on a GPU machine (writes OUT_DIR/gpu_check.md, default ./gpu_check_out)
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh    # the same steps on the CPU at the debug size (a quick smoke run)
 #   GPU_CHECK_PERF_ARGS=--ceiling scripts/gpu_check.sh   # also each update's products-only ceiling (slower)
 #
-# It stays under 8 minutes: the perf runs go smallest first (size12m float32, size12m bfloat16, then size50m)
-# and all end within GPU_CHECK_BUDGET seconds from the start (default 380): each is cut at GPU_CHECK_RUN_LIMIT
-# seconds or at the budget, one with less than 30 s left is skipped and named in the report, and the numerics
-# tests get at most 70 s. Settings (environment): GPU_CHECK_SIZES, GPU_CHECK_DTYPES,
-# GPU_CHECK_AGENTS (name=module:SPEC ...), GPU_CHECK_PERF_ARGS (extra `bench perf agent` flags), GPU_CHECK_TESTS.
-# Agents are named by module path, so the check runs from a plain checkout without installing the package.
+# It stays under 8 minutes. Its jobs run GPU_CHECK_JOBS at a time (default 4) and all end within GPU_CHECK_BUDGET
+# seconds from the start (default 390): one is cut at GPU_CHECK_RUN_LIMIT seconds or at the budget, and one that
+# would start with less than 30 s left is skipped and named in the report. Side by side, the perf runs compile in
+# parallel but time one at a time (`--timing-lock`), and the training run holds that lock throughout, so no
+# figure is taken while another job uses the device. The order is what matters most first: the training run,
+# every agent at the first size in float32 (DreamerV3 with GPU_CHECK_VMAP_SEEDS vmapped seeds), then bfloat16,
+# then the next size. The numerics tests get at most 70 s at the end.
+#
+# Settings (environment): GPU_CHECK_SIZES, GPU_CHECK_DTYPES, GPU_CHECK_AGENTS ("name=module:SPEC" runs at each
+# size; "name=module:SPEC@preset" at that preset alone), GPU_CHECK_PERF_ARGS (extra `bench perf agent` flags),
+# GPU_CHECK_VMAP_SEEDS (0: none), GPU_CHECK_TESTS, GPU_CHECK_RUN_AGENT, GPU_CHECK_RUN_SUITE, GPU_CHECK_RUN_TASK,
+# GPU_CHECK_RUN_CONFIGS, GPU_CHECK_RUN_SECONDS (0: no training run). Agents and suites are named by module
+# path, so the check runs from a plain checkout without installing the package; the Atari run needs ale-py
+# there (docs/gpu_check.md says how to carry its wheel).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu_check_out}}
-mkdir -p "$OUT_DIR"
+mkdir -p "$OUT_DIR/logs"
 PYTHON=${PYTHON:-python3}
 SIZES=${GPU_CHECK_SIZES:-${GPU_CHECK_SIZE:-"size12m size50m"}}
 DTYPES=${GPU_CHECK_DTYPES:-"float32 bfloat16"}
 UPDATES=5
-BUDGET=${GPU_CHECK_BUDGET:-380}
-RUN_LIMIT=${GPU_CHECK_RUN_LIMIT:-150}
+BUDGET=${GPU_CHECK_BUDGET:-390}
+RUN_LIMIT=${GPU_CHECK_RUN_LIMIT:-240}
+JOBS=${GPU_CHECK_JOBS:-4}
+VMAP_SEEDS=${GPU_CHECK_VMAP_SEEDS:-5}
 TESTS=${GPU_CHECK_TESTS:-"tests/test_hieros_s5.py tests/test_hieros_s5wm.py tests/test_common_numerics.py"}
+RUN_AGENT=${GPU_CHECK_RUN_AGENT:-agents.dreamerv3:SPEC}
+RUN_SUITE=${GPU_CHECK_RUN_SUITE:-tasks.atari:SUITE}
+RUN_TASK=${GPU_CHECK_RUN_TASK:-pong}
+RUN_CONFIGS=${GPU_CHECK_RUN_CONFIGS:-size12m}
+RUN_SECONDS=${GPU_CHECK_RUN_SECONDS:-120}
 if [ -n "${GPU_CHECK_DRY:-}" ]; then
   SIZES=${GPU_CHECK_SIZES:-debug}; UPDATES=1; TESTS=${GPU_CHECK_TESTS:-"tests/test_hieros_etbs.py"}
+  RUN_CONFIGS=${GPU_CHECK_RUN_CONFIGS:-debug}; RUN_SECONDS=${GPU_CHECK_RUN_SECONDS:-60}
+  JOBS=${GPU_CHECK_JOBS:-1}  # the lock keeps timings off a shared device, not off shared CPU cores
 fi
-AGENTS=${GPU_CHECK_AGENTS:-"dreamerv3=agents.dreamerv3:SPEC thick=agents.thick:SPEC vsg=agents.vsg:VSG_SPEC svsg=agents.vsg:SVSG_SPEC"}
+AGENTS=${GPU_CHECK_AGENTS:-"dreamerv3=agents.dreamerv3:SPEC thick=agents.thick:SPEC vsg=agents.vsg:VSG_SPEC svsg=agents.vsg:SVSG_SPEC p2e=agents.p2e:SPEC tssm=agents.tssm:SPEC hieros=agents.hieros:SPEC iris=agents.iris:SPEC@atari100k"}
 PERF_ARGS=${GPU_CHECK_PERF_ARGS:-}
-export PYTHONUNBUFFERED=1
+LOCK="$OUT_DIR/timing.lock"
+# Several processes share the device: each takes memory as it needs it, not 75% up front.
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+rm -f "$OUT_DIR"/perf_*.json "$OUT_DIR/failed.txt" "$OUT_DIR/run.txt" "$OUT_DIR/logs"/*.log
 : > "$OUT_DIR/log.txt"
 : > "$OUT_DIR/skipped.txt"
+: > "$OUT_DIR/order.txt"
 
 start=$SECONDS
 "$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1 | tee "$OUT_DIR/device.txt"
-status=0
+# The agents without a compute_dtype option (float32 only), one name per line.
+"$PYTHON" - $AGENTS > "$OUT_DIR/float32_only.txt" <<'EOF'
+import sys
+from bench import registry
+for item in sys.argv[1:]:
+    name, spec = item.split("=", 1)
+    if not hasattr(registry.get_agent(spec.split("@")[0]).config_cls(), "compute_dtype"):
+        print(name)
+EOF
+
+# run_job LABEL SLUG COMMAND...: start COMMAND in the background once fewer than JOBS run, within the budget.
+run_job() {
+  local label=$1 slug=$2; shift 2
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+  local left=$((BUDGET - (SECONDS - start)))
+  if [ "$left" -lt 30 ]; then
+    echo "$label" >> "$OUT_DIR/skipped.txt"; echo "== $label: skipped (time budget)"; return
+  fi
+  local limit=$((left < RUN_LIMIT ? left : RUN_LIMIT))
+  echo "== $label (started at $((SECONDS - start)) s, limit $limit s)"
+  echo "$slug $label" >> "$OUT_DIR/order.txt"
+  (
+    timeout -s INT -k 30 "$limit" "$@" > "$OUT_DIR/logs/$slug.log" 2>&1
+    code=$?
+    [ "$code" -eq 124 ] && echo "$label: cut at its $limit s limit" >> "$OUT_DIR/failed.txt"
+    [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && echo "$label: exit status $code" >> "$OUT_DIR/failed.txt"
+    echo "== $label: done at $((SECONDS - start)) s (exit status $code)"
+  ) &
+}
+
+perf_job() {  # perf_job NAME SPEC CONFIG DTYPE [EXTRA FLAGS...]
+  local name=$1 spec=$2 config=$3 dtype=$4; shift 4
+  local dtype_set=""; [ "$dtype" = float32 ] || dtype_set="--set compute_dtype=$dtype"  # float32: the default
+  # shellcheck disable=SC2086
+  run_job "$name $config $dtype" "perf_${name}_${config}_${dtype}" "$PYTHON" -m bench.cli perf agent --agent "$spec" \
+    --configs "$config" --updates "$UPDATES" --policy-steps 100 $dtype_set $PERF_ARGS --timing-lock "$LOCK" \
+    --json "$OUT_DIR/perf_${name}_${config}_${dtype}.json" "$@"
+}
+
+# 1. The training run, holding the timing lock throughout; stopped with SIGINT at its time (it checkpoints).
+if [ "$RUN_SECONDS" -gt 0 ]; then
+  echo "$RUN_AGENT $RUN_SUITE $RUN_TASK $RUN_CONFIGS $RUN_SECONDS" > "$OUT_DIR/run.txt"
+  # shellcheck disable=SC2086
+  run_job "training run" run "$PYTHON" -c 'import fcntl, subprocess, sys
+lock = open(sys.argv[1], "a"); fcntl.flock(lock, fcntl.LOCK_EX)
+code = subprocess.call(sys.argv[2:])
+sys.exit(0 if code == 124 else code)  # 124: stopped at its time, as planned' "$LOCK" timeout -s INT -k 30 "$RUN_SECONDS" "$PYTHON" -m bench.cli run \
+    --agent "$RUN_AGENT" --suite "$RUN_SUITE" --task "$RUN_TASK" --configs $RUN_CONFIGS --steps 100000 \
+    --run.log_every 250 --logdir "$OUT_DIR/training_run" --quiet
+fi
+# 2. Perf runs: per size, float32 then the other dtypes; the first agent at the first size also vmapped.
+first=1
 for size in $SIZES; do
   for dtype in $DTYPES; do
     for item in $AGENTS; do
-      name=${item%%=*}; spec=${item#*=}
-      label="$name $size $dtype"
-      left=$((BUDGET - (SECONDS - start)))
-      if [ "$left" -lt 30 ]; then
-        echo "$label" >> "$OUT_DIR/skipped.txt"; echo "== perf agent $label: skipped (time budget)"; continue
+      name=${item%%=*}; spec=${item#*=}; config=$size
+      if [ "$spec" != "${spec%@*}" ]; then  # a fixed preset: run once, at the first size's turn
+        config=${spec##*@}; spec=${spec%@*}
+        [ "$size" = "${SIZES%% *}" ] || continue
       fi
-      limit=$(( left < RUN_LIMIT ? left : RUN_LIMIT ))
-      echo "== perf agent $label" | tee -a "$OUT_DIR/log.txt"
-      json="$OUT_DIR/perf_${name}_${size}_${dtype}.json"
-      dtype_set=""; [ "$dtype" = float32 ] || dtype_set="--set compute_dtype=$dtype"  # float32: the default
-      # shellcheck disable=SC2086
-      timeout "$limit" "$PYTHON" -m bench.cli perf agent --agent "$spec" --configs "$size" --updates "$UPDATES" \
-        --policy-steps 100 $dtype_set $PERF_ARGS --json "$json" 2>&1 | tee -a "$OUT_DIR/log.txt" || status=1
-      [ -f "$json" ] || { echo "perf agent $label failed" | tee -a "$OUT_DIR/log.txt"; status=1; }
+      if [ "$dtype" != float32 ] && grep -qx "$name" "$OUT_DIR/float32_only.txt"; then continue; fi
+      if [ "$first" = 1 ] && [ "$VMAP_SEEDS" -gt 0 ]; then
+        perf_job "$name" "$spec" "$config" "$dtype" --vmap-seeds "$VMAP_SEEDS"
+      else
+        perf_job "$name" "$spec" "$config" "$dtype"
+      fi
+      first=0
     done
   done
 done
+wait
+while read -r slug label; do
+  { echo "== $label"; cat "$OUT_DIR/logs/$slug.log"; } >> "$OUT_DIR/log.txt"
+done < "$OUT_DIR/order.txt"
 echo "== numerics tests"
 # shellcheck disable=SC2086
-timeout 70 "$PYTHON" -m pytest -q -p no:cacheprovider $TESTS > "$OUT_DIR/tests_full.log" 2>&1 || status=1
+timeout 70 "$PYTHON" -m pytest -q -p no:cacheprovider $TESTS > "$OUT_DIR/tests_full.log" 2>&1 \
+  || echo "numerics tests: failed or cut at 70 s" >> "$OUT_DIR/failed.txt"
 tail -n 15 "$OUT_DIR/tests_full.log" | tee "$OUT_DIR/tests.txt"; cat "$OUT_DIR/tests_full.log" >> "$OUT_DIR/log.txt"; rm -f "$OUT_DIR/tests_full.log"
 echo "$((SECONDS - start))" > "$OUT_DIR/seconds.txt"
+status=0
+[ -s "$OUT_DIR/failed.txt" ] && status=1
 "$PYTHON" scripts/gpu_report.py "$OUT_DIR" > "$OUT_DIR/gpu_check.md" || status=1
 cat "$OUT_DIR/gpu_check.md"
 exit $status

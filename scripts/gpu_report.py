@@ -34,6 +34,48 @@ def _ceiling_lines(folder: Path) -> list[str]:
             "|---|---|---|---|---|---|---|---|", *rows]  # fmt: skip
 
 
+def _vmap_lines(folder: Path) -> list[str]:
+    """Runs made with --vmap-seeds: the stacked update of N seeds against one seed's."""
+    rows = []
+    for path in sorted(folder.glob("perf_*.json")):
+        f = json.loads(path.read_text())
+        for stream, s in f["streams"].items():
+            v = s.get("vmap")
+            if v:
+                rows.append(f"| {f['agent']} | {_size(f)} | {f.get('compute_dtype', 'float32')} | {stream} | "
+                            f"{v['seeds']} | {s['update_s_median']:.4f} | {v['update_s_median']:.4f} | "
+                            f"{v['seed_updates_per_s']:.1f} | {v['speedup_over_one_seed']:.2f}x |")  # fmt: skip
+    if not rows:
+        return []
+    return ["", "Seeds vmapped in one update (`--vmap-seeds N`, as `bench run --seeds 0:N --vmap`): the update of N "
+            "stacked seeds in one call against one seed's update.", "",
+            "| agent | size | compute | stream | seeds | one seed s | N seeds s | seed-updates/s | x one seed |",
+            "|---|---|---|---|---|---|---|---|---|", *rows]  # fmt: skip
+
+
+def _training_run_lines(folder: Path) -> list[str]:
+    """The short training run: how far it got, its last logged rate, and how it ended."""
+    setting = _text(folder, "run.txt").split()
+    if not setting:
+        return []
+    agent, suite, task, *configs, seconds = setting
+    lines = ["", f"Training run: `bench run --agent {agent} --suite {suite} --task {task} --configs {' '.join(configs)}`"
+             f", stopped with SIGINT after {seconds} s (compilation included)."]  # fmt: skip
+    metrics = sorted(folder.glob("training_run/**/metrics.jsonl"))
+    if not metrics:
+        return lines + ["", "It logged no metrics (see log.txt)."]
+    records = [json.loads(line) for line in metrics[0].read_text().splitlines() if line.strip()]
+    rated = [r for r in records if "perf/policy_steps_per_sec" in r]
+    manifest = metrics[0].parent / "manifest.json"
+    status = json.loads(manifest.read_text()).get("status", "unknown") if manifest.exists() else "no manifest"
+    last = rated[-1] if rated else records[-1]
+    lines += ["", f"Reached agent step {last.get('step', 0):,} ({last.get('frames', 0):,} frames) with "
+              f"{last.get('train/updates', 0):,} updates; the last logged interval ran "
+              f"{last.get('perf/policy_steps_per_sec', float('nan')):.1f} agent steps/s, training included; "
+              f"run status: {status}."]  # fmt: skip
+    return lines
+
+
 def main(out_dir: str) -> int:
     folder = Path(out_dir)
     lines = ["# GPU check", "", f"Device: `{_text(folder, 'device.txt', 'unknown')}`", "",
@@ -54,8 +96,13 @@ def main(out_dir: str) -> int:
             f"{f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | {f['matmul_peak_gflops']:.0f} | "
             f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} |"
         )
+    float32_only = _text(folder, "float32_only.txt").split()
+    if float32_only:
+        lines += ["", f"Float32 only (no compute_dtype option): {', '.join(float32_only)}."]
+    lines += _vmap_lines(folder)
     lines += _ceiling_lines(folder)
-    failed = [line for line in _text(folder, "log.txt").splitlines() if line.endswith(" failed")]
+    lines += _training_run_lines(folder)
+    failed = _text(folder, "failed.txt").splitlines()
     if failed:
         lines += ["", "Failed: " + "; ".join(failed) + " (see log.txt)."]
     skipped = _text(folder, "skipped.txt").splitlines()

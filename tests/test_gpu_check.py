@@ -20,8 +20,11 @@ def _gpu_check(out, **settings) -> subprocess.CompletedProcess:
 
 
 def test_gpu_check_dry_run_writes_its_report_in_both_compute_dtypes(tmp_path):
+    """Two jobs at a time: the training run (holding the timing lock) beside the perf runs."""
     out = tmp_path / "gpu"
-    proc = _gpu_check(out, GPU_CHECK_SIZES="debug")
+    proc = _gpu_check(out, GPU_CHECK_SIZES="debug", GPU_CHECK_JOBS="2", GPU_CHECK_VMAP_SEEDS="3",
+                      GPU_CHECK_RUN_AGENT="tests.helpers:SIZED_TWO_STREAMS", GPU_CHECK_RUN_SUITE="tasks.toy:SUITE",
+                      GPU_CHECK_RUN_TASK="reach", GPU_CHECK_RUN_CONFIGS="debug", GPU_CHECK_RUN_SECONDS="25")  # fmt: skip
     figures = {dtype: json.loads((out / f"perf_two_debug_{dtype}.json").read_text()) for dtype in ("float32", "bfloat16")}
     assert all(f["batch"] == 2 and f["length"] == 4 and f["update_s_median"] > 0 for f in figures.values())
     # the matmul peak each run compares with is in its compute dtype
@@ -31,15 +34,22 @@ def test_gpu_check_dry_run_writes_its_report_in_both_compute_dtypes(tmp_path):
     assert "| two_streams | debug | float32 | 2 x 4 |" in report and "| two_streams | debug | bfloat16 | 2 x 4 |" in report
     assert "Device: `jax " in report and "passed" in (out / "tests.txt").read_text()
     assert "Failed" not in report and "Skipped" not in report
+    # the first agent at the first size, float32, also timed 3 seeds vmapped (each stream)
+    assert figures["float32"]["streams"]["fast"]["vmap"]["seeds"] == 3 and "vmap" not in figures["bfloat16"]["streams"]["fast"]
+    assert "| two_streams | debug | float32 | fast | 3 |" in report and "| two_streams | debug | float32 | slow | 3 |" in report
+    assert ("Training run: `bench run --agent tests.helpers:SIZED_TWO_STREAMS --suite tasks.toy:SUITE --task reach "
+            "--configs debug`, stopped with SIGINT after 25 s") in report  # fmt: skip
+    assert "Reached agent step " in report and "run status: stopped." in report
 
 
 def test_gpu_check_skips_what_would_start_after_its_time_budget(tmp_path):
     out = tmp_path / "gpu"
     _gpu_check(out, GPU_CHECK_SIZES="size50m", GPU_CHECK_BUDGET="0")
     assert not list(out.glob("perf_*.json"))
-    assert (out / "skipped.txt").read_text().split("\n")[:2] == ["two size50m float32", "two size50m bfloat16"]
+    assert (out / "skipped.txt").read_text().split("\n")[:3] == ["training run", "two size50m float32",
+                                                                  "two size50m bfloat16"]  # fmt: skip
     report = (out / "gpu_check.md").read_text()
-    assert "Skipped to stay within the time budget: two size50m float32; two size50m bfloat16." in report
+    assert "Skipped to stay within the time budget: training run; two size50m float32; two size50m bfloat16." in report
 
 
 def test_gpu_report_shows_the_ceiling_of_runs_made_with_it(tmp_path, capsys, monkeypatch):
