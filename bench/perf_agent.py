@@ -221,6 +221,19 @@ def timing(args):
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
+def time_calls(call, args) -> tuple[list[float], object]:
+    """Warm up with `call(0)`, then time `call(1)` .. `call(args.updates)` (under `--timing-lock`): the seconds
+    of each timed call and the last call's result."""
+    with timing(args):
+        result = call(0)
+        times = []
+        for index in range(1, args.updates + 1):
+            start = time.perf_counter()
+            result = call(index)
+            times.append(time.perf_counter() - start)
+    return times, result
+
+
 def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
     """Best GFLOP/s of a jitted size x size matmul in `dtype` (the machine's practical peak for that dtype)."""
     import jax
@@ -365,13 +378,8 @@ def _measure_imagination(agent, state, batches, args) -> dict:
         executable = jax.jit(case.fn).lower(state, case.inputs, key).compile()
         compile_seconds = time.perf_counter() - start
         memory = executable.memory_analysis()
-        with timing(args):
-            jax.block_until_ready(executable(state, case.inputs, key))  # warm-up
-            times = []
-            for index in range(args.updates):
-                start = time.perf_counter()
-                jax.block_until_ready(executable(state, case.inputs, jax.random.key(args.seed + 1 + index)))
-                times.append(time.perf_counter() - start)
+        times, _ = time_calls(lambda index: jax.block_until_ready(
+            executable(state, case.inputs, jax.random.key(args.seed + index))), args)  # fmt: skip
         seconds = statistics.median(times)
         figures[name] = {
             "steps": case.steps,
@@ -418,19 +426,14 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         compiled.dynamic, metrics, replay_updates = executable(compiled.dynamic, batch, np.int32(counter))
         return jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
 
-    with timing(args):
-        metrics, _ = step(1)  # warm-up
-        times = []
-        for index in range(args.updates):
-            start = time.perf_counter()
-            metrics, _ = step(2 + index)
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
-        profile = None
-        if getattr(args, "profile", 0):
-            from bench import perf_profile
+    times, (metrics, _) = time_calls(lambda index: step(1 + index), args)
+    seconds = statistics.median(times)
+    profile = None
+    if getattr(args, "profile", 0):
+        from bench import perf_profile
 
-            counters = iter(range(10**6, 2 * 10**6))
+        counters = iter(range(10**6, 2 * 10**6))
+        with timing(args):
             profile = perf_profile.profile_update(lambda: step(next(counters)), executable.as_text(), args.updates,
                                                   args.profile)  # fmt: skip
     return {
@@ -481,18 +484,12 @@ def _measure_vmapped(agent, name, batch, single: dict, args) -> dict:
     compile_seconds = time.perf_counter() - start
     memory = executable.memory_analysis()
 
-    def step(counter: int):
-        counters = np.full(count, counter, np.int32)
+    def step(index: int):
+        counters = np.full(count, 1 + index, np.int32)
         stacked.dynamic, metrics, replay_updates = executable(stacked.dynamic, stacked.keys, batches, counters, mask)
         return jax.device_get((metrics, replay_updates))
 
-    with timing(args):
-        step(1)  # warm-up
-        times = []
-        for index in range(args.updates):
-            start = time.perf_counter()
-            step(2 + index)
-            times.append(time.perf_counter() - start)
+    times, _ = time_calls(step, args)
     seconds = statistics.median(times)
     return {
         "seeds": count,

@@ -14,18 +14,23 @@ def _size(figures: dict) -> str:
     return next((c for c in figures["configs"] if c.startswith("size") or c == "debug"), "default")
 
 
-def _ceiling_lines(folder: Path) -> list[str]:
-    """Runs made with GPU_CHECK_PERF_ARGS=--ceiling: the products-only time and the utilisation it allows."""
-    rows = []
+def _streams(folder: Path):
+    """(figures, stream name, stream figures) of every perf run's every stream, in file order."""
     for path in sorted(folder.glob("perf_*.json")):
         f = json.loads(path.read_text())
         for stream, s in f["streams"].items():
-            c = s.get("ceiling")
-            if c and c["ceiling_utilisation"] is not None:
-                dtype = f.get("compute_dtype", "float32")
-                rows.append(f"| {f['agent']} | {_size(f)} | {dtype} | {stream} | "
-                            f"{1e3 * c['products_only_s']:.1f} | {100 * c['products_share_of_update']:.0f}% | "
-                            f"{100 * s['utilisation']:.1f}% | {100 * c['ceiling_utilisation']:.1f}% |")  # fmt: skip
+            yield f, stream, s
+
+
+def _ceiling_lines(folder: Path) -> list[str]:
+    """Runs made with GPU_CHECK_PERF_ARGS=--ceiling: the products-only time and the utilisation it allows."""
+    rows = []
+    for f, stream, s in _streams(folder):
+        c = s.get("ceiling")
+        if c and c["ceiling_utilisation"] is not None:
+            rows.append(f"| {f['agent']} | {_size(f)} | {f.get('compute_dtype', 'float32')} | {stream} | "
+                        f"{1e3 * c['products_only_s']:.1f} | {100 * c['products_share_of_update']:.0f}% | "
+                        f"{100 * s['utilisation']:.1f}% | {100 * c['ceiling_utilisation']:.1f}% |")  # fmt: skip
     if not rows:
         return []
     return ["", "Ceiling (`--ceiling`: every product of the update timed alone; bench/perf_ceiling.py):", "",
@@ -37,14 +42,12 @@ def _ceiling_lines(folder: Path) -> list[str]:
 def _vmap_lines(folder: Path) -> list[str]:
     """Runs made with --vmap-seeds: the stacked update of N seeds against one seed's."""
     rows = []
-    for path in sorted(folder.glob("perf_*.json")):
-        f = json.loads(path.read_text())
-        for stream, s in f["streams"].items():
-            v = s.get("vmap")
-            if v:
-                rows.append(f"| {f['agent']} | {_size(f)} | {f.get('compute_dtype', 'float32')} | {stream} | "
-                            f"{v['seeds']} | {s['update_s_median']:.4f} | {v['update_s_median']:.4f} | "
-                            f"{v['seed_updates_per_s']:.1f} | {v['speedup_over_one_seed']:.2f}x |")  # fmt: skip
+    for f, stream, s in _streams(folder):
+        v = s.get("vmap")
+        if v:
+            rows.append(f"| {f['agent']} | {_size(f)} | {f.get('compute_dtype', 'float32')} | {stream} | "
+                        f"{v['seeds']} | {s['update_s_median']:.4f} | {v['update_s_median']:.4f} | "
+                        f"{v['seed_updates_per_s']:.1f} | {v['speedup_over_one_seed']:.2f}x |")  # fmt: skip
     if not rows:
         return []
     return ["", "Seeds vmapped in one update (`--vmap-seeds N`, as `bench run --seeds 0:N --vmap`): the update of N "

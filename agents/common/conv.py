@@ -102,7 +102,8 @@ def _weight_gradient_of(kernel: int):
 
     @weight_gradient.def_vmap
     def mapped(axis_size, in_batched, x, grad):
-        x, grad = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((x, grad), in_batched))
+        x, grad = (value if is_mapped else jnp.broadcast_to(value, (axis_size, *value.shape))
+                   for value, is_mapped in zip((x, grad), in_batched))  # fmt: skip
         return jnp.stack([weight_gradient(x[index], grad[index]) for index in range(axis_size)]), True
 
     return weight_gradient
