@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import equinox as eqx
 import jax
@@ -10,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.common.conv import Conv2d, ConvDecoder, ConvEncoder, conv2d, normed_activation, upsample_nearest
+from agents.common.conv import (Conv2d, ConvDecoder, ConvEncoder, conv2d, general_conv, normed_activation,
+                                upsample_nearest)
 from agents.common.nets import BlockGRU, BlockLinear, Linear, RMSNorm
 
 
@@ -129,23 +131,48 @@ def test_conv2d_gradients_equal_xla(kernel):
     np.testing.assert_allclose(per_image, plain[1], rtol=1e-4, atol=1e-4)
 
 
+def _group_counts(lowered_text: str) -> set[int]:
+    """The feature and batch group counts of every convolution in a lowered (StableHLO) program."""
+    return {int(n) for n in re.findall(r"(?:feature|batch)_group_count = (\d+)", lowered_text)}
+
+
+def _check_vmapped_conv_per_index(convolve, plain, kernel: int, mapped: str):
+    """Under jax.vmap over 3 indices (images and/or kernels mapped), every index's value and gradients equal
+    `plain`'s for that index's images and kernel, and no convolution in the program is grouped."""
+    xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 4))
+    ws = jax.random.normal(jax.random.key(1), (3, kernel, kernel, 4, 5))
+    x_axis, w_axis = {"both": (0, 0), "images": (0, None), "kernels": (None, 0)}[mapped]
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
+    mapped_step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1)), in_axes=(x_axis, w_axis)))
+    args = (xs if x_axis == 0 else xs[0], ws if w_axis == 0 else ws[0])
+    assert _group_counts(mapped_step.lower(*args).as_text()) == {1}
+    ours = mapped_step(*args)
+    for index in range(3):
+        x, w = xs[index if x_axis == 0 else 0], ws[index if w_axis == 0 else 0]
+        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(x, w)
+        np.testing.assert_allclose(ours[0][index], value, rtol=1e-4, atol=1e-4)
+        for a, b in zip(ours[1], grads):
+            np.testing.assert_allclose(a[index], b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("mapped", ["both", "images", "kernels"])
 def test_conv2d_under_vmap_equals_xla_for_each_index(mapped):
     """`bench run --vmap` maps conv2d over seeds, each with its own kernel (agents/common/conv.py runs one
     convolution and one weight gradient per index then): every index's value and gradients are XLA's plain
     convolution's for that index's images and kernel; so with shared kernels or shared images."""
-    xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 4))
-    ws = jax.random.normal(jax.random.key(1), (3, 5, 5, 4, 5))
-    x_axis, w_axis = {"both": (0, 0), "images": (0, None), "kernels": (None, 0)}[mapped]
-    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
-    ours = jax.jit(jax.vmap(jax.value_and_grad(loss(conv2d), argnums=(0, 1)), in_axes=(x_axis, w_axis)))(
-        xs if x_axis == 0 else xs[0], ws if w_axis == 0 else ws[0])
-    for index in range(3):
-        x, w = xs[index if x_axis == 0 else 0], ws[index if w_axis == 0 else 0]
-        value, grads = jax.value_and_grad(loss(_plain_conv), argnums=(0, 1))(x, w)
-        np.testing.assert_allclose(ours[0][index], value, rtol=1e-4, atol=1e-4)
-        for a, b in zip(ours[1], grads):
-            np.testing.assert_allclose(a[index], b, rtol=1e-4, atol=1e-4)
+    _check_vmapped_conv_per_index(conv2d, _plain_conv, 5, mapped)
+
+
+@pytest.mark.parametrize("mapped", ["both", "images", "kernels"])
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, ((0, 1), (0, 1))), (1, 1, ((0, 0), (0, 0))),
+                                                     (3, 1, ((1, 1), (1, 1)))])  # fmt: skip
+def test_general_conv_equals_xla_and_stays_ungrouped_under_vmap(mapped, kernel, stride, padding):
+    """IRIS's tokenizer convolutions (stride-2 downsampling padded right/bottom, 1x1, 3x3): `general_conv` is
+    XLA's convolution with XLA's gradients, and under vmap with a kernel per seed it runs plain ones."""
+    convolve = general_conv((stride, stride), padding)
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    _check_vmapped_conv_per_index(convolve, plain, kernel, mapped)
 
 
 def test_encoder_and_decoder_take_leading_batch_dims():

@@ -35,25 +35,33 @@ PATCH_CHUNK_BYTES = 8 * 2**20
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-@jax.custom_batching.custom_vmap
-def _conv(x: Array, weight: Array) -> Array:
-    return jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+def mapped_per_index(fn, *, when_shared: str = "vmap"):
+    """`fn` of arrays, run under `jax.vmap` as one plain call per mapped index when two or more of its
+    arguments are mapped (the seeds of `bench run --vmap`: each seed its own images and kernels). XLA's own
+    batching of a convolution with a kernel per index is one grouped convolution, which its CPU backend runs
+    ~10x slower per image than plain ones. With one argument mapped, XLA's rule is fast (shared kernel: the
+    mapped axis joins the image batch; shared images: the kernels sit side by side as output channels) and is
+    used, unless `when_shared="per_index"`: the shared arguments are then broadcast and looped over too."""
+    if when_shared not in ("vmap", "per_index"):
+        raise ValueError(f"mapped_per_index: when_shared must be 'vmap' or 'per_index', got {when_shared!r}")
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        if sum(in_batched) < 2 and when_shared == "vmap":
+            out = jax.vmap(fn, in_axes=tuple(0 if mapped else None for mapped in in_batched))(*args)
+        else:
+            args = [value if mapped else jnp.broadcast_to(value, (axis_size, *value.shape))
+                    for value, mapped in zip(args, in_batched)]  # fmt: skip
+            calls = [wrapped(*(value[index] for value in args)) for index in range(axis_size)]
+            out = jax.tree.map(lambda *per_index: jnp.stack(per_index), *calls)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped
 
 
-@_conv.def_vmap
-def _conv_mapped(axis_size: int, in_batched: list[bool], x: Array, weight: Array) -> tuple[Array, bool]:
-    """`_conv` under `jax.vmap`, as plain convolutions. With a kernel per mapped index (the seeds of
-    `bench run --vmap`), XLA's own rule makes one grouped convolution, which its CPU backend runs ~10x slower
-    per image than these: one convolution per index. A shared kernel takes the mapped axis into the image
-    batch; shared images take the kernels side by side as output channels."""
-    x_batched, weight_batched = in_batched
-    if not weight_batched:
-        y = _conv(x.reshape(-1, *x.shape[2:]), weight)
-        return y.reshape(axis_size, x.shape[1], *y.shape[1:]), True
-    if not x_batched:
-        y = _conv(x, jnp.concatenate(list(weight), axis=-1))
-        return jnp.moveaxis(y.reshape(*y.shape[:-1], axis_size, -1), -2, 0), True
-    return jnp.stack([_conv(x[index], weight[index]) for index in range(axis_size)]), True
+_conv = mapped_per_index(
+    lambda x, weight: jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS))
 
 
 def _input_gradient(grad: Float[Array, "n h w o"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w i"]:
@@ -95,18 +103,7 @@ def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], 
 def _weight_gradient_of(kernel: int):
     """`_weight_gradient` for one kernel size, run once per mapped index under `jax.vmap` (batched, its
     chunked scan and products run ~1.3x slower per index on CPU)."""
-
-    @jax.custom_batching.custom_vmap
-    def weight_gradient(x, grad):
-        return _weight_gradient(x, grad, kernel)
-
-    @weight_gradient.def_vmap
-    def mapped(axis_size, in_batched, x, grad):
-        x, grad = (value if is_mapped else jnp.broadcast_to(value, (axis_size, *value.shape))
-                   for value, is_mapped in zip((x, grad), in_batched))  # fmt: skip
-        return jnp.stack([weight_gradient(x[index], grad[index]) for index in range(axis_size)]), True
-
-    return weight_gradient
+    return mapped_per_index(lambda x, grad: _weight_gradient(x, grad, kernel), when_shared="per_index")
 
 
 @jax.custom_vjp
@@ -126,6 +123,30 @@ def _conv2d_backward(residuals, grad):
 
 
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
+
+
+@functools.cache
+def general_conv(stride: tuple[int, int], padding: tuple[tuple[int, int], ...], dilation: tuple[int, int] = (1, 1),
+                 groups: int = 1):  # fmt: skip
+    """XLA's convolution (NHWC, kernel HWIO) with these settings, and XLA's gradients, except that under
+    `jax.vmap` with a kernel per index the forward pass and both gradients run as plain convolutions per index
+    (`mapped_per_index`) instead of grouped ones. For the strided and unpadded convolutions that `conv2d`
+    does not cover (IRIS's tokenizer)."""
+
+    def plain(x, weight):
+        return jax.lax.conv_general_dilated(x, weight, stride, padding, rhs_dilation=dilation,
+                                            dimension_numbers=DIMENSIONS, feature_group_count=groups)  # fmt: skip
+
+    forward = mapped_per_index(plain)
+    backward = mapped_per_index(lambda x, weight, grad: jax.vjp(plain, x, weight)[1](grad))
+
+    @jax.custom_vjp
+    def convolve(x: Float[Array, "n h w i"], weight: Float[Array, "k k i/g o"]) -> Float[Array, "n h2 w2 o"]:
+        return forward(x, weight)
+
+    convolve.defvjp(lambda x, weight: (forward(x, weight), (x, weight)),
+                    lambda residuals, grad: backward(*residuals, grad))  # fmt: skip
+    return convolve
 
 
 def _as_batch(x: Array) -> tuple[Array, tuple[int, ...]]:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from agents.common.conv import conv2d
+from agents.common.conv import conv2d, general_conv
 
 sg = jax.lax.stop_gradient
 
@@ -43,7 +43,7 @@ def conv(layer: eqx.nn.Conv2d, x: Float[Array, "N H W C"], *,
 
     `trained_in_loop`: the layer is differentiated inside a scan (the policy's convs over the imagination);
     XLA's own weight gradient is slow there, `agents.common.conv.conv2d`'s (stride 1, 'SAME') is not. Outside
-    loops XLA's is the faster one (the tokenizer's update)."""
+    loops XLA's is the faster one (the tokenizer's update); `general_conv` keeps it plain under `jax.vmap`."""
     kernel = jnp.transpose(layer.weight, (2, 3, 1, 0))  # OIHW -> HWIO
     size = kernel.shape[0]
     if trained_in_loop:
@@ -51,9 +51,7 @@ def conv(layer: eqx.nn.Conv2d, x: Float[Array, "N H W C"], *,
             raise ValueError(f"conv: trained_in_loop needs a stride-1 'SAME' convolution, got {layer}")
         y = conv2d(x, kernel)
     else:
-        y = jax.lax.conv_general_dilated(x, kernel, layer.stride, layer.padding, rhs_dilation=layer.dilation,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         feature_group_count=layer.groups)  # fmt: skip
+        y = general_conv(layer.stride, layer.padding, layer.dilation, layer.groups)(x, kernel)
     return y if layer.bias is None else y + layer.bias.reshape(-1)
 
 
