@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import equinox as eqx
 import jax
@@ -19,6 +20,13 @@ import optax
 
 from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
 from tasks import toy
+
+
+def convolution_group_counts(lowered_text: str) -> set[int]:
+    """The feature and batch group counts of every convolution in a lowered (StableHLO) program: {1} or
+    empty when none is grouped (under `jax.vmap` a kernel per seed would make XLA group them: ~10x slower on
+    CPU, see agents/common/conv.py `mapped_per_index`)."""
+    return {int(n) for n in re.findall(r"(?:feature|batch)_group_count = (\d+)", lowered_text)}
 
 
 @dataclasses.dataclass(frozen=True)

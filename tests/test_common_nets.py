@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import equinox as eqx
 import jax
@@ -14,6 +13,7 @@ import pytest
 from agents.common.conv import (Conv2d, ConvDecoder, ConvEncoder, conv2d, general_conv, normed_activation,
                                 upsample_nearest)
 from agents.common.nets import BlockGRU, BlockLinear, Linear, RMSNorm
+from tests.helpers import convolution_group_counts
 
 
 def test_trunc_normal_init_scale_and_zero_outscale():
@@ -131,11 +131,6 @@ def test_conv2d_gradients_equal_xla(kernel):
     np.testing.assert_allclose(per_image, plain[1], rtol=1e-4, atol=1e-4)
 
 
-def _group_counts(lowered_text: str) -> set[int]:
-    """The feature and batch group counts of every convolution in a lowered (StableHLO) program."""
-    return {int(n) for n in re.findall(r"(?:feature|batch)_group_count = (\d+)", lowered_text)}
-
-
 def _check_vmapped_conv_per_index(convolve, plain, kernel: int, mapped: str):
     """Under jax.vmap over 3 indices (images and/or kernels mapped), every index's value and gradients equal
     `plain`'s for that index's images and kernel, and no convolution in the program is grouped."""
@@ -145,7 +140,7 @@ def _check_vmapped_conv_per_index(convolve, plain, kernel: int, mapped: str):
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
     mapped_step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1)), in_axes=(x_axis, w_axis)))
     args = (xs if x_axis == 0 else xs[0], ws if w_axis == 0 else ws[0])
-    assert _group_counts(mapped_step.lower(*args).as_text()) == {1}
+    assert convolution_group_counts(mapped_step.lower(*args).as_text()) == {1}
     ours = mapped_step(*args)
     for index in range(3):
         x, w = xs[index if x_axis == 0 else 0], ws[index if w_axis == 0 else 0]
