@@ -25,9 +25,47 @@ import tempfile
 _INSTRUCTION = re.compile(r'%([\w.\-]+) = (\S+)[^\n]*?op_name="([^"]*)"')
 
 
+# A computation's header line, `%fused_computation.3 (param_0: f32[2]) -> f32[2] {`, and a fusion's callee.
+_COMPUTATION = re.compile(r"^%([\w.\-]+) \(", re.MULTILINE)
+_CALLS = re.compile(r"calls=%([\w.\-]+)")
+_PRODUCT = re.compile(r" (dot|convolution)\(")
+
+
+def _fused_products(hlo_text: str) -> dict[str, str]:
+    """Computation name -> the product primitive (dot_general or conv_general_dilated) it contains, directly or
+    in the computations it calls, for the computations that contain one."""
+    starts = [(m.group(1), m.start()) for m in _COMPUTATION.finditer(hlo_text)]
+    bodies = {name: hlo_text[start : hlo_text.find("\n}", start)] for name, start in starts}
+    found: dict[str, str | None] = {}
+
+    def product(name: str) -> str | None:
+        if name not in found:
+            found[name] = None  # cycles cannot occur in HLO; this only guards the recursion
+            body = bodies.get(name, "")
+            match = _PRODUCT.search(body)
+            found[name] = ({"dot": "dot_general", "convolution": "conv_general_dilated"}[match.group(1)] if match
+                           else next(filter(None, map(product, _CALLS.findall(body))), None))  # fmt: skip
+        return found[name]
+
+    return {name: kind for name in bodies if (kind := product(name))}
+
+
 def instruction_metadata(hlo_text: str) -> dict[str, tuple[str, str]]:
-    """Instruction name -> (result shape, op_name) for every instruction of a compiled module's text."""
-    return {m.group(1): (m.group(2), m.group(3)) for m in _INSTRUCTION.finditer(hlo_text)}
+    """Instruction name -> (result shape, op_name) for every instruction of a compiled module's text.
+
+    A fusion is named after its root's op_name; when it contains a matrix product or convolution under another
+    root (XLA's CPU backend fuses an MLP's matmuls into the reduction that follows them), the product is
+    added to its primitive, 'reduce_sum (fused dot_general)', so product time is not read as other work."""
+    products = _fused_products(hlo_text)
+    metadata = {}
+    for m in _INSTRUCTION.finditer(hlo_text):
+        op_name = m.group(3)
+        callee = _CALLS.search(m.group(0))
+        fused = products.get(callee.group(1)) if callee and " fusion(" in m.group(0) else None
+        if fused and not op_name.endswith(fused):
+            op_name += f" (fused {fused})"
+        metadata[m.group(1)] = (m.group(2), op_name)
+    return metadata
 
 
 def source_group(op_name: str) -> str:

@@ -79,6 +79,35 @@ def test_profile_attributes_operations_to_pass_loop_and_primitive():
     assert [op["name"] for op in summary["operations"]] == ["conv.2", "dot.1"]
 
 
+def test_profile_names_the_product_inside_a_fusion_with_another_root():
+    """XLA's CPU backend fuses an MLP's matmuls into the reduction after them; the fusion's op_name is the
+    reduction's, so `--profile` adds the product it contains (directly or in a computation it calls)."""
+    from bench import perf_profile
+
+    hlo = "\n".join([
+        "%inner.1 (p: f32[8,4], q: f32[4,2]) -> f32[8,2] {",
+        '  %dot.9 = f32[8,2]{1,0} dot(%p, %q), metadata={op_name="jit(f)/jvp()/dot_general"}',
+        "}",
+        "%fused_computation.2 (p: f32[8,4], q: f32[4,2]) -> f32[8] {",
+        '  %call.1 = f32[8,2]{1,0} call(%p, %q), calls=%inner.1',
+        '  %reduce.4 = f32[8]{0} reduce(%call.1), metadata={op_name="jit(f)/jvp()/reduce_sum"}',
+        "}",
+        "%fused_computation.3 (p: f32[8]) -> f32[8] {",
+        '  %exp.1 = f32[8]{0} exponential(%p), metadata={op_name="jit(f)/jvp()/exp"}',
+        "}",
+        "ENTRY %main (a: f32[8,4], b: f32[4,2]) -> f32[8] {",
+        '  %ynn_fusion.5 = f32[8]{0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.2, '
+        'metadata={op_name="jit(f)/jvp()/reduce_sum"}',
+        '  %exp_fusion.6 = f32[8]{0} fusion(%ynn_fusion.5), kind=kLoop, calls=%fused_computation.3, '
+        'metadata={op_name="jit(f)/jvp()/exp"}',
+        "}",
+    ])  # fmt: skip
+    metadata = perf_profile.instruction_metadata(hlo)
+    assert perf_profile.source_group(metadata["ynn_fusion.5"][1]) == "forward, flat, reduce_sum (fused dot_general)"
+    assert perf_profile.source_group(metadata["exp_fusion.6"][1]) == "forward, flat, exp"
+    assert metadata["dot.9"] == ("f32[8,2]{1,0}", "jit(f)/jvp()/dot_general")
+
+
 def test_perf_agent_profile_traces_every_stream(tmp_path):
     out = tmp_path / "perf.json"
     code = cli.main(["perf", "agent", "--agent", "tests.helpers:TWO_STREAMS", "--suite", "toy", "--task", "reach",
