@@ -170,6 +170,28 @@ def test_general_conv_equals_xla_and_stays_ungrouped_under_vmap(mapped, kernel, 
     _check_vmapped_conv_per_index(convolve, plain, kernel, mapped)
 
 
+@pytest.mark.parametrize("which", ["conv2d", "general_conv"])
+def test_convolutions_stay_ungrouped_under_nested_vmaps(which):
+    """A seed vmap around an agent's own vmap over frames with shared kernels (as `bench run --vmap` would do
+    to an agent that vmaps its encoder): still no grouped convolution, and XLA's values and gradients."""
+    convolve = conv2d if which == "conv2d" else general_conv((2, 2), ((0, 1), (0, 1)))
+    stride = 1 if which == "conv2d" else 2
+    padding = "SAME" if which == "conv2d" else ((0, 1), (0, 1))
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    xs = jax.random.normal(jax.random.key(0), (2, 3, 2, 6, 6, 4))  # seeds, frames, images
+    ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 4, 5))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(jax.vmap(lambda frame: f(frame, w))(x)) * jnp.arange(5.0))
+    step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1))))
+    assert convolution_group_counts(step.lower(xs, ws).as_text()) == {1}
+    ours = step(xs, ws)
+    for seed in range(2):
+        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(xs[seed], ws[seed])
+        np.testing.assert_allclose(ours[0][seed], value, rtol=1e-4, atol=1e-4)
+        for a, b in zip(ours[1], grads):
+            np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-4)
+
+
 def test_encoder_and_decoder_take_leading_batch_dims():
     encoder = ConvEncoder((16, 16, 3), 2, (2, 3), 5, key=jax.random.key(0))
     images = jax.random.randint(jax.random.key(1), (2, 3, 16, 16, 3), 0, 255).astype(jnp.uint8)

@@ -35,22 +35,20 @@ PATCH_CHUNK_BYTES = 8 * 2**20
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def mapped_per_index(fn, *, when_shared: str = "vmap"):
-    """`fn` of arrays, run under `jax.vmap` as one plain call per mapped index when two or more of its
-    arguments are mapped (the seeds of `bench run --vmap`: each seed its own images and kernels). XLA's own
-    batching of a convolution with a kernel per index is one grouped convolution, which its CPU backend runs
-    ~10x slower per image than plain ones. With one argument mapped, XLA's rule is fast (shared kernel: the
-    mapped axis joins the image batch; shared images: the kernels sit side by side as output channels) and is
-    used, unless `when_shared="per_index"`: the shared arguments are then broadcast and looped over too."""
-    if when_shared not in ("vmap", "per_index"):
-        raise ValueError(f"mapped_per_index: when_shared must be 'vmap' or 'per_index', got {when_shared!r}")
+def mapped_per_index(fn, *, one_mapped=None):
+    """`fn` of arrays, run under `jax.vmap` as one plain call per mapped index (the seeds of `bench run --vmap`:
+    each seed its own images and kernels). XLA's own batching of a convolution with a kernel per index is one
+    grouped convolution, which its CPU backend runs ~10x slower per image than plain ones.
+
+    `one_mapped(call, axis_size, in_batched, *args)`, where given, computes the mapped result when only one
+    argument is mapped through `call` (this function again, so an enclosing `jax.vmap` still gets this rule)
+    or returns None; otherwise, and by default, shared arguments are broadcast and looped over too."""
     wrapped = jax.custom_batching.custom_vmap(fn)
 
     @wrapped.def_vmap
     def rule(axis_size, in_batched, *args):
-        if sum(in_batched) < 2 and when_shared == "vmap":
-            out = jax.vmap(fn, in_axes=tuple(0 if mapped else None for mapped in in_batched))(*args)
-        else:
+        out = one_mapped(wrapped, axis_size, in_batched, *args) if one_mapped and sum(in_batched) == 1 else None
+        if out is None:
             args = [value if mapped else jnp.broadcast_to(value, (axis_size, *value.shape))
                     for value, mapped in zip(args, in_batched)]  # fmt: skip
             calls = [wrapped(*(value[index] for value in args)) for index in range(axis_size)]
@@ -60,8 +58,24 @@ def mapped_per_index(fn, *, when_shared: str = "vmap"):
     return wrapped
 
 
+def _fold_convolution(call, axis_size: int, in_batched, x: Array, weight: Array, groups: int = 1) -> Array | None:
+    """A convolution mapped over images only or kernels only, as one convolution: a shared kernel takes the
+    mapped axis into the image batch; shared images take the kernels side by side as output channels (not
+    for grouped convolutions: None)."""
+    x_mapped, _ = in_batched
+    if x_mapped:
+        y = call(x.reshape(-1, *x.shape[2:]), weight)
+        return y.reshape(axis_size, x.shape[1], *y.shape[1:])
+    if groups != 1:
+        return None
+    y = call(x, jnp.concatenate(list(weight), axis=-1))
+    return jnp.moveaxis(y.reshape(*y.shape[:-1], axis_size, -1), -2, 0)
+
+
 _conv = mapped_per_index(
-    lambda x, weight: jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS))
+    lambda x, weight: jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS),
+    one_mapped=_fold_convolution,
+)
 
 
 def _input_gradient(grad: Float[Array, "n h w o"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w i"]:
@@ -103,7 +117,7 @@ def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], 
 def _weight_gradient_of(kernel: int):
     """`_weight_gradient` for one kernel size, run once per mapped index under `jax.vmap` (batched, its
     chunked scan and products run ~1.3x slower per index on CPU)."""
-    return mapped_per_index(lambda x, grad: _weight_gradient(x, grad, kernel), when_shared="per_index")
+    return mapped_per_index(lambda x, grad: _weight_gradient(x, grad, kernel))
 
 
 @jax.custom_vjp
@@ -130,14 +144,15 @@ def general_conv(stride: tuple[int, int], padding: tuple[tuple[int, int], ...], 
                  groups: int = 1):  # fmt: skip
     """XLA's convolution (NHWC, kernel HWIO) with these settings, and XLA's gradients, except that under
     `jax.vmap` with a kernel per index the forward pass and both gradients run as plain convolutions per index
-    (`mapped_per_index`) instead of grouped ones. For the strided and unpadded convolutions that `conv2d`
-    does not cover (IRIS's tokenizer)."""
+    (`mapped_per_index`) instead of grouped ones; the gradients run per index under any `jax.vmap` (with a
+    shared kernel too: each index needs its own weight gradient). For the strided and unpadded convolutions
+    that `conv2d` does not cover (IRIS's tokenizer)."""
 
     def plain(x, weight):
         return jax.lax.conv_general_dilated(x, weight, stride, padding, rhs_dilation=dilation,
                                             dimension_numbers=DIMENSIONS, feature_group_count=groups)  # fmt: skip
 
-    forward = mapped_per_index(plain)
+    forward = mapped_per_index(plain, one_mapped=functools.partial(_fold_convolution, groups=groups))
     backward = mapped_per_index(lambda x, weight, grad: jax.vjp(plain, x, weight)[1](grad))
 
     @jax.custom_vjp
