@@ -2,7 +2,8 @@
 
 Unlike the dense layers, these networks take images with ANY leading batch shape (a single (H, W, C) image
 works too): their weight gradients are computed for the whole batch at once by `conv2d` below, which is
-where most of a DreamerV3 update's time goes. Under `jax.vmap` they still work, only slower.
+where most of a DreamerV3 update's time goes. Under `jax.vmap` (over seeds, frames, or both) their
+convolutions stay plain ones (`mapped_per_index`), and the weight gradient runs once per mapped index.
 
 Speed-ups that leave the math unchanged (each tested against the plain form):
 
