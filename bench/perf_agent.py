@@ -49,6 +49,8 @@ import statistics
 import sys
 import time
 
+from bench import allocator
+
 DEFAULT_IMAGE = 64
 DEFAULT_ACTIONS = 6
 
@@ -221,16 +223,23 @@ def timing(args):
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def time_calls(call, args) -> tuple[list[float], object]:
+def time_calls(call, args, host: dict | None = None) -> tuple[list[float], object]:
     """Warm up with `call(0)`, then time `call(1)` .. `call(args.updates)` (under `--timing-lock`): the seconds
-    of each timed call and the last call's result."""
+    of each timed call and the last call's result. `host`, if given, receives the process's minor page faults
+    and kernel seconds per timed call (`bench.allocator` says why they matter on the CPU)."""
     with timing(args):
         result = call(0)
         times = []
+        before = resource.getrusage(resource.RUSAGE_SELF)
         for index in range(1, args.updates + 1):
             start = time.perf_counter()
             result = call(index)
             times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    if host is not None:
+        host["minor_faults_per_call"] = (after.ru_minflt - before.ru_minflt) / len(times)
+        host["kernel_s_per_call"] = (after.ru_stime - before.ru_stime) / len(times)
+        host["user_s_per_call"] = (after.ru_utime - before.ru_utime) / len(times)
     return times, result
 
 
@@ -339,6 +348,7 @@ def measure(args) -> dict:
         "matmul_peak_before_after_gflops": [peak_before, peak_after],
         "compute_dtype": compute,
         "peak_rss_mib": _peak_rss_mib(),
+        "host_allocator": allocator.current(),
         "device_peak_mib": _device_peak_mib(),
         "imagination": imagination,
         # the first stream's figures at the top level (one-stream agents: the update)
@@ -426,7 +436,8 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         compiled.dynamic, metrics, replay_updates = executable(compiled.dynamic, batch, np.int32(counter))
         return jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
 
-    times, (metrics, _) = time_calls(lambda index: step(1 + index), args)
+    host = {}
+    times, (metrics, _) = time_calls(lambda index: step(1 + index), args, host)
     seconds = statistics.median(times)
     profile = None
     if getattr(args, "profile", 0):
@@ -453,6 +464,9 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         "xla_argument_mib": getattr(memory, "argument_size_in_bytes", 0) / 2**20,
         "xla_output_mib": getattr(memory, "output_size_in_bytes", 0) / 2**20,
         "xla_temp_mib": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
+        "host_minor_faults_per_update": host["minor_faults_per_call"],
+        "host_kernel_s_per_update": host["kernel_s_per_call"],
+        "host_user_s_per_update": host["user_s_per_call"],
         "non_finite_metrics": [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))],
     }
 
@@ -522,7 +536,9 @@ def report_lines(f: dict) -> list[str]:
             f" {f['matmul_peak_gflops']:.1f} GFLOP/s (best of {peaks} before/after the updates)"
             f" -> utilisation {100 * s['utilisation']:.0f}%",
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
-            f"temporaries {s['xla_temp_mib']:.0f} MiB",
+            f"temporaries {s['xla_temp_mib']:.0f} MiB; per update {s['host_minor_faults_per_update']:,.0f} minor "
+            f"page faults, CPU {s['host_user_s_per_update']:.2f} s user + {s['host_kernel_s_per_update']:.2f} s kernel (host allocator "
+            f"{f['host_allocator']}: bench/allocator.py)",
         ]
         v = s.get("vmap")
         if v:
