@@ -390,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The `bench` console script: start again under TCMalloc where it is installed (bench/allocator.py), then
+    run `main`."""
+    from bench.allocator import restart_under_tcmalloc
+
+    restart_under_tcmalloc(sys.argv[1:])
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get(PARENT_ENV):  # a run started by a sweep dies with the sweep (see bench.sweep)
         die_with_parent(int(os.environ.pop(PARENT_ENV)))

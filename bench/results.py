@@ -42,6 +42,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from bench import allocator
+
 SCORE_FIELDS = {
     "step": int,
     "frames": int,
@@ -256,6 +258,7 @@ def hardware() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "system": platform.platform(),
+        "host_allocator": allocator.current(),  # bears on speed only (bench/allocator.py)
     }
     try:
         import jax

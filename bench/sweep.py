@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench import allocator
+
 PARENT_ENV = "BENCH_SWEEP_PARENT"  # set in a child's environment: the sweep's pid, the child dies with it
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -89,8 +91,9 @@ class SweepResult:
 
 
 def child_env() -> dict[str, str]:
-    """The sweep's environment plus the location of the code it runs and its pid (see `die_with_parent`)."""
-    env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+    """The sweep's environment plus the location of the code it runs, its pid (see `die_with_parent`) and the host
+    allocator (bench/allocator.py)."""
+    env = allocator.environment(dict(os.environ, **{PARENT_ENV: str(os.getpid())}))
     code_root = str(Path(__file__).resolve().parent.parent)
     installed = {str(Path(p).resolve()) for p in [*site.getsitepackages(), site.getusersitepackages()]}
     if code_root not in installed:  # a source checkout: put it first, as the sweep itself imported it
