@@ -13,7 +13,8 @@ An allocator can only be chosen when the process starts, so `bench`'s console sc
 starts itself again as `python -P -m bench.cli ...` (which calls `main` and never restarts) with TCMalloc in
 LD_PRELOAD, when the library is found (Debian/Ubuntu: `apt install libtcmalloc-minimal4`) and not yet loaded.
 The processes it starts (sweep runs, env workers) inherit it. `BENCH_ALLOCATOR=system` keeps glibc's malloc.
-`bench.cli.main` called from Python never restarts the process. The allocator bears on speed only, never on results; manifests and `bench perf agent` record it.
+`bench.cli.main` called from Python never restarts the process. The allocator bears on speed only, never on
+results; manifests and `bench perf agent` record it.
 """
 
 from __future__ import annotations

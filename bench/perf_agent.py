@@ -537,8 +537,8 @@ def report_lines(f: dict) -> list[str]:
             f" -> utilisation {100 * s['utilisation']:.0f}%",
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB; per update {s['host_minor_faults_per_update']:,.0f} minor "
-            f"page faults, CPU {s['host_user_s_per_update']:.2f} s user + {s['host_kernel_s_per_update']:.2f} s kernel (host allocator "
-            f"{f['host_allocator']}: bench/allocator.py)",
+            f"page faults, CPU {s['host_user_s_per_update']:.2f} s user + {s['host_kernel_s_per_update']:.2f} s "
+            f"kernel (host allocator {f['host_allocator']}: bench/allocator.py)",
         ]
         v = s.get("vmap")
         if v:
