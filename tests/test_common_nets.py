@@ -117,6 +117,31 @@ def _plain_conv(x, w):
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
+def test_encoder_equals_plain_conv_pool_norm_act(kernel):
+    """Every encoder stage (computed at half resolution, `Conv2d.pooled`) is XLA's 'SAME' convolution + bias,
+    then a 2x2 max-pool, then x / sqrt(mean(x^2) + eps) * scale and SiLU; pixels scaled to [-0.5, 0.5]."""
+    encoder = ConvEncoder((16, 16, 3), 2, (2, 3, 4), kernel, key=jax.random.key(0))
+    encoder = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(3), p.shape), encoder)
+    images = jax.random.randint(jax.random.key(1), (3, 16, 16, 3), 0, 256).astype(jnp.uint8)
+
+    def plain(enc):
+        x = images.astype(jnp.float32) / 255.0 - 0.5
+        for conv, norm in zip(enc.convs, enc.norms):
+            x = _plain_conv(x, conv.weight) + conv.bias
+            x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            x = x / jnp.sqrt(jnp.mean(x**2, axis=-1, keepdims=True) + norm.eps) * norm.scale
+            x = x * jax.nn.sigmoid(x)
+        return x.reshape(x.shape[0], -1)
+
+    np.testing.assert_allclose(encoder(images), plain(encoder), rtol=1e-4, atol=1e-5)
+    weights = jax.random.normal(jax.random.key(2), (3, encoder.out_size))
+    gradient = lambda f: jax.grad(lambda e: jnp.sum(f(e) * weights))(encoder)
+    ours, reference = gradient(lambda e: e(images)), gradient(plain)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
 def test_conv2d_gradients_equal_xla(kernel):
     x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))

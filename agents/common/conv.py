@@ -10,8 +10,9 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
 * `conv2d`: XLA computes a convolution's weight gradient as a convolution with the batch as the contracting
   dimension, which runs at a fraction of the machine's matmul speed on CPU. We compute it as a sum over small
   batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache.
-* `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth) for the
-  first encoder stage, whose 3 input channels make the plain convolution slow.
+* `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth) in every
+  encoder stage: 4x the channels on each side, which XLA's CPU convolutions run faster at the few channels of
+  the small sizes (3 to 16), for 1.44x the multiply-adds of a 5x5 kernel.
 * `Conv2d.upsampled`: conv after 2x nearest upsampling, computed at the low resolution with one small kernel
   per output phase (decoder): 9/25 of the multiply-adds.
 * `max_pool_2x2`: a one-pass gradient instead of XLA's generic gradient of a max reduction.
@@ -297,7 +298,7 @@ class Conv2d(eqx.Module):
         3 x 3 kernel (for k = 5) per output phase, and the pooling is the maximum over the 4 phases. For the
         first encoder stage (3 input channels at full resolution) this turns a convolution that XLA runs at a
         few GFLOP/s into one with 4x the channels on each side, at the price of 9 * 16 / (25 * 4) = 1.44x the
-        multiply-adds.
+        multiply-adds; the later stages (8 to 16 channels at the small sizes) gain less but still gain.
         """
         kernel = self.weight.shape[0]
         radius = kernel // 2
@@ -377,11 +378,10 @@ class ConvEncoder(eqx.Module):
 
     def __call__(self, image: Array) -> Float[Array, "*b n"]:
         x = image.astype(jnp.float32) / 255.0 - 0.5
-        for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            # The first stage (few input channels, full resolution) runs at half resolution with the pooling
-            # fused in; the later ones are fast as plain convolutions.
-            x = conv.pooled(x) if index == 0 else max_pool_2x2(conv(x))
-            x = normed_activation(norm, self.act, x)
+        for conv, norm in zip(self.convs, self.norms):
+            # Each stage's conv + 2x2 max-pool runs at half resolution with 4x the channels (`Conv2d.pooled`):
+            # faster on CPU at the small sizes' few channels (docs/cpu_runs.md), and no slower at `size12m`.
+            x = normed_activation(norm, self.act, conv.pooled(x))
         return x.reshape(*x.shape[:-3], -1)
 
 
