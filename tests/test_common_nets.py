@@ -117,9 +117,14 @@ def _plain_conv(x, w):
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
-def test_encoder_equals_plain_conv_pool_norm_act(kernel):
-    """Every encoder stage (computed at half resolution, `Conv2d.pooled`) is XLA's 'SAME' convolution + bias,
-    then a 2x2 max-pool, then x / sqrt(mean(x^2) + eps) * scale and SiLU; pixels scaled to [-0.5, 0.5]."""
+@pytest.mark.parametrize("every_stage", [True, False])
+def test_encoder_equals_plain_conv_pool_norm_act(kernel, every_stage, monkeypatch):
+    """Every encoder stage (at half resolution, `Conv2d.pooled`: all of them on CPU, the first elsewhere) is
+    XLA's 'SAME' convolution + bias, a 2x2 max-pool, x / sqrt(mean(x^2) + eps) * scale and SiLU; pixels
+    scaled to [-0.5, 0.5]."""
+    from agents.common import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "pool_every_stage", lambda: every_stage)
     encoder = ConvEncoder((16, 16, 3), 2, (2, 3, 4), kernel, key=jax.random.key(0))
     encoder = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(3), p.shape), encoder)
     images = jax.random.randint(jax.random.key(1), (3, 16, 16, 3), 0, 256).astype(jnp.uint8)

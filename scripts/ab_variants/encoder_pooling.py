@@ -1,5 +1,5 @@
-"""The encoder with only its first stage in the space-to-depth form (`Conv2d.pooled`, as before 2026-12-04)
-against every stage in it (the present code). For scripts/update_ab.py."""
+"""The encoder with only its first stage in the space-to-depth form (`Conv2d.pooled`: as before 2026-12-04, and
+as now off CPU) against every stage in it (the present code on CPU). For scripts/update_ab.py."""
 
 from agents.common import conv
 
