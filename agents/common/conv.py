@@ -299,7 +299,7 @@ class Conv2d(eqx.Module):
         3 x 3 kernel (for k = 5) per output phase, and the pooling is the maximum over the 4 phases. For the
         first encoder stage (3 input channels at full resolution) this turns a convolution that XLA runs at a
         few GFLOP/s into one with 4x the channels on each side, at the price of 9 * 16 / (25 * 4) = 1.44x the
-        multiply-adds; the later stages (8 to 16 channels at the small sizes) gain less but still gain.
+        multiply-adds; on CPU the later stages (8 to 16 channels at the small sizes) gain a few percent too.
         """
         kernel = self.weight.shape[0]
         radius = kernel // 2
