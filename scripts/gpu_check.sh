@@ -7,19 +7,25 @@
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh    # the same steps on the CPU at the debug size (a quick smoke run)
 #   GPU_CHECK_PERF_ARGS=--ceiling scripts/gpu_check.sh   # also each update's products-only ceiling (slower)
 #
-# It stays under 8 minutes. Its jobs run GPU_CHECK_JOBS at a time (default 4) and all end within GPU_CHECK_BUDGET
+# It stays under 8 minutes. Its jobs run GPU_CHECK_JOBS at a time (default 6) and all end within GPU_CHECK_BUDGET
 # seconds from the start (default 390): one is cut at GPU_CHECK_RUN_LIMIT seconds or at the budget, and one that
 # would start with less than 30 s left is skipped and named in the report. Side by side, the perf runs compile in
 # parallel but time one at a time (`--timing-lock`), and the training run holds that lock throughout, so no
 # figure is taken while another job uses the device. The order is what matters most first: the training run,
-# every agent at the first size in float32 (DreamerV3 with GPU_CHECK_VMAP_SEEDS vmapped seeds), then bfloat16,
-# then the next size. The numerics tests get at most 70 s at the end.
+# DreamerV3 at the first size in float32 with GPU_CHECK_VMAP_SEEDS vmapped seeds, the Atari100k estimate, the
+# seeds comparison (GPU_CHECK_SEEDS seeds trained in one vmapped process, then as as many processes at once, each
+# for GPU_CHECK_SEEDS_SECONDS and holding the lock), every other agent at the first size in float32, then
+# bfloat16, then the next size. The numerics tests get at most 70 s at the end.
 #
 # Settings (environment): GPU_CHECK_SIZES, GPU_CHECK_DTYPES, GPU_CHECK_AGENTS ("name=module:SPEC" runs at each
 # size; "name=module:SPEC@preset" at that preset alone), GPU_CHECK_PERF_ARGS (extra `bench perf agent` flags),
 # GPU_CHECK_VMAP_SEEDS (0: none), GPU_CHECK_TESTS, GPU_CHECK_RUN_AGENT, GPU_CHECK_RUN_SUITE, GPU_CHECK_RUN_TASK,
-# GPU_CHECK_RUN_CONFIGS, GPU_CHECK_RUN_SECONDS (0: no training run). Agents and suites are named by module
-# path, so the check runs from a plain checkout without installing the package; the Atari run needs ale-py
+# GPU_CHECK_RUN_CONFIGS, GPU_CHECK_RUN_SECONDS (0: no training run), GPU_CHECK_ESTIMATE (the suite of
+# `bench perf agent --estimate` for the training run's agent and configs; empty: none), GPU_CHECK_ESTIMATE_ARGS
+# (its extra flags), GPU_CHECK_SEEDS (seeds of the vmapped-against-processes comparison; 0: none),
+# GPU_CHECK_SEEDS_SECONDS, GPU_CHECK_SEEDS_AGENT, GPU_CHECK_SEEDS_SUITE, GPU_CHECK_SEEDS_TASK,
+# GPU_CHECK_SEEDS_CONFIGS. Agents and suites are named by module
+# path, so the check runs from a plain checkout without installing the package; the Atari runs need ale-py
 # there (docs/gpu_check.md says how to carry its wheel).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +37,7 @@ DTYPES=${GPU_CHECK_DTYPES:-"float32 bfloat16"}
 UPDATES=5
 BUDGET=${GPU_CHECK_BUDGET:-390}
 RUN_LIMIT=${GPU_CHECK_RUN_LIMIT:-240}
-JOBS=${GPU_CHECK_JOBS:-4}
+JOBS=${GPU_CHECK_JOBS:-6}  # six: the three lock-holding runs keep their slots while they wait for the lock
 VMAP_SEEDS=${GPU_CHECK_VMAP_SEEDS:-5}
 TESTS=${GPU_CHECK_TESTS:-"tests/test_hieros_s5.py tests/test_hieros_s5wm.py tests/test_common_numerics.py"}
 RUN_AGENT=${GPU_CHECK_RUN_AGENT:-agents.dreamerv3:SPEC}
@@ -39,9 +45,18 @@ RUN_SUITE=${GPU_CHECK_RUN_SUITE:-tasks.atari:SUITE}
 RUN_TASK=${GPU_CHECK_RUN_TASK:-pong}
 RUN_CONFIGS=${GPU_CHECK_RUN_CONFIGS:-size12m}
 RUN_SECONDS=${GPU_CHECK_RUN_SECONDS:-120}
+ESTIMATE=${GPU_CHECK_ESTIMATE-atari100k}
+ESTIMATE_ARGS=${GPU_CHECK_ESTIMATE_ARGS:-}
+SEEDS=${GPU_CHECK_SEEDS:-5}
+SEEDS_SECONDS=${GPU_CHECK_SEEDS_SECONDS:-60}
+SEEDS_AGENT=${GPU_CHECK_SEEDS_AGENT:-$RUN_AGENT}
+SEEDS_SUITE=${GPU_CHECK_SEEDS_SUITE:-tasks.toy:SUITE}
+SEEDS_TASK=${GPU_CHECK_SEEDS_TASK:-reach}
+SEEDS_CONFIGS=${GPU_CHECK_SEEDS_CONFIGS:-"debug quick"}  # as docs/cpu_runs.md's CPU comparison
 if [ -n "${GPU_CHECK_DRY:-}" ]; then
   SIZES=${GPU_CHECK_SIZES:-debug}; UPDATES=1; TESTS=${GPU_CHECK_TESTS:-"tests/test_hieros_etbs.py"}
   RUN_CONFIGS=${GPU_CHECK_RUN_CONFIGS:-debug}; RUN_SECONDS=${GPU_CHECK_RUN_SECONDS:-60}
+  SEEDS_SECONDS=${GPU_CHECK_SEEDS_SECONDS:-30}
   JOBS=${GPU_CHECK_JOBS:-1}  # the lock keeps timings off a shared device, not off shared CPU cores
 fi
 AGENTS=${GPU_CHECK_AGENTS:-"dreamerv3=agents.dreamerv3:SPEC thick=agents.thick:SPEC vsg=agents.vsg:VSG_SPEC svsg=agents.vsg:SVSG_SPEC p2e=agents.p2e:SPEC tssm=agents.tssm:SPEC hieros=agents.hieros:SPEC iris=agents.iris:SPEC@atari100k"}
@@ -49,7 +64,9 @@ PERF_ARGS=${GPU_CHECK_PERF_ARGS:-}
 LOCK="$OUT_DIR/timing.lock"
 # Several processes share the device: each takes memory as it needs it, not 75% up front.
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-rm -f "$OUT_DIR"/perf_*.json "$OUT_DIR/failed.txt" "$OUT_DIR/run.txt" "$OUT_DIR/logs"/*.log
+rm -f "$OUT_DIR"/perf_*.json "$OUT_DIR"/estimate_*.json "$OUT_DIR/failed.txt" "$OUT_DIR/run.txt" \
+  "$OUT_DIR/seeds.txt" "$OUT_DIR/logs"/*.log
+rm -rf "$OUT_DIR/training_run" "$OUT_DIR/seeds_vmap" "$OUT_DIR/seeds_processes"
 : > "$OUT_DIR/log.txt"
 : > "$OUT_DIR/skipped.txt"
 : > "$OUT_DIR/order.txt"
@@ -95,18 +112,46 @@ perf_job() {  # perf_job NAME SPEC CONFIG DTYPE [EXTRA FLAGS...]
     --json "$OUT_DIR/perf_${name}_${config}_${dtype}.json" "$@"
 }
 
-# 1. The training run, holding the timing lock throughout; stopped with SIGINT at its time (it checkpoints).
+# locked_run_job LABEL SLUG SECONDS `bench run` ARGS...: a training command that holds the timing lock from its
+# start (compilation included) and is stopped with SIGINT after SECONDS (it checkpoints), which counts as success.
+locked_run_job() {
+  local label=$1 slug=$2 seconds=$3; shift 3
+  run_job "$label" "$slug" "$PYTHON" -c 'import fcntl, subprocess, sys
+lock = open(sys.argv[1], "a"); fcntl.flock(lock, fcntl.LOCK_EX)
+code = subprocess.call(sys.argv[2:])
+sys.exit(0 if code == 124 else code)  # 124: stopped at its time, as planned' "$LOCK" timeout -s INT -k 30 "$seconds" \
+    "$PYTHON" -m bench.cli run "$@" --steps 100000 --quiet
+}
+
+# 1. The training run on an Atari game, holding the timing lock throughout.
 if [ "$RUN_SECONDS" -gt 0 ]; then
   echo "$RUN_AGENT $RUN_SUITE $RUN_TASK $RUN_CONFIGS $RUN_SECONDS" > "$OUT_DIR/run.txt"
   # shellcheck disable=SC2086
-  run_job "training run" run "$PYTHON" -c 'import fcntl, subprocess, sys
-lock = open(sys.argv[1], "a"); fcntl.flock(lock, fcntl.LOCK_EX)
-code = subprocess.call(sys.argv[2:])
-sys.exit(0 if code == 124 else code)  # 124: stopped at its time, as planned' "$LOCK" timeout -s INT -k 30 "$RUN_SECONDS" "$PYTHON" -m bench.cli run \
-    --agent "$RUN_AGENT" --suite "$RUN_SUITE" --task "$RUN_TASK" --configs $RUN_CONFIGS --steps 100000 \
-    --run.log_every 250 --logdir "$OUT_DIR/training_run" --quiet
+  locked_run_job "training run" run "$RUN_SECONDS" --agent "$RUN_AGENT" --suite "$RUN_SUITE" --task "$RUN_TASK" \
+    --configs $RUN_CONFIGS --run.log_every 250 --logdir "$OUT_DIR/training_run"
 fi
-# 2. Perf runs: per size, float32 then the other dtypes; the first agent at the first size also vmapped.
+# Jobs 3 and 4, started after the first perf run: the estimate, and the seeds trained vmapped then as processes.
+extra_jobs() {
+  if [ -n "$ESTIMATE" ]; then
+    # shellcheck disable=SC2086
+    run_job "estimate $ESTIMATE" estimate "$PYTHON" -m bench.cli perf agent --agent "$RUN_AGENT" \
+      --estimate "$ESTIMATE" --configs $RUN_CONFIGS --updates "$UPDATES" --policy-steps 100 $PERF_ARGS \
+      $ESTIMATE_ARGS --timing-lock "$LOCK" --json "$OUT_DIR/estimate_${ESTIMATE//[^A-Za-z0-9_]/_}.json"
+  fi
+  if [ "$SEEDS" -gt 0 ]; then
+    echo "$SEEDS_AGENT $SEEDS_SUITE $SEEDS_TASK $SEEDS_CONFIGS $SEEDS $SEEDS_SECONDS" > "$OUT_DIR/seeds.txt"
+    local common=(--agent "$SEEDS_AGENT" --suite "$SEEDS_SUITE" --task "$SEEDS_TASK" --seeds "0:$SEEDS"
+                  --run.log_every 25)
+    # shellcheck disable=SC2086
+    locked_run_job "$SEEDS seeds vmapped" seeds_vmap "$SEEDS_SECONDS" "${common[@]}" --configs $SEEDS_CONFIGS \
+      --vmap --logdir "$OUT_DIR/seeds_vmap"
+    # shellcheck disable=SC2086
+    locked_run_job "$SEEDS seeds as processes" seeds_processes "$SEEDS_SECONDS" "${common[@]}" \
+      --configs $SEEDS_CONFIGS --parallel "$SEEDS" --logdir "$OUT_DIR/seeds_processes"
+  fi
+}
+# 2. Perf runs: per size, float32 then the other dtypes; the first agent at the first size also vmapped,
+# then the extra jobs.
 first=1
 for size in $SIZES; do
   for dtype in $DTYPES; do
@@ -122,6 +167,7 @@ for size in $SIZES; do
       else
         perf_job "$name" "$spec" "$config" "$dtype"
       fi
+      [ "$first" = 1 ] && extra_jobs
       first=0
     done
   done

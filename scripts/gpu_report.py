@@ -1,6 +1,7 @@
 """Turn the files `scripts/gpu_check.sh` wrote into one Markdown report (printed to stdout)."""
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -79,6 +80,54 @@ def _training_run_lines(folder: Path) -> list[str]:
     return lines
 
 
+def _estimate_lines(folder: Path) -> list[str]:
+    """`bench perf agent --estimate SUITE`: the wall time of one run and of a board, with its arithmetic."""
+    lines = []
+    for path in sorted(folder.glob("estimate_*.json")):
+        f = json.loads(path.read_text())
+        e = f["estimate"]
+        lines += ["", f"Estimate (`bench perf agent --estimate {path.stem[len('estimate_'):]}`, {f['agent']} with "
+                  f"presets {' '.join(f['configs'])}, {f.get('compute_dtype', 'float32')}): one run "
+                  f"{e['run_s'] / 3600:.2f} h, the board {e['board_s'] / 3600:.1f} h on this device, one run at a "
+                  f"time.", "", "```", *e["lines"], "```"]  # fmt: skip
+    return lines
+
+
+def _steady_rate(metrics: Path) -> tuple[float, int]:
+    """(median agent steps/s of the records logged once updates had started, last agent step logged)."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rates = [r["perf/policy_steps_per_sec"] for r in records
+             if r.get("train/updates", 0) > 0 and "perf/policy_steps_per_sec" in r]  # fmt: skip
+    return (statistics.median(rates) if rates else 0.0), max((r.get("step", 0) for r in records), default=0)
+
+
+def _seeds_lines(folder: Path) -> list[str]:
+    """The same seeds trained in one vmapped process and as separate processes at once: aggregate agent steps/s."""
+    setting = _text(folder, "seeds.txt").split()
+    if not setting:
+        return []
+    agent, suite, task, *configs, seeds, seconds = setting
+    if not any((folder / way).exists() for way in ("seeds_vmap", "seeds_processes")):
+        return []  # skipped (named in the report's list of skipped jobs)
+    lines = ["", f"Seeds 0-{int(seeds) - 1} trained in one process, vmapped (`--seeds 0:{seeds} --vmap`), and as "
+             f"{seeds} processes at once (`--parallel {seeds}`): `bench run --agent {agent} --suite {suite} --task "
+             f"{task} --configs {' '.join(configs)}`, each way stopped with SIGINT after {seconds} s (compilation "
+             "included). Rate = the median `perf/policy_steps_per_sec` of a run's records once its updates had "
+             "started; aggregate = the sum over seeds.", "",
+             "| execution | runs with updates | agent steps/s per seed | aggregate agent steps/s | last steps |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    aggregates = {}
+    for way, label in (("seeds_vmap", "vmapped, 1 process"), ("seeds_processes", f"{seeds} processes")):
+        figures = [_steady_rate(m) for m in sorted((folder / way).glob("**/metrics.jsonl"))]
+        rated = [rate for rate, _ in figures if rate > 0]
+        aggregates[way] = sum(rated)
+        lines.append(f"| {label} | {len(rated)} of {seeds} | {', '.join(f'{r:.1f}' for r in rated) or '-'} | "
+                     f"{sum(rated):.1f} | {', '.join(f'{step:,}' for _, step in figures) or '-'} |")  # fmt: skip
+    if aggregates["seeds_processes"] > 0 and aggregates["seeds_vmap"] > 0:
+        lines += ["", f"Vmapped / processes, aggregate: {aggregates['seeds_vmap'] / aggregates['seeds_processes']:.2f}x."]
+    return lines
+
+
 def main(out_dir: str) -> int:
     folder = Path(out_dir)
     lines = ["# GPU check", "", f"Device: `{_text(folder, 'device.txt', 'unknown')}`", "",
@@ -103,6 +152,8 @@ def main(out_dir: str) -> int:
     if float32_only:
         lines += ["", f"Float32 only (no compute_dtype option): {', '.join(float32_only)}."]
     lines += _vmap_lines(folder)
+    lines += _seeds_lines(folder)
+    lines += _estimate_lines(folder)
     lines += _ceiling_lines(folder)
     lines += _training_run_lines(folder)
     failed = _text(folder, "failed.txt").splitlines()

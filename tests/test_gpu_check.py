@@ -24,7 +24,9 @@ def test_gpu_check_dry_run_writes_its_report_in_both_compute_dtypes(tmp_path):
     out = tmp_path / "gpu"
     proc = _gpu_check(out, GPU_CHECK_SIZES="debug", GPU_CHECK_JOBS="2", GPU_CHECK_VMAP_SEEDS="3",
                       GPU_CHECK_RUN_AGENT="tests.helpers:SIZED_TWO_STREAMS", GPU_CHECK_RUN_SUITE="tasks.toy:SUITE",
-                      GPU_CHECK_RUN_TASK="reach", GPU_CHECK_RUN_CONFIGS="debug", GPU_CHECK_RUN_SECONDS="25")  # fmt: skip
+                      GPU_CHECK_RUN_TASK="reach", GPU_CHECK_RUN_CONFIGS="debug", GPU_CHECK_RUN_SECONDS="25",
+                      GPU_CHECK_ESTIMATE="toy", GPU_CHECK_ESTIMATE_ARGS="--eval-episode-steps 50", GPU_CHECK_SEEDS="2", GPU_CHECK_SEEDS_CONFIGS="debug",
+                      GPU_CHECK_SEEDS_SECONDS="20")  # fmt: skip
     figures = {dtype: json.loads((out / f"perf_two_debug_{dtype}.json").read_text()) for dtype in ("float32", "bfloat16")}
     assert all(f["batch"] == 2 and f["length"] == 4 and f["update_s_median"] > 0 for f in figures.values())
     # the matmul peak each run compares with is in its compute dtype
@@ -40,16 +42,28 @@ def test_gpu_check_dry_run_writes_its_report_in_both_compute_dtypes(tmp_path):
     assert ("Training run: `bench run --agent tests.helpers:SIZED_TWO_STREAMS --suite tasks.toy:SUITE --task reach "
             "--configs debug`, stopped with SIGINT after 25 s") in report  # fmt: skip
     assert "Reached agent step " in report and "run status: stopped." in report
+    # the estimate of the training run's agent and configs for the toy suite, with its arithmetic
+    estimate = json.loads((out / "estimate_toy.json").read_text())["estimate"]
+    assert "Estimate (`bench perf agent --estimate toy`, two_streams with presets debug, float32): one run " in report
+    assert estimate["lines"][-1] in report and estimate["board_s"] > estimate["run_s"] > 0
+    # the 2 seeds trained vmapped in one process, then as 2 processes: both ways reached their updates
+    assert "Seeds 0-1 trained in one process, vmapped (`--seeds 0:2 --vmap`), and as 2 processes at once" in report
+    assert "| vmapped, 1 process | 2 of 2 |" in report and "| 2 processes | 2 of 2 |" in report
+    assert "Vmapped / processes, aggregate: " in report
+    for way in ("seeds_vmap", "seeds_processes"):
+        manifests = sorted((out / way).glob("**/manifest.json"))
+        assert len(manifests) == 2 and all(json.loads(m.read_text())["status"] == "stopped" for m in manifests)
 
 
 def test_gpu_check_skips_what_would_start_after_its_time_budget(tmp_path):
     out = tmp_path / "gpu"
     _gpu_check(out, GPU_CHECK_SIZES="size50m", GPU_CHECK_BUDGET="0")
     assert not list(out.glob("perf_*.json"))
-    assert (out / "skipped.txt").read_text().split("\n")[:3] == ["training run", "two size50m float32",
-                                                                  "two size50m bfloat16"]  # fmt: skip
+    order = ["training run", "two size50m float32", "estimate atari100k", "5 seeds vmapped", "5 seeds as processes",
+             "two size50m bfloat16"]  # fmt: skip
+    assert (out / "skipped.txt").read_text().split("\n")[:6] == order
     report = (out / "gpu_check.md").read_text()
-    assert "Skipped to stay within the time budget: training run; two size50m float32; two size50m bfloat16." in report
+    assert f"Skipped to stay within the time budget: {'; '.join(order)}." in report
 
 
 def test_gpu_report_shows_the_ceiling_of_runs_made_with_it(tmp_path, capsys, monkeypatch):
