@@ -661,7 +661,8 @@ def run_estimate(args) -> int:
         raise config_lib.ConfigError(f"--estimate {args.estimate} with --suite {args.suite}: name one suite")
     task = suite_spec.resolve_task(args.task or suite_spec.tasks[0])
     overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
-    resolved = runner.resolve(args.agent, suite_spec.name, task, args.configs, overrides)
+    # the suite as given (a registered name or a 'module:NAME' path, which a plain checkout has no names for)
+    resolved = runner.resolve(args.agent, args.estimate, task, args.configs, overrides)
     cfg = resolved.config
     # measure the agent the suite's runs train: its suite presets first, then --configs, on the suite's spaces
     presets = registry.agent_presets(resolved.agent_spec)
@@ -678,7 +679,7 @@ def run_estimate(args) -> int:
         cap_note = " (the protocol's episode cap: an upper bound; --eval-episode-steps for a typical length)"
     else:
         cap_note = ""
-    measured_args = argparse.Namespace(**{**vars(args), "suite": suite_spec.name, "task": task,
+    measured_args = argparse.Namespace(**{**vars(args), "suite": args.estimate, "task": task,
                                           "configs": [*automatic, *args.configs], "envs": cfg.run.envs})  # fmt: skip
     figures = measure(measured_args)
     for line in report_lines(figures):
@@ -699,5 +700,5 @@ def run_estimate(args) -> int:
     print("  (env stepping not counted: it overlaps with training; `bench perf envs` measures it)")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({**figures, "estimate": result}, file, indent=2)
+            json.dump({**figures, "estimate": {**result, "suite": suite_spec.name}}, file, indent=2)
     return 1 if figures["non_finite_metrics"] else 0

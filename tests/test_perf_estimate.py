@@ -1,7 +1,10 @@
 """`bench perf agent --estimate`: the arithmetic from measured figures to run and board wall times."""
 
+import json
+
 import pytest
 
+from bench import cli
 from bench.perf_agent import StreamPlan, estimate_run
 
 
@@ -29,3 +32,16 @@ def test_estimate_without_evaluation_rounds_counts_no_evaluation_steps():
                           policy_steps_per_s=100.0, eval_rounds=0, eval_episodes=10, eval_episode_steps=50,
                           tasks=1, seeds=1)  # fmt: skip
     assert result["run_s"] == pytest.approx(1000 * 32 / 32 * 1.0 + 1000 / 100)
+
+
+def test_estimate_takes_a_suite_by_module_path(tmp_path, capsys):
+    """A plain checkout (scripts/gpu_check.sh on a device) has no registered names: `--estimate module:NAME`
+    resolves that suite throughout (it failed with "unknown suite 'crashing'")."""
+    out = tmp_path / "estimate.json"
+    code = cli.main(["perf", "agent", "--agent", "tests.helpers:TINY", "--estimate", "tests.helpers:CRASHING",
+                     "--updates", "1", "--policy-steps", "2", "--matmul", "64", "--eval-episode-steps", "10",
+                     "--board-seeds", "3", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    figures = json.loads(out.read_text())
+    assert figures["estimate"]["board_s"] == pytest.approx(figures["estimate"]["run_s"] * 1 * 3)
+    assert "estimate for crashing (reach measured" in capsys.readouterr().out
