@@ -232,3 +232,23 @@ def test_encoder_and_decoder_take_leading_batch_dims():
     out = decoder(jnp.ones((2, 3, 8)), jnp.ones((2, 3, 4)))
     assert out.shape == (2, 3, 16, 16, 3)
     np.testing.assert_allclose(out[0, 1], decoder(jnp.ones(8), jnp.ones(4)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_conv2d_runs_the_chunked_weight_gradient_on_cpu_only(chunked, monkeypatch):
+    """On CPU conv2d's weight gradient is a loop over batch chunks; elsewhere (`chunked_weight_gradient()`
+    False, as on GPUs) XLA's own gradient, with no loop. Values and gradients equal XLA's either way."""
+    from agents.common import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "chunked_weight_gradient", lambda: chunked)
+    monkeypatch.setattr(conv_module, "PATCH_CHUNK_BYTES", 8 * 8 * 9 * 3 * 4 * 2)  # 2 images per chunk: 3 chunks
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+    step = jax.jit(jax.value_and_grad(loss(conv2d), argnums=(0, 1)))
+    assert ("stablehlo.while" in step.lower(x, w).as_text()) == chunked
+    value, grads = step(x, w)
+    plain_value, plain_grads = jax.value_and_grad(loss(_plain_conv), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(value, plain_value, rtol=1e-5, atol=1e-4)
+    for a, b in zip(grads, plain_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -8,8 +8,9 @@ convolutions stay plain ones (`mapped_per_index`), and the weight gradient runs 
 Speed-ups that leave the math unchanged (each tested against the plain form):
 
 * `conv2d`: XLA computes a convolution's weight gradient as a convolution with the batch as the contracting
-  dimension, which runs at a fraction of the machine's matmul speed on CPU. We compute it as a sum over small
-  batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache.
+  dimension, which runs at a fraction of the machine's matmul speed on CPU. There we compute it as a sum over
+  small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache. Elsewhere (GPUs)
+  `conv2d` is XLA's convolution with XLA's gradients (`chunked_weight_gradient`).
 * `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth): 4x the
   channels on each side, for 1.44x the multiply-adds of a 5x5 kernel. The first encoder stage (3 input
   channels) always; on CPU every stage, whose convolutions XLA runs faster with more channels.
@@ -123,9 +124,26 @@ def _weight_gradient_of(kernel: int):
     return mapped_per_index(lambda x, grad: _weight_gradient(x, grad, kernel))
 
 
-@jax.custom_vjp
+def chunked_weight_gradient() -> bool:
+    """Whether `conv2d` runs its CPU form: the chunked weight gradient, and one plain convolution per index
+    under `jax.vmap`. Elsewhere it is XLA's convolution with XLA's gradients and batching (cuDNN's kernels on a
+    GPU), because there the chunked gradient is a sequential loop of small products: 256 steps for the first
+    encoder stage of a `size12m` DreamerV3 update (1024 images, 442 KB of patches each, 2 MiB chunks). On an
+    H200 (docs/gpu_check.md) VSG's and SVSG's `size12m` updates took 0.136 and 0.107 s with 2 MiB chunks on
+    2026-12-04 (other jobs compiling on the host meanwhile), 0.054 s each with 8 MiB chunks on 2026-11-30.
+    XLA's own gradient has not been measured there yet."""
+    return jax.default_backend() == "cpu"
+
+
 def conv2d(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w o"]:
-    """Stride-1 'SAME' convolution of a batch (NHWC, kernel HWIO) with the fast weight gradient."""
+    """Stride-1 'SAME' convolution of a batch (NHWC, kernel HWIO); on CPU with the fast weight gradient."""
+    if chunked_weight_gradient():
+        return _conv2d_chunked(x, weight)
+    return jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+
+
+@jax.custom_vjp
+def _conv2d_chunked(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w o"]:
     return _conv(x, weight)
 
 
@@ -139,7 +157,7 @@ def _conv2d_backward(residuals, grad):
     return input_grad, _weight_gradient_of(weight.shape[0])(x, grad).astype(weight.dtype)
 
 
-conv2d.defvjp(_conv2d_forward, _conv2d_backward)
+_conv2d_chunked.defvjp(_conv2d_forward, _conv2d_backward)
 
 
 @functools.cache
