@@ -86,8 +86,8 @@ def _estimate_lines(folder: Path) -> list[str]:
     for path in sorted(folder.glob("estimate_*.json")):
         f = json.loads(path.read_text())
         e = f["estimate"]
-        lines += ["", f"Estimate (`bench perf agent --estimate {path.stem[len('estimate_'):]}`, {f['agent']} with "
-                  f"presets {' '.join(f['configs'])}, {f.get('compute_dtype', 'float32')}): one run "
+        lines += ["", f"Estimate for {e['suite']} (`bench perf agent --estimate`, {f['agent']} with presets "
+                  f"{' '.join(f['configs'])}, {f.get('compute_dtype', 'float32')}): one run "
                   f"{e['run_s'] / 3600:.2f} h, the board {e['board_s'] / 3600:.1f} h on this device, one run at a "
                   f"time.", "", "```", *e["lines"], "```"]  # fmt: skip
     return lines

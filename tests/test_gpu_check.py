@@ -44,7 +44,7 @@ def test_gpu_check_dry_run_writes_its_report_in_both_compute_dtypes(tmp_path):
     assert "Reached agent step " in report and "run status: stopped." in report
     # the estimate of the training run's agent and configs for the toy suite, with its arithmetic
     estimate = json.loads((out / "estimate_toy.json").read_text())["estimate"]
-    assert "Estimate (`bench perf agent --estimate toy`, two_streams with presets debug, float32): one run " in report
+    assert "Estimate for toy (`bench perf agent --estimate`, two_streams with presets debug, float32): one run " in report
     assert estimate["lines"][-1] in report and estimate["board_s"] > estimate["run_s"] > 0
     # the 2 seeds trained vmapped in one process, then as 2 processes: both ways reached their updates
     assert "Seeds 0-1 trained in one process, vmapped (`--seeds 0:2 --vmap`), and as 2 processes at once" in report
@@ -59,7 +59,7 @@ def test_gpu_check_skips_what_would_start_after_its_time_budget(tmp_path):
     out = tmp_path / "gpu"
     _gpu_check(out, GPU_CHECK_SIZES="size50m", GPU_CHECK_BUDGET="0")
     assert not list(out.glob("perf_*.json"))
-    order = ["training run", "two size50m float32", "estimate atari100k", "5 seeds vmapped", "5 seeds as processes",
+    order = ["training run", "two size50m float32", "estimate tasks.atari:SUITE", "5 seeds vmapped", "5 seeds as processes",
              "two size50m bfloat16"]  # fmt: skip
     assert (out / "skipped.txt").read_text().split("\n")[:6] == order
     report = (out / "gpu_check.md").read_text()
