@@ -116,12 +116,24 @@ perf_job() {  # perf_job NAME SPEC CONFIG DTYPE [EXTRA FLAGS...]
 
 # locked_run_job LABEL SLUG SECONDS `bench run` ARGS...: a training command that holds the timing lock from its
 # start (compilation included) and is stopped with SIGINT after SECONDS (it checkpoints), which counts as success.
+# A cut at the budget passes the SIGINT on to the run (or, while waiting for the lock, gives up): the inner
+# `timeout` has a process group of its own, which the outer one's signals do not reach, so a wrapper that died
+# without passing them on left the run training on (seen on the H200 run of 2026-12-04).
+LOCKED='import fcntl, signal, subprocess, sys
+proc = None
+def stop(signum, _frame):
+    if proc is None:
+        sys.exit(124)
+    proc.send_signal(signum)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, stop)
+lock = open(sys.argv[1], "a"); fcntl.flock(lock, fcntl.LOCK_EX)
+proc = subprocess.Popen(sys.argv[2:])
+code = proc.wait()
+sys.exit(0 if code == 124 else code)  # 124: stopped at its time, as planned'
 locked_run_job() {
   local label=$1 slug=$2 seconds=$3; shift 3
-  run_job "$label" "$slug" "$PYTHON" -c 'import fcntl, subprocess, sys
-lock = open(sys.argv[1], "a"); fcntl.flock(lock, fcntl.LOCK_EX)
-code = subprocess.call(sys.argv[2:])
-sys.exit(0 if code == 124 else code)  # 124: stopped at its time, as planned' "$LOCK" timeout -s INT -k 30 "$seconds" \
+  run_job "$label" "$slug" "$PYTHON" -c "$LOCKED" "$LOCK" timeout -s INT -k 30 "$seconds" \
     "$PYTHON" -m bench.cli run "$@" --steps 100000 --quiet
 }
 

@@ -87,3 +87,23 @@ def test_gpu_report_shows_the_ceiling_of_runs_made_with_it(tmp_path, capsys, mon
     (tmp_path / "perf_dreamerv3_size12m_float32.json").write_text(json.dumps(figures))
     gpu_report.main(str(tmp_path))
     assert "Ceiling" not in capsys.readouterr().out
+
+
+def test_a_training_job_cut_at_its_limit_stops_its_run_and_leaves_nothing_running(tmp_path):
+    """A lock-holding training job cut before its own time (here GPU_CHECK_RUN_LIMIT 20 s < 300 s) passes the
+    SIGINT on: each run saves its checkpoint and stops, and no process is left training after the check."""
+    out = tmp_path / "gpu"
+    env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable, PYTHONPATH=str(ROOT), GPU_CHECK_SIZES="debug",
+               GPU_CHECK_AGENTS="two=tests.helpers:SIZED_TWO_STREAMS", GPU_CHECK_TESTS="tests/test_perf_estimate.py",
+               GPU_CHECK_PERF_ARGS="--suite toy --task reach --policy-steps 5 --matmul 64", GPU_CHECK_DTYPES="float32",
+               GPU_CHECK_VMAP_SEEDS="0", GPU_CHECK_RUN_SECONDS="0", GPU_CHECK_ESTIMATE="", GPU_CHECK_SEEDS="2",
+               GPU_CHECK_SEEDS_AGENT="tests.helpers:SIZED_TWO_STREAMS", GPU_CHECK_SEEDS_CONFIGS="debug",
+               GPU_CHECK_SEEDS_SECONDS="300",
+               GPU_CHECK_RUN_LIMIT="20", GPU_CHECK_JOBS="3")  # fmt: skip
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out)], env=env, cwd=out.parent,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert "2 seeds vmapped: cut at its 20 s limit" in (out / "failed.txt").read_text(), proc.stdout[-3000:]
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not left, subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True, text=True).stdout
+    manifests = sorted(out.glob("seeds_*/**/manifest.json"))
+    assert len(manifests) >= 2 and {json.loads(m.read_text())["status"] for m in manifests} == {"stopped"}
