@@ -207,7 +207,8 @@ class LocalExecutor(AbstractExecutor):
                     if codes[index] is None:
                         continue
                     done += 1
-                    print(f"[{done}/{len(jobs)}] {jobs[index].name}: {describe_exit(codes[index])}",
+                    print(f"[{done}/{len(jobs)}] {jobs[index].name}: "
+                          f"{describe_exit(codes[index], self._stopped_by is not None)}",
                           file=sys.stderr, flush=True)  # fmt: skip
         finally:
             for sig, handler in handlers.items():
@@ -334,7 +335,7 @@ class RayExecutor(AbstractExecutor):
                     code, lost = self._outcome(ray, ref)
                     if code is None and lost is None:
                         continue  # cancelled before its run started
-                    what = describe_exit(code) if lost is None else f"lost ({lost})"
+                    what = describe_exit(code, cancelled) if lost is None else f"lost ({lost})"
                     if (code or lost) and not cancelled and attempts[index] <= self.retries:
                         delay = self.retry_delay * 2 ** (attempts[index] - 1)
                         retry_at[index] = time.monotonic() + delay
@@ -355,9 +356,14 @@ class RayExecutor(AbstractExecutor):
         return result
 
 
-def describe_exit(code: int) -> str:
+STOPPED_EXIT = 130  # a run's exit status once a stop signal made it save a checkpoint and stop (bench.cli)
+
+
+def describe_exit(code: int, sweep_stopped: bool = False) -> str:
     if code == 0:
         return "ok"
+    if sweep_stopped and code == STOPPED_EXIT:
+        return "stopped (checkpoint saved)"
     if code < 0:
         return f"failed (killed by {signal.Signals(-code).name})"
     return f"failed (exit {code})"
@@ -365,11 +371,16 @@ def describe_exit(code: int) -> str:
 
 def summarize(jobs: list[Job], result: SweepResult) -> int:
     """Print what failed or was cancelled, naming every such run; return the sweep's exit code."""
+    stopped = {index for index, code in enumerate(result.codes)  # by the sweep's stop signal, passed on to them
+               if result.stopped_by is not None and code == STOPPED_EXIT and index not in result.lost}  # fmt: skip
     failed = [f"{job.name} ({result.lost.get(index) or describe_exit(code)})"
-              for index, (job, code) in enumerate(zip(jobs, result.codes)) if code]  # fmt: skip
+              for index, (job, code) in enumerate(zip(jobs, result.codes)) if code and index not in stopped]  # fmt: skip
     cancelled = [job.name for job, code in zip(jobs, result.codes) if code is None]
     if failed:
         print(f"bench: error: {len(failed)} of {len(jobs)} runs failed: {', '.join(failed)}", file=sys.stderr)
+    if stopped:
+        print(f"sweep: {len(stopped)} of {len(jobs)} runs stopped with a checkpoint (the same command resumes them): "
+              f"{', '.join(jobs[index].name for index in sorted(stopped))}", file=sys.stderr)  # fmt: skip
     if cancelled:
         print(f"sweep: {len(cancelled)} of {len(jobs)} runs cancelled (not started): {', '.join(cancelled)}",
               file=sys.stderr)  # fmt: skip

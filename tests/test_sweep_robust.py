@@ -70,6 +70,25 @@ def test_ctrl_c_stops_running_jobs_and_cancels_queued_ones(capsys):
     assert "2 of 3 runs cancelled (not started): job1, job2" in capsys.readouterr().err
 
 
+def test_runs_stopped_by_the_sweeps_signal_are_reported_as_stopped_not_failed(capsys):
+    """A run that hears the forwarded SIGINT saves a checkpoint and exits 130 (bench.cli): the sweep says it
+    stopped, not that it failed; one that exits otherwise meanwhile still failed."""
+    stops = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(130)); time.sleep(60)"
+    breaks = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(3)); time.sleep(60)"
+    jobs = [FakeJob("job0", stops), FakeJob("job1", breaks), FakeJob("job2", stops)]
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    result = LocalExecutor(2).run_all(jobs)
+    timer.join()
+    assert result.codes == [130, 3, None]
+    assert summarize(jobs, result) == 130
+    err = capsys.readouterr().err
+    assert "job0: stopped (checkpoint saved)" in err and "job1: failed (exit 3)" in err
+    assert "1 of 3 runs failed: job1 (failed (exit 3))" in err
+    assert "sweep: 1 of 3 runs stopped with a checkpoint (the same command resumes them): job0" in err
+    assert "1 of 3 runs cancelled (not started): job2" in err
+
+
 def _descendants(pid: int) -> set[int]:
     found = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
