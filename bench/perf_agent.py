@@ -27,7 +27,8 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   `bench run --seeds 0:N --vmap` runs them (bench/vmap_run.py): seed-updates/s in all against one seed's
   updates/s (how much of the device one seed leaves idle),
 * with `--timing-lock FILE`, every timed section holds an exclusive lock on FILE and compilation does not: perf
-  runs started side by side on one device (scripts/gpu_check.sh) compile in parallel and time one at a time.
+  runs started side by side on one device (scripts/gpu_check.sh) compile in parallel and time one at a time,
+  and none times while another compiles (`timing`).
 
 Each update is compiled once (ahead of time, for XLA's cost and memory analysis) and that executable is the one
 timed: it is the runner's jitted update (`CompiledAgent.jitted_update`) compiled for the same arguments.
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imagination-batch", type=int, default=None,
                         help="rows of each batch for the imagination timing (default: the whole batch)")
     parser.add_argument("--policy-steps", type=int, default=200, help="timed policy steps")
-    parser.add_argument("--matmul", type=int, default=2048, help="size of the square matmul for the peak")
+    parser.add_argument("--matmul", type=int, default=None,
+                        help="size of the square matmul for the peak (default: 2048 on CPU, 8192 on accelerators)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -208,19 +210,53 @@ def _obs_batch(obs_space, envs, rng):
 # ---------------------------------------------------------------------------------------- measuring
 
 
+_host_shares: dict = {}  # FILE -> this process's shared lock on FILE.host (`--timing-lock FILE`), while not timing
+host_quiet = {"sections": 0, "quiet": 0}  # timed sections, and those during which no other perf run compiled
+
+
+def hold_host(args) -> None:
+    """Under `--timing-lock FILE`, hold FILE.host shared from now on except while timing: it tells a timed
+    section of another perf run that this one is busy on the host (compiling, mostly). On an H200
+    (2026-12-04), runs timed while others compiled measured the same matmul between 10 and 74 TFLOP/s."""
+    path = getattr(args, "timing_lock", None)
+    if path and path not in _host_shares:
+        _host_shares[path] = open(f"{path}.host", "a")
+        fcntl.flock(_host_shares[path], fcntl.LOCK_SH)
+
+
 @contextlib.contextmanager
 def timing(args):
-    """Hold `--timing-lock` (an exclusive lock on the file) for a timed section; nothing without the flag."""
+    """Hold `--timing-lock` (an exclusive lock on the file) for a timed section; nothing without the flag.
+
+    It also takes FILE.host exclusively if no other perf run holds it (none is compiling: counted in
+    `host_quiet`), which keeps new runs from starting to compile meanwhile; it does not wait for it, since
+    perf runs keep starting while others wait to time, and a timed section that waited for every compile to
+    end would hold the device lock for minutes."""
     path = getattr(args, "timing_lock", None)
     if not path:
         yield
         return
-    with open(path, "a") as file:
-        fcntl.flock(file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+    share = _host_shares.get(path)
+    if share is not None:
+        fcntl.flock(share, fcntl.LOCK_UN)  # never wait for the lock while holding a share: no deadlock
+    try:
+        with open(path, "a") as file, open(f"{path}.host", "a") as host:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(host, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                quiet = True
+            except BlockingIOError:
+                quiet = False
+            host_quiet["sections"] += 1
+            host_quiet["quiet"] += quiet
+            try:
+                yield
+            finally:
+                fcntl.flock(host, fcntl.LOCK_UN)
+                fcntl.flock(file, fcntl.LOCK_UN)
+    finally:
+        if share is not None:
+            fcntl.flock(share, fcntl.LOCK_SH)
 
 
 def time_calls(call, args, host: dict | None = None) -> tuple[list[float], object]:
@@ -243,11 +279,19 @@ def time_calls(call, args, host: dict | None = None) -> tuple[list[float], objec
     return times, result
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
-    """Best GFLOP/s of a jitted size x size matmul in `dtype` (the machine's practical peak for that dtype)."""
+def matmul_peak(size: int | None = None, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best GFLOP/s of a jitted size x size matmul in `dtype` (the machine's practical peak for that dtype).
+
+    On an accelerator one 2048 x 2048 product takes tens of microseconds, less than launching and waiting for
+    it: on an H200 it measured 60-116 TFLOP/s in float32 and 102 in bfloat16 (2026-11-30, 2026-12-04), where
+    the chip does ~790 in bfloat16. So there the product is 8192 wide and each timing covers a burst of 10
+    products queued back to back (XLA runs them in order), divided by 10."""
     import jax
     import jax.numpy as jnp
 
+    on_cpu = jax.default_backend() == "cpu"
+    size = size or (2048 if on_cpu else 8192)
+    burst = 1 if on_cpu else 10
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dtype)
     matmul = jax.jit(lambda x, y: x @ y)
@@ -255,8 +299,9 @@ def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> f
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+        products = [matmul(a, b) for _ in range(burst)]
+        jax.block_until_ready(products)
+        best = min(best, (time.perf_counter() - start) / burst)
     return 2.0 * size**3 / best / 1e9
 
 
@@ -267,6 +312,7 @@ def _peak_rss_mib() -> float:
 
 def measure(args) -> dict:
     """Time the runner's own compiled agent (`bench.runner.CompiledAgent`): policy steps and each stream's update."""
+    hold_host(args)
     import equinox as eqx
     import jax
     import numpy as np
@@ -358,6 +404,8 @@ def measure(args) -> dict:
         "achieved_gflops": total_products / total_seconds,
         "utilisation": total_products / total_seconds / peak,
         "non_finite_metrics": [m for f in stream_figures.values() for m in f["non_finite_metrics"]],
+        # under --timing-lock: timed sections, and those with no other perf run compiling meanwhile
+        "timed_sections_quiet_host": [host_quiet["quiet"], host_quiet["sections"]],
     }
     return figures
 
@@ -524,6 +572,10 @@ def report_lines(f: dict) -> list[str]:
         f"({f['policy_envs']} envs)",
     ]
     peaks = " and ".join(f"{p:.0f}" for p in f["matmul_peak_before_after_gflops"])
+    quiet, sections = f.get("timed_sections_quiet_host", (0, 0))
+    if quiet < sections:
+        lines.append(f"  (--timing-lock: {sections - quiet} of {sections} timed sections ran while another perf run "
+                     "was busy on the host, compiling: their figures may be low)")  # fmt: skip
     for name, s in f["streams"].items():
         lines += [
             f"  update '{name}': batch {s['batch']} x {s['length']} (+{s['context']} context); compile "

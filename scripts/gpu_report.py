@@ -15,6 +15,12 @@ def _size(figures: dict) -> str:
     return next((c for c in figures["configs"] if c.startswith("size") or c == "debug"), "default")
 
 
+def _quiet(figures: dict) -> str:
+    """How many of the run's timed sections had the host to themselves (no other perf run compiling)."""
+    quiet, sections = figures.get("timed_sections_quiet_host", (0, 0))
+    return "yes" if quiet == sections else f"{quiet} of {sections} sections"
+
+
 def _streams(folder: Path):
     """(figures, stream name, stream figures) of every perf run's every stream, in file order."""
     for path in sorted(folder.glob("perf_*.json")):
@@ -137,8 +143,8 @@ def main(out_dir: str) -> int:
              "product rate / this device's measured matmul rate in the compute dtype (float32 at XLA's default "
              "precision, or bfloat16).", "",
              "| agent | size | compute | batch | parameters | compile s | update s (median) | updates/s | GFLOP/update | "
-             "GFLOP/s | matmul peak GFLOP/s | utilisation | policy steps/s | XLA temp MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "GFLOP/s | matmul peak GFLOP/s | utilisation | policy steps/s | XLA temp MiB | timed on a quiet host |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for path in sorted(folder.glob("perf_*.json")):
         f = json.loads(path.read_text())
         dtype = f.get("compute_dtype", "float32")
@@ -146,7 +152,8 @@ def main(out_dir: str) -> int:
             f"| {f['agent']} | {_size(f)} | {dtype} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | "
             f"{f['update_compile_s']:.1f} | {f['update_s_median']:.4f} | {f['updates_per_s']:.1f} | "
             f"{f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | {f['matmul_peak_gflops']:.0f} | "
-            f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} |"
+            f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} | "
+            f"{_quiet(f)} |"
         )
     float32_only = _text(folder, "float32_only.txt").split()
     if float32_only:

@@ -158,3 +158,33 @@ def test_timing_waits_for_the_lock_held_by_another_perf_run(tmp_path):
     thread.join()
     with timing(argparse.Namespace(timing_lock=None)):  # no flag: no lock
         pass
+
+
+def test_timed_sections_count_whether_another_perf_run_was_compiling(tmp_path):
+    """`--timing-lock FILE`: a perf run holds FILE.host shared outside its timed sections (compiling, mostly);
+    a timed section takes it exclusively when it can, which keeps new compiles from starting, and counts the
+    sections that could not (another run compiling). A run's own share never blocks its own sections."""
+    import argparse
+    import fcntl
+
+    from bench import perf_agent
+
+    args = argparse.Namespace(timing_lock=str(tmp_path / "lock"))
+    counts = dict(perf_agent.host_quiet)
+    perf_agent.hold_host(args)
+    try:
+        with perf_agent.timing(args):  # alone: quiet, and the host is held against new compiles
+            with open(tmp_path / "lock.host", "a") as newcomer:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(newcomer, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        with open(tmp_path / "lock.host", "a") as compiling:  # another run, compiling
+            fcntl.flock(compiling, fcntl.LOCK_SH)
+            with perf_agent.timing(args):
+                pass
+        assert perf_agent.host_quiet["sections"] - counts["sections"] == 2
+        assert perf_agent.host_quiet["quiet"] - counts["quiet"] == 1
+        with open(tmp_path / "lock.host", "a") as other:  # the run's share is held again after its sections
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        perf_agent._host_shares.pop(args.timing_lock).close()
