@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench import stop_signals
 from bench.sweep import PARENT_ENV, die_with_parent
 
 RUN_EXAMPLES = """\
@@ -396,6 +397,7 @@ def entry() -> int:
     from bench.allocator import restart_under_tcmalloc
 
     restart_under_tcmalloc(sys.argv[1:])
+    stop_signals.hold()
     return main()
 
 
@@ -441,4 +443,5 @@ def describe_os_error(error: OSError, args) -> str:
 
 
 if __name__ == "__main__":
+    stop_signals.hold()
     sys.exit(main())

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import config as config_lib
-from bench import registry, results, spaces
+from bench import registry, results, spaces, stop_signals
 from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
 from bench.checkpoint import Checkpointer, CheckpointError
 from bench.envs import VecEnv, episode_seed, stack
@@ -65,7 +65,6 @@ from bench.spaces import PRIVATE_PREFIX
 
 KEY_INIT, KEY_ACT, KEY_UPDATE, KEY_EVAL, KEY_REPORT = range(5)
 MAIN_TABLE = "main"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RunError(RuntimeError):
@@ -516,7 +515,7 @@ class Run:
 
     def execute(self, header: dict | None) -> Path:
         cfg = self.config
-        handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
+        handlers = stop_signals.install(self._on_stop_signal)
         try:
             self._start(header)
             state = self.state

@@ -33,10 +33,10 @@ import threading
 import time
 from pathlib import Path
 
-from bench import allocator
+from bench import allocator, stop_signals
 
 PARENT_ENV = "BENCH_SWEEP_PARENT"  # set in a child's environment: the sweep's pid, the child dies with it
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED_SIGNALS = stop_signals.STOP_SIGNALS
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SEED_LIMIT = 2**32  # jax.random.PRNGKey(2**32) wraps around to seed 0's key
 
@@ -196,7 +196,7 @@ class LocalExecutor(AbstractExecutor):
         codes: list[int | None] = [None] * len(jobs)
         handlers = {}
         if threading.current_thread() is threading.main_thread():
-            handlers = {sig: signal.signal(sig, self._forward) for sig in FORWARDED_SIGNALS}
+            handlers = stop_signals.install(self._forward)
         try:
             with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
                 futures = {pool.submit(self._run_job, index, job): index for index, job in enumerate(jobs)}
@@ -310,7 +310,7 @@ class RayExecutor(AbstractExecutor):
 
         handlers = {}
         if threading.current_thread() is threading.main_thread():
-            handlers = {sig: signal.signal(sig, self._stop) for sig in FORWARDED_SIGNALS}
+            handlers = stop_signals.install(self._stop)
         try:
             for index in range(len(jobs)):
                 submit(index)

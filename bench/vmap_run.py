@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import config as config_lib
-from bench import results
+from bench import results, stop_signals
 from bench.envs import stack
 from bench.logging import Progress
-from bench.runner import (KEY_ACT, STOP_SIGNALS, Clock, CompiledAgent, NonFiniteError, Resolved, Run, RunError,
+from bench.runner import (KEY_ACT, Clock, CompiledAgent, NonFiniteError, Resolved, Run, RunError,
                           RunLock, RunStopped, _check_folder, run_folder)  # fmt: skip
 
 
@@ -228,7 +228,7 @@ class Group:
     def execute(self) -> dict[int, Path | str]:
         cfg = self.resolved.config
         runs = self.runs
-        handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
+        handlers = stop_signals.install(self._on_stop_signal)
         try:
             for run, header in zip(runs, self.headers):
                 run._start(header)
