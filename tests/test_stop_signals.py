@@ -33,9 +33,9 @@ def test_a_run_interrupted_while_starting_stops_with_its_status_saved(tmp_path):
     a script): before, the signal was lost and the run trained on; now it stops, status 'stopped', exit 130."""
     command = [sys.executable, "-m", "bench.cli", "run", "--agent", "tests.helpers:TINY", "--suite", "toy",
                "--task", "reach", "--steps", "100000", "--quiet", "--logdir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    ignoring = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *command]  # SIGINT ignored, kept across exec
+    proc = subprocess.Popen(ignoring, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     try:
