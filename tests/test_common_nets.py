@@ -146,10 +146,16 @@ def test_encoder_equals_plain_conv_pool_norm_act(kernel, every_stage, monkeypatc
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_conv2d_gradients_equal_xla(kernel):
-    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
-    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+@pytest.mark.parametrize("kernel, channels, patch_products", [
+    (3, (3, 4), False), (5, (3, 4), False), (3, (12, 32), True), (5, (12, 32), True), (3, (32, 48), True),
+    (5, (32, 48), False)])  # fmt: skip
+def test_conv2d_gradients_equal_xla(kernel, channels, patch_products):
+    """conv2d's forward pass and input gradient are chunked patch products (a loop in the program) where they
+    have 32-64 output channels and 100-600 taps x input channels (12 -> 32: the forward pass; 32 -> 48 with a
+    3 x 3 kernel: both), XLA's convolution elsewhere: XLA's values and gradients either way."""
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, channels[0]))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, *channels))
+    assert ("stablehlo.while" in jax.jit(conv2d).lower(x, w).as_text()) == patch_products
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
     np.testing.assert_allclose(conv2d(x, w), _plain_conv(x, w), rtol=1e-5, atol=1e-5)
     ours = jax.grad(loss(conv2d), argnums=(0, 1))(x, w)

@@ -9,8 +9,9 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
 
 * `conv2d`: XLA computes a convolution's weight gradient as a convolution with the batch as the contracting
   dimension, which runs at a fraction of the machine's matmul speed on CPU. There we compute it as a sum over
-  small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache. Elsewhere (GPUs)
-  `conv2d` is XLA's convolution with XLA's gradients (`chunked_weight_gradient`).
+  small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache; and the forward
+  pass and input gradient as patches @ kernel where that runs faster (`_fast_conv`). Elsewhere (GPUs) `conv2d`
+  is XLA's convolution with XLA's gradients (`chunked_weight_gradient`).
 * `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth): 4x the
   channels on each side, for 1.44x the multiply-adds of a 5x5 kernel. The first encoder stage (3 input
   channels) always; on CPU every stage, whose convolutions XLA runs faster with more channels.
@@ -76,10 +77,49 @@ def _fold_convolution(call, axis_size: int, in_batched, x: Array, weight: Array,
     return jnp.moveaxis(y.reshape(*y.shape[:-1], axis_size, -1), -2, 0)
 
 
-_conv = mapped_per_index(
-    lambda x, weight: jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS),
-    one_mapped=_fold_convolution,
-)
+# Forward and input-gradient convolutions with 32-64 output channels and 100-600 taps x input channels run as
+# chunked patch products (`_patch_conv`; on CPU only, as the weight gradient). Whole DreamerV3 updates with them
+# against XLA's convolutions (scripts/ab_variants/patch_forward.py): `debug` 1.07-1.08x as fast, `size1m`
+# 1.07-1.09x; at `size12m` 0.97-0.99x with no upper bounds and 1.01x with them. Alone (probed at these shapes),
+# fewer output channels or taps ran slower than XLA's convolution (0.84-0.87x).
+PATCH_CONV_MIN_OUT, PATCH_CONV_MAX_OUT, PATCH_CONV_MIN_TAPS, PATCH_CONV_MAX_TAPS = 32, 64, 100, 600
+PATCH_CONV = True
+
+
+def _xla_conv(x, weight):
+    return jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+
+
+def _patches(x: Float[Array, "n h w i"], kernel: int) -> Float[Array, "n*h*w k*k*i"]:
+    """Every pixel's k x k neighbourhood ('SAME' zero padding), taps then channels along the last axis."""
+    _, height, width, channels = x.shape
+    radius = kernel // 2
+    padded = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
+    taps = [padded[:, dy : dy + height, dx : dx + width] for dy in range(kernel) for dx in range(kernel)]
+    return jnp.concatenate(taps, -1).reshape(-1, kernel * kernel * channels)
+
+
+def _patch_conv(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w o"]:
+    """The stride-1 'SAME' convolution as patches @ kernel, over batch chunks whose patches stay in cache."""
+    batch, height, width, channels = x.shape
+    kernel, out = weight.shape[0], weight.shape[-1]
+    chunk = _chunk_size(batch, height * width * kernel * kernel * channels * 4)
+    flat_weight = weight.reshape(-1, out)
+    per_chunk = lambda x_chunk: (_patches(x_chunk, kernel) @ flat_weight).reshape(chunk, height, width, out)
+    return jax.lax.map(per_chunk, x.reshape(batch // chunk, chunk, height, width, channels)).reshape(
+        batch, height, width, out)
+
+
+def _fast_conv(x, weight):
+    kernel, channels, out = weight.shape[0], weight.shape[2], weight.shape[3]
+    taps = kernel * kernel * channels
+    in_band = PATCH_CONV_MIN_OUT <= out <= PATCH_CONV_MAX_OUT and PATCH_CONV_MIN_TAPS <= taps <= PATCH_CONV_MAX_TAPS
+    if PATCH_CONV and in_band:
+        return _patch_conv(x, weight)
+    return _xla_conv(x, weight)
+
+
+_conv = mapped_per_index(lambda x, weight: _fast_conv(x, weight), one_mapped=_fold_convolution)
 
 
 def _input_gradient(grad: Float[Array, "n h w o"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w i"]:
@@ -97,18 +137,13 @@ def _chunk_size(batch: int, patch_bytes_per_image: int) -> int:
 def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], kernel: int) -> Array:
     """d(sum grad * conv(x, w)) / dw = sum over pixels of patch(x) outer grad, accumulated over chunks."""
     batch, height, width, channels = x.shape
-    radius = kernel // 2
     chunk = _chunk_size(batch, height * width * kernel * kernel * channels * 4)
     xs = x.reshape(batch // chunk, chunk, height, width, channels)
     grads = grad.reshape(batch // chunk, chunk, height, width, grad.shape[-1])
 
     def accumulate(total, inputs):
         x_chunk, grad_chunk = inputs
-        padded = jnp.pad(x_chunk, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
-        patches = jnp.concatenate(
-            [padded[:, dy : dy + height, dx : dx + width] for dy in range(kernel) for dx in range(kernel)], -1
-        )
-        flat = patches.reshape(-1, kernel * kernel * channels)
+        flat = _patches(x_chunk, kernel)
         grad_flat = grad_chunk.reshape(flat.shape[0], -1).astype(flat.dtype)  # bfloat16 operands: see nets.py
         return total + jnp.einsum("pk,po->ko", flat, grad_flat).astype(jnp.float32), None
 
@@ -139,7 +174,7 @@ def conv2d(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> Float
     """Stride-1 'SAME' convolution of a batch (NHWC, kernel HWIO); on CPU with the fast weight gradient."""
     if chunked_weight_gradient():
         return _conv2d_chunked(x, weight)
-    return jax.lax.conv_general_dilated(x, weight, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+    return _xla_conv(x, weight)
 
 
 @jax.custom_vjp
