@@ -207,6 +207,31 @@ def test_general_conv_equals_xla_and_stays_ungrouped_under_vmap(mapped, kernel, 
 
 
 @pytest.mark.parametrize("which", ["conv2d", "general_conv"])
+def test_off_cpu_convolutions_under_vmap_are_xla_batched(which, monkeypatch):
+    """Off the CPU (`cpu_forms()` False, as on GPUs) a convolution vmapped with a kernel per seed is XLA's own
+    batching, one grouped convolution (cuDNN's kernels), not one plain convolution per seed: XLA's values and
+    gradients for each seed."""
+    from agents.common import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "cpu_forms", lambda: False)
+    convolve = conv2d if which == "conv2d" else general_conv((2, 2), ((0, 1), (0, 1)))
+    stride, padding = (1, "SAME") if which == "conv2d" else (2, ((0, 1), (0, 1)))
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 4))
+    ws = jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 5))
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
+    step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1))))
+    assert convolution_group_counts(step.lower(xs, ws).as_text()) - {1}  # some grouped: XLA's batching
+    ours = step(xs, ws)
+    for seed in range(3):
+        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(xs[seed], ws[seed])
+        np.testing.assert_allclose(ours[0][seed], value, rtol=1e-4, atol=1e-4)
+        for a, b in zip(ours[1], grads):
+            np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["conv2d", "general_conv"])
 def test_convolutions_stay_ungrouped_under_nested_vmaps(which):
     """A seed vmap around an agent's own vmap over frames with shared kernels (as `bench run --vmap` would do
     to an agent that vmaps its encoder): still no grouped convolution, and XLA's values and gradients."""
@@ -242,11 +267,11 @@ def test_encoder_and_decoder_take_leading_batch_dims():
 
 @pytest.mark.parametrize("chunked", [True, False])
 def test_conv2d_runs_the_chunked_weight_gradient_on_cpu_only(chunked, monkeypatch):
-    """On CPU conv2d's weight gradient is a loop over batch chunks; elsewhere (`chunked_weight_gradient()`
+    """On CPU conv2d's weight gradient is a loop over batch chunks; elsewhere (`cpu_forms()`
     False, as on GPUs) XLA's own gradient, with no loop. Values and gradients equal XLA's either way."""
     from agents.common import conv as conv_module
 
-    monkeypatch.setattr(conv_module, "chunked_weight_gradient", lambda: chunked)
+    monkeypatch.setattr(conv_module, "cpu_forms", lambda: chunked)
     monkeypatch.setattr(conv_module, "PATCH_CHUNK_BYTES", 8 * 8 * 9 * 3 * 4 * 2)  # 2 images per chunk: 3 chunks
     x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
     w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))

@@ -11,7 +11,7 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
   dimension, which runs at a fraction of the machine's matmul speed on CPU. There we compute it as a sum over
   small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache; and the forward
   pass and input gradient as patches @ kernel where that runs faster (`_fast_conv`). Elsewhere (GPUs) `conv2d`
-  is XLA's convolution with XLA's gradients (`chunked_weight_gradient`).
+  is XLA's convolution with XLA's gradients (`cpu_forms`).
 * `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth): 4x the
   channels on each side, for 1.44x the multiply-adds of a 5x5 kernel. The first encoder stage (3 input
   channels) always; on CPU every stage, whose convolutions XLA runs faster with more channels.
@@ -159,9 +159,10 @@ def _weight_gradient_of(kernel: int):
     return mapped_per_index(lambda x, grad: _weight_gradient(x, grad, kernel))
 
 
-def chunked_weight_gradient() -> bool:
-    """Whether `conv2d` runs its CPU form: the chunked weight gradient, and one plain convolution per index
-    under `jax.vmap`. Elsewhere it is XLA's convolution with XLA's gradients and batching (cuDNN's kernels on a
+def cpu_forms() -> bool:
+    """Whether `conv2d` and `general_conv` run their CPU forms (on CPU): the chunked weight gradient and patch
+    products, and one plain convolution per index under `jax.vmap`, where XLA's CPU backend runs grouped ones
+    ~10x slower. Elsewhere they are XLA's convolution with XLA's gradients and batching (cuDNN's kernels on a
     GPU), because there the chunked gradient is a sequential loop of small products: 256 steps for the first
     encoder stage of a `size12m` DreamerV3 update (1024 images, 442 KB of patches each, 2 MiB chunks). On an
     H200 (docs/gpu_check.md) VSG's and SVSG's `size12m` updates took 0.136 and 0.107 s with 2 MiB chunks on
@@ -172,7 +173,7 @@ def chunked_weight_gradient() -> bool:
 
 def conv2d(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w o"]:
     """Stride-1 'SAME' convolution of a batch (NHWC, kernel HWIO); on CPU with the fast weight gradient."""
-    if chunked_weight_gradient():
+    if cpu_forms():
         return _conv2d_chunked(x, weight)
     return _xla_conv(x, weight)
 
@@ -201,8 +202,9 @@ def general_conv(stride: tuple[int, int], padding: tuple[tuple[int, int], ...], 
     """XLA's convolution (NHWC, kernel HWIO) with these settings, and XLA's gradients, except that under
     `jax.vmap` with a kernel per index the forward pass and both gradients run as plain convolutions per index
     (`mapped_per_index`) instead of grouped ones; the gradients run per index under any `jax.vmap` (with a
-    shared kernel too: each index needs its own weight gradient). For the strided and unpadded convolutions
-    that `conv2d` does not cover (IRIS's tokenizer)."""
+    shared kernel too: each index needs its own weight gradient). That is on CPU; elsewhere XLA's batching
+    too (`cpu_forms`). For the strided and unpadded convolutions that `conv2d` does not cover (IRIS's
+    tokenizer)."""
 
     def plain(x, weight):
         return jax.lax.conv_general_dilated(x, weight, stride, padding, rhs_dilation=dilation,
@@ -217,7 +219,7 @@ def general_conv(stride: tuple[int, int], padding: tuple[tuple[int, int], ...], 
 
     convolve.defvjp(lambda x, weight: (forward(x, weight), (x, weight)),
                     lambda residuals, grad: backward(*residuals, grad))  # fmt: skip
-    return convolve
+    return lambda x, weight: convolve(x, weight) if cpu_forms() else plain(x, weight)
 
 
 def _as_batch(x: Array) -> tuple[Array, tuple[int, ...]]:
