@@ -206,6 +206,25 @@ def test_general_conv_equals_xla_and_stays_ungrouped_under_vmap(mapped, kernel, 
     _check_vmapped_conv_per_index(convolve, plain, kernel, mapped)
 
 
+def _convolution_and_xla(which: str):
+    """(conv2d or an IRIS-like stride-2 general_conv, and XLA's convolution with the same settings)."""
+    stride, padding = (1, "SAME") if which == "conv2d" else (2, ((0, 1), (0, 1)))
+    convolve = conv2d if which == "conv2d" else general_conv((stride, stride), padding)
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    return convolve, plain
+
+
+def _check_each_seed(step, plain, loss, xs, ws):
+    """Each seed's slice of the vmapped `step`'s value and gradients equals `plain`'s for that seed alone."""
+    ours = step(xs, ws)
+    for seed in range(xs.shape[0]):
+        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(xs[seed], ws[seed])
+        np.testing.assert_allclose(ours[0][seed], value, rtol=1e-4, atol=1e-4)
+        for a, b in zip(ours[1], grads):
+            np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("which", ["conv2d", "general_conv"])
 def test_off_cpu_convolutions_under_vmap_are_xla_batched(which, monkeypatch):
     """Off the CPU (`cpu_forms()` False, as on GPUs) a convolution vmapped with a kernel per seed is XLA's own
@@ -214,43 +233,26 @@ def test_off_cpu_convolutions_under_vmap_are_xla_batched(which, monkeypatch):
     from agents.common import conv as conv_module
 
     monkeypatch.setattr(conv_module, "cpu_forms", lambda: False)
-    convolve = conv2d if which == "conv2d" else general_conv((2, 2), ((0, 1), (0, 1)))
-    stride, padding = (1, "SAME") if which == "conv2d" else (2, ((0, 1), (0, 1)))
-    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    convolve, plain = _convolution_and_xla(which)
     xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 4))
     ws = jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 5))
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)) * jnp.arange(5.0))
     step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1))))
     assert convolution_group_counts(step.lower(xs, ws).as_text()) - {1}  # some grouped: XLA's batching
-    ours = step(xs, ws)
-    for seed in range(3):
-        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(xs[seed], ws[seed])
-        np.testing.assert_allclose(ours[0][seed], value, rtol=1e-4, atol=1e-4)
-        for a, b in zip(ours[1], grads):
-            np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-4)
+    _check_each_seed(step, plain, loss, xs, ws)
 
 
 @pytest.mark.parametrize("which", ["conv2d", "general_conv"])
 def test_convolutions_stay_ungrouped_under_nested_vmaps(which):
     """A seed vmap around an agent's own vmap over frames with shared kernels (as `bench run --vmap` would do
     to an agent that vmaps its encoder): still no grouped convolution, and XLA's values and gradients."""
-    convolve = conv2d if which == "conv2d" else general_conv((2, 2), ((0, 1), (0, 1)))
-    stride = 1 if which == "conv2d" else 2
-    padding = "SAME" if which == "conv2d" else ((0, 1), (0, 1))
-    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    convolve, plain = _convolution_and_xla(which)
     xs = jax.random.normal(jax.random.key(0), (2, 3, 2, 6, 6, 4))  # seeds, frames, images
     ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 4, 5))
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(jax.vmap(lambda frame: f(frame, w))(x)) * jnp.arange(5.0))
     step = jax.jit(jax.vmap(jax.value_and_grad(loss(convolve), argnums=(0, 1))))
     assert convolution_group_counts(step.lower(xs, ws).as_text()) == {1}
-    ours = step(xs, ws)
-    for seed in range(2):
-        value, grads = jax.value_and_grad(loss(plain), argnums=(0, 1))(xs[seed], ws[seed])
-        np.testing.assert_allclose(ours[0][seed], value, rtol=1e-4, atol=1e-4)
-        for a, b in zip(ours[1], grads):
-            np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-4)
+    _check_each_seed(step, plain, loss, xs, ws)
 
 
 def test_encoder_and_decoder_take_leading_batch_dims():
