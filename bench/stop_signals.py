@@ -10,9 +10,14 @@ handler and hands it what was recorded, so a run stopped while starting stops as
 
 from __future__ import annotations
 
+import math
 import signal
+import time
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# `timeout -s INT` sends its signal to the process and then to the process's group, which holds it too: a repeat
+# within this many seconds is that echo, not a second Ctrl-C ("stop at once"), and is dropped.
+REPEAT_S = 1.0
 _pending: list[int] = []
 
 
@@ -27,11 +32,20 @@ def hold() -> None:
 
 
 def install(handler) -> dict:
-    """Install `handler` for the stop signals; if one was recorded by `hold`, call it with that signal now.
-    Returns the previous handlers, for the caller to put back."""
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    """Install `handler` for the stop signals (a repeat of one within REPEAT_S seconds dropped); if one was
+    recorded by `hold`, call it with that signal now. Returns the previous handlers, for the caller to put
+    back."""
+    last = {}
+
+    def once(signum, frame):
+        now = time.monotonic()
+        if now - last.get(signum, -math.inf) >= REPEAT_S:
+            last[signum] = now
+            handler(signum, frame)
+
+    previous = {sig: signal.signal(sig, once) for sig in STOP_SIGNALS}
     if _pending:
         signum = _pending[0]
         _pending.clear()
-        handler(signum, None)
+        once(signum, None)
     return previous

@@ -28,6 +28,24 @@ def test_a_signal_recorded_before_install_is_handed_to_the_handler():
             signal.signal(sig, handler)
 
 
+def test_a_signal_repeated_at_once_is_heard_once_and_a_later_one_again():
+    """`timeout -s INT` signals the process and then its process group, which holds the process too: that echo
+    must not count as the second Ctrl-C that stops a run at once (it killed a run in a sweep under CI load)."""
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals.STOP_SIGNALS}
+    try:
+        heard = []
+        stop_signals.install(lambda signum, _frame: heard.append(signum))
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert heard == [signal.SIGINT]
+        time.sleep(stop_signals.REPEAT_S + 0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert heard == [signal.SIGINT, signal.SIGINT]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def test_a_run_interrupted_while_starting_stops_with_its_status_saved(tmp_path):
     """SIGINT 0.5 s after the start, while `bench run` imports (SIGINT ignored at the start, as for `cmd &` in
     a script): before, the signal was lost and the run trained on; now it stops, status 'stopped', exit 130."""
