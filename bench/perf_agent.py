@@ -28,7 +28,7 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   updates/s (how much of the device one seed leaves idle),
 * with `--timing-lock FILE`, every timed section holds an exclusive lock on FILE and compilation does not: perf
   runs started side by side on one device (scripts/gpu_check.sh) compile in parallel and time one at a time,
-  and none times while another compiles (`timing`).
+  and each counts its timed sections that ran while another was compiling (`timing`).
 
 Each update is compiled once (ahead of time, for XLA's cost and memory analysis) and that executable is the one
 timed: it is the runner's jitted update (`CompiledAgent.jitted_update`) compiled for the same arguments.

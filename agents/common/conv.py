@@ -113,13 +113,13 @@ def _patch_conv(x: Float[Array, "n h w i"], weight: Float[Array, "k k i o"]) -> 
 def _fast_conv(x, weight):
     kernel, channels, out = weight.shape[0], weight.shape[2], weight.shape[3]
     taps = kernel * kernel * channels
-    in_band = PATCH_CONV_MIN_OUT <= out <= PATCH_CONV_MAX_OUT and PATCH_CONV_MIN_TAPS <= taps <= PATCH_CONV_MAX_TAPS
-    if PATCH_CONV and in_band:
+    wide_enough = PATCH_CONV_MIN_OUT <= out <= PATCH_CONV_MAX_OUT
+    if PATCH_CONV and wide_enough and PATCH_CONV_MIN_TAPS <= taps <= PATCH_CONV_MAX_TAPS:
         return _patch_conv(x, weight)
     return _xla_conv(x, weight)
 
 
-_conv = mapped_per_index(lambda x, weight: _fast_conv(x, weight), one_mapped=_fold_convolution)
+_conv = mapped_per_index(_fast_conv, one_mapped=_fold_convolution)
 
 
 def _input_gradient(grad: Float[Array, "n h w o"], weight: Float[Array, "k k i o"]) -> Float[Array, "n h w i"]:
@@ -409,7 +409,7 @@ class Conv2d(eqx.Module):
 
 def pool_every_stage() -> bool:
     """Whether every encoder stage runs as `Conv2d.pooled` (on CPU), not only the first."""
-    return jax.default_backend() == "cpu"
+    return cpu_forms()
 
 
 class ConvEncoder(eqx.Module):
