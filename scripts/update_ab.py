@@ -5,10 +5,12 @@ speed drifts by 10-20% between minutes (separate `bench perf agent` runs cannot 
         --variants scripts/ab_variants/encoder_pooling.py --rounds 10
 
 The variants file defines VARIANTS = {name: apply} with exactly two entries; `apply()` switches the code to
-that variant (e.g. by assigning a module attribute) before the agent is built and its update compiled. Each
-variant's update is compiled once, with the same synthetic batch (as `bench perf agent`) and its own donated
-state; then the two are called in turn, `--rounds` times each after one warm-up call. Prints each variant's
-times and the median of the per-round ratios. Run it under TCMalloc as `bench` runs
+that variant (e.g. by assigning a module attribute) before the agent is built and its update compiled. The
+file may also define COMPILER_OPTIONS = {name: {XLA option: value}}, options passed to that variant's compile
+(e.g. {"xla_cpu_enable_fast_math": True}), so that XLA's own settings can be compared within one process too.
+Each variant's update is compiled once, with the same synthetic batch (as `bench perf agent`) and its own
+donated state; then the two are called in turn, `--rounds` times each after one warm-up call. Prints each
+variant's times and the median of the per-round ratios. Run it under TCMalloc as `bench` runs
 (LD_PRELOAD=libtcmalloc_minimal.so.4).
 """
 
@@ -30,11 +32,16 @@ def load_variants(path: str) -> dict:
     spec.loader.exec_module(module)
     if len(module.VARIANTS) != 2:
         raise SystemExit(f"{path}: VARIANTS must name exactly two variants, got {list(module.VARIANTS)}")
-    return module.VARIANTS
+    options = getattr(module, "COMPILER_OPTIONS", {})
+    if set(options) - set(module.VARIANTS):
+        unknown = sorted(set(options) - set(module.VARIANTS))
+        raise SystemExit(f"{path}: COMPILER_OPTIONS names no variant: {unknown}")
+    return {name: (apply, options.get(name, {})) for name, apply in module.VARIANTS.items()}
 
 
-def compile_update(args, apply):
-    """(executable, state, batch) of the agent's first stream's update, built after `apply()`."""
+def compile_update(args, apply, compiler_options=None):
+    """(executable, state, batch) of the agent's first stream's update, built after `apply()` and compiled
+    with `compiler_options` (XLA's, as `jax.stages.Lowered.compile` takes them)."""
     import jax
     import numpy as np
 
@@ -53,7 +60,8 @@ def compile_update(args, apply):
     name, stream = next(iter(dict(agent.streams()).items()))
     batch = perf_agent._synthetic_batch(obs_space, act_space, jax.device_get(extras), stream,
                                         np.random.default_rng(args.seed))  # fmt: skip
-    executable = compiled.jitted_update.lower(compiled.dynamic, batch, np.int32(0), stream=name).compile()
+    lowered = compiled.jitted_update.lower(compiled.dynamic, batch, np.int32(0), stream=name)
+    executable = lowered.compile(compiler_options=compiler_options or None)
     return executable, compiled.dynamic, batch
 
 
@@ -71,8 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = load_variants(args.variants)
     entries = {}
-    for name, apply in variants.items():
-        entries[name] = list(compile_update(args, apply))
+    for name, (apply, options) in variants.items():
+        entries[name] = list(compile_update(args, apply, options))
         print(f"compiled {name!r}", flush=True)
     times = {name: [] for name in entries}
     for round_index in range(args.rounds + 1):
