@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench import stop_signals
+from bench import compile_cache, stop_signals
 from bench.sweep import PARENT_ENV, die_with_parent
 
 RUN_EXAMPLES = """\
@@ -404,6 +404,7 @@ def entry() -> int:
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get(PARENT_ENV):  # a run started by a sweep dies with the sweep (see bench.sweep)
         die_with_parent(int(os.environ.pop(PARENT_ENV)))
+    compile_cache.enable()  # before any program is compiled; the processes this one starts inherit it
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

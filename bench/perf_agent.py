@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 
-from bench import allocator
+from bench import allocator, compile_cache
 
 DEFAULT_IMAGE = 64
 DEFAULT_ACTIONS = 6
@@ -395,6 +395,7 @@ def measure(args) -> dict:
         "compute_dtype": compute,
         "peak_rss_mib": _peak_rss_mib(),
         "host_allocator": allocator.current(),
+        "compile_cache": compile_cache.current(),
         "device_peak_mib": _device_peak_mib(),
         "imagination": imagination,
         # the first stream's figures at the top level (one-stream agents: the update)
@@ -466,14 +467,16 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     from bench import perf_ceiling
 
     counter = np.int32(0)
-    trace = jax.make_jaxpr(compiled.update_function, static_argnums=(3,))
-    update_jaxpr = trace(compiled.dynamic, batch, counter, name)
+    trace = jax.make_jaxpr(compiled.keyed_update, static_argnums=(4,))
+    update_jaxpr = trace(compiled.dynamic, compiled.base_key, batch, counter, name)
     product_flops = perf_ceiling.jaxpr_flops(update_jaxpr)
+    hits = compile_cache.hits()
     start = time.perf_counter()
-    lowered = compiled.jitted_update.lower(compiled.dynamic, batch, counter, stream=name)
+    lowered = compiled.jitted_update.lower(compiled.dynamic, compiled.base_key, batch, counter, stream=name)
     trace_seconds = time.perf_counter() - start
     executable = lowered.compile()
     compile_seconds = time.perf_counter() - start
+    from_cache = compile_cache.hits() > hits
     cost = executable.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -481,7 +484,8 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
 
     def step(counter: int):
         """One update with the state donated, as `CompiledAgent.update` runs it (and without compiling again)."""
-        compiled.dynamic, metrics, replay_updates = executable(compiled.dynamic, batch, np.int32(counter))
+        compiled.dynamic, metrics, replay_updates = executable(compiled.dynamic, compiled.base_key, batch,
+                                                               np.int32(counter))  # fmt: skip
         return jax.device_get((metrics, replay_updates))  # the runner fetches both after every update
 
     host = {}
@@ -503,6 +507,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         "context": stream.context,
         "update_trace_s": trace_seconds,
         "update_compile_s": compile_seconds,
+        "update_from_compile_cache": from_cache,
         "update_s_median": seconds,
         "update_s_all": times,
         "updates_per_s": 1.0 / seconds,
@@ -579,7 +584,9 @@ def report_lines(f: dict) -> list[str]:
     for name, s in f["streams"].items():
         lines += [
             f"  update '{name}': batch {s['batch']} x {s['length']} (+{s['context']} context); compile "
-            f"{s['update_compile_s']:.1f} s (trace {s['update_trace_s']:.1f} s); {s['update_s_median']:.3f} s median "
+            f"{s['update_compile_s']:.1f} s (trace {s['update_trace_s']:.1f} s"
+            f"{'; read from the compile cache' if s.get('update_from_compile_cache') else ''}); "
+            f"{s['update_s_median']:.3f} s median "
             f"({', '.join(f'{t:.3f}' for t in s['update_s_all'])})",
             f"           {s['updates_per_s']:.2f} updates/s, {s['replayed_steps_per_s']:.0f} replayed steps/s",
             f"  FLOPs:   XLA cost analysis {s['update_gflop_xla']:.1f} GFLOP per update (loop bodies counted once);"

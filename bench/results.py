@@ -42,7 +42,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from bench import allocator
+from bench import allocator, compile_cache
 
 SCORE_FIELDS = {
     "step": int,
@@ -259,6 +259,7 @@ def hardware() -> dict:
         "python": platform.python_version(),
         "system": platform.platform(),
         "host_allocator": allocator.current(),  # bears on speed only (bench/allocator.py)
+        "compile_cache": compile_cache.current(),  # bears on compile time only (bench/compile_cache.py)
     }
     try:
         import jax
