@@ -60,9 +60,10 @@ def compile_update(args, apply, compiler_options=None):
     name, stream = next(iter(dict(agent.streams()).items()))
     batch = perf_agent._synthetic_batch(obs_space, act_space, jax.device_get(extras), stream,
                                         np.random.default_rng(args.seed))  # fmt: skip
-    lowered = compiled.jitted_update.lower(compiled.dynamic, batch, np.int32(0), stream=name)
+    key = compiled.base_key
+    lowered = compiled.jitted_update.lower(compiled.dynamic, key, batch, np.int32(0), stream=name)
     executable = lowered.compile(compiler_options=compiler_options or None)
-    return executable, compiled.dynamic, batch
+    return (lambda state, batch, counter: executable(state, key, batch, counter)), compiled.dynamic, batch
 
 
 def main() -> None:
