@@ -21,7 +21,8 @@ variables, so the processes it starts (a sweep's runs) share it; every machine o
   concurrent processes never read a half-written entry);
 * a JAX setting the caller made (`JAX_COMPILATION_CACHE_DIR`, ...) is left as it is.
 
-A cache that cannot be read or written costs compile time only: JAX warns and compiles.
+A folder that cannot be created or written to turns the cache off with one line on stderr naming it; an entry
+that cannot be read back costs compile time only (JAX warns and compiles).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def enable() -> str:
         folder = directory()
         if folder is None:
             return current()
+        problem = _unusable(folder)
+        if problem:
+            print(f"bench: warning: compile cache {folder}: {problem}; compiling without it "
+                  f"(set {LOCATION_ENV} to another folder, or to off)", file=sys.stderr)  # fmt: skip
+            return current()
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_S))
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
@@ -90,6 +96,15 @@ def enable() -> str:
         for variable, (option, kind) in _JAX_SETTINGS.items():
             jax.config.update(option, kind(os.environ[variable]))
     return current()
+
+
+def _unusable(folder: pathlib.Path) -> str | None:
+    """Why `folder` cannot hold the cache (it cannot be made, or written to), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None if os.access(folder, os.W_OK | os.X_OK) else "not writable"
 
 
 def current() -> str:

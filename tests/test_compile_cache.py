@@ -31,10 +31,12 @@ print(json.dumps({"folder": folder, "hits": compile_cache.hits() - hits, "result
 """
 
 
-def run_program(env: dict) -> dict:
+def run_program(env: dict, stderr: list | None = None) -> dict:
     variables = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     done = subprocess.run([sys.executable, "-c", PROGRAM], env={**variables, **env}, capture_output=True,
                           text=True, timeout=120, check=True)  # fmt: skip
+    if stderr is not None:
+        stderr.append(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -54,6 +56,17 @@ def test_off_compiles_in_every_process_and_writes_nothing(tmp_path):
     assert first["folder"] == second["folder"] == "off"
     assert first["hits"] == second["hits"] == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_a_folder_that_cannot_be_made_turns_the_cache_off_with_one_line_naming_it(tmp_path):
+    in_the_way = tmp_path / "a file"
+    in_the_way.write_text("")
+    stderr = []
+    report = run_program({"BENCH_COMPILE_CACHE": str(in_the_way / "cache")}, stderr)
+    assert report["folder"] == "off" and report["hits"] == 0
+    lines = [line for line in stderr[0].splitlines() if "cache" in line.lower()]
+    assert len(lines) == 1, stderr[0]
+    assert lines[0].startswith("bench: warning: compile cache ") and str(in_the_way) in lines[0]
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "0", "false", "none", ""])
