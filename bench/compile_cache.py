@@ -8,11 +8,16 @@ update: 17.2 s to compile, 2.0 s to trace and read back; 4 seeds of a short `deb
 without the cache, 96.5 s from an empty one). A program read back is the one XLA compiled, so results are the
 same with the cache as without (docs/reproducibility.md).
 
-`bench` turns the cache on when it starts (`bench.cli.main` calls `enable`), through JAX's environment
-variables, so the processes it starts (a sweep's runs) share it; every machine of a Ray cluster has its own:
+The cache is off unless `$BENCH_COMPILE_CACHE` turns it on: `on` (in `$XDG_CACHE_HOME/mbrl-bench/xla` or
+`~/.cache/mbrl-bench/xla`) or a folder. It is opt-in because reading a compiled CPU program back has crashed:
+JAX has an open report of segfaults in deserialised CPU executables (jax-ml/jax#28908), and on 2026-12-04 one
+CI run of this project's tests with the cache on lost a test worker to a segfault in the C++ unwinder
+(libgcc_s); whether the cache caused it is not established, but no run without it has crashed so. On GPUs,
+where compiling takes longest, JAX's cache is in wide use; it has not been measured here yet. When on, `bench`
+sets it up when it starts (`bench.cli.main` calls `enable`), through JAX's environment variables, so the
+processes it starts (a sweep's runs) share it:
 
-* where: `$BENCH_COMPILE_CACHE` if set (`off` turns the cache off), else `$XDG_CACHE_HOME/mbrl-bench/xla` or
-  `~/.cache/mbrl-bench/xla`; inside it, one folder per host type (`host_key`: CPU model and instruction set,
+* where: inside the folder, one folder per host type (`host_key`: CPU model and instruction set,
   OS and machine), because XLA's key for a CPU program does not say which instruction set it was compiled
   for, and a home folder shared between machines (a cluster's NFS home) must not hand one machine's programs
   to another;
@@ -64,16 +69,15 @@ def host_key() -> str:
 
 
 def directory() -> pathlib.Path | None:
-    """The cache folder for this host type, or None when `$BENCH_COMPILE_CACHE` turns the cache off."""
-    chosen = os.environ.get(LOCATION_ENV)
-    if chosen is not None and chosen.strip().lower() in OFF:
+    """The cache folder for this host type, or None when the cache is off (`$BENCH_COMPILE_CACHE` unset, or
+    one of OFF)."""
+    chosen = os.environ.get(LOCATION_ENV, "off").strip()
+    if chosen.lower() in OFF:
         return None
-    if chosen is not None:
-        root = pathlib.Path(chosen).expanduser()
-    else:
+    if chosen.lower() == "on":
         cache_home = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-        root = pathlib.Path(cache_home) / "mbrl-bench" / "xla"
-    return root / host_key()
+        return pathlib.Path(cache_home) / "mbrl-bench" / "xla" / host_key()
+    return pathlib.Path(chosen).expanduser() / host_key()
 
 
 def enable() -> str:
@@ -85,7 +89,7 @@ def enable() -> str:
         problem = _unusable(folder)
         if problem:
             print(f"bench: warning: compile cache {folder}: {problem}; compiling without it "
-                  f"(set {LOCATION_ENV} to another folder, or to off)", file=sys.stderr)  # fmt: skip
+                  f"(set {LOCATION_ENV} to another folder, or unset it)", file=sys.stderr)  # fmt: skip
             return current()
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_S))

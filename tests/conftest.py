@@ -8,29 +8,14 @@
   and 108 s at level 0, with the same tests passing.
   It changes how XLA compiles, not what the programs compute; the training runs, `bench perf` and the
   published results use XLA's defaults. `XLA_FLAGS` set by the caller is kept, and a level given there wins.
-* XLA's compiled programs cached on disk (bench/compile_cache.py) in a folder of this test session's own,
-  shared by its worker processes and the `bench` processes the tests start, and removed at the end: many
-  tests train the same small agents, and the session starts from an empty cache, so every program is still
-  compiled once.
-  `BENCH_COMPILE_CACHE` set by the caller is kept (`off` compiles everything in every process).
 """
 
-import atexit
 import os
-import shutil
-import tempfile
 
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-if "BENCH_COMPILE_CACHE" not in os.environ:  # the first process of the session (pytest-xdist's controller)
-    os.environ["BENCH_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="bench-tests-compile-cache-")
-    atexit.register(shutil.rmtree, os.environ["BENCH_COMPILE_CACHE"], ignore_errors=True)
-
 import jax  # noqa: E402  (XLA reads XLA_FLAGS when its backend starts, after this)
 
-from bench import compile_cache  # noqa: E402
-
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-compile_cache.enable()
