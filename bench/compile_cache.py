@@ -116,20 +116,23 @@ def current() -> str:
     return os.environ.get("JAX_COMPILATION_CACHE_DIR") or "off"
 
 
-_hits = [0]
+_hit_count = 0
+_listening = False
 
 
 def _count(event: str, **_) -> None:
+    global _hit_count
     if event == "/jax/compilation_cache/cache_hits":
-        _hits[0] += 1
+        _hit_count += 1
 
 
 def hits() -> int:
     """Programs this process has read from the cache so far (counted from the first call on; JAX reports them
     through `jax.monitoring`)."""
-    import jax
+    global _listening
+    if not _listening:
+        import jax
 
-    if not _hits[1:]:
         jax.monitoring.register_event_listener(_count)
-        _hits.append(True)
-    return _hits[0]
+        _listening = True
+    return _hit_count

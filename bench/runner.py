@@ -302,8 +302,8 @@ class CompiledAgent:
     only flattens arrays in C++: for DreamerV3 this cuts a policy step's dispatch from ~5 ms
     (`eqx.filter_jit`, which partitions the whole state in Python on every call) to ~1 ms. Keys are folded
     inside the compiled functions from integer counters (no eager JAX op per step). The base key is an
-    argument of the compiled functions, not a constant in them, so every seed runs the same programs, compiled
-    once per machine with the compile cache (bench/compile_cache.py). The update (one
+    argument of the compiled functions, not a constant in them, so every seed runs the same programs (which the
+    opt-in compile cache, bench/compile_cache.py, then compiles once for a whole sweep). The update (one
     compilation per stream) donates the state, the policy step donates the carry. `bench perf agent` times
     this same object.
     """
@@ -369,8 +369,8 @@ class CompiledAgent:
         return self._act(self.dynamic, self.base_key, carry, obs, counters, purpose, mode)
 
     def update(self, stream: str, batch, counter):
-        key = self.base_key
-        self.dynamic, metrics, replay_updates = self._update(self.dynamic, key, batch, counter, stream)
+        self.dynamic, metrics, replay_updates = self._update(self.dynamic, self.base_key, batch, counter,
+                                                             stream)  # fmt: skip
         return metrics, replay_updates
 
     def report(self, batch, counter):
