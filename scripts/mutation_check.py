@@ -1,23 +1,27 @@
-"""Put known one-line bugs into DreamerV3 and agents/common, one at a time, and check that a default test fails.
+"""Put known one-line bugs into an agent's source, one at a time, and check that a default test catches each.
 
-    .venv/bin/python scripts/mutation_check.py              # all mutations (about 1-3 minutes each on a laptop)
-    .venv/bin/python scripts/mutation_check.py --only 2 5   # some of them
-    .venv/bin/python scripts/mutation_check.py --list
+    .venv/bin/python scripts/mutation_check.py --agent dreamerv3          # every DreamerV3 mutation
+    .venv/bin/python scripts/mutation_check.py --agent hieros --only s5-dt # some of them
+    .venv/bin/python scripts/mutation_check.py --agent all                 # every agent (an hour or more)
+    .venv/bin/python scripts/mutation_check.py --agent iris --list
 
-For each mutation: patch the source file (the original text must occur exactly once), run the mutation's
-test files with the default options (slow tests excluded), record the failing tests, and restore the file,
-also when the run fails or is interrupted (SIGINT/SIGTERM). First the same test files run unmutated: a
-mutation only counts as caught if they pass without it. Prints a Markdown table mutation -> failing tests
-and exits 1 if any mutation survives.
-
-Mutations (1)-(11) are the bugs of issue 14 that the earlier tests let pass; the lettered ones are second
-places for the same kind of bug, and (12) is the image decoder's old normalisation.
+The mutations of each agent are data in scripts/mutations/AGENT.py: MUTATIONS, a list of dicts with
+`name`, `bug` (what the mutation breaks), `path` (the source file), `old` and `new` (the text replaced and
+its replacement; `old` must occur exactly once, or once after `anchor` where one is given) and `tests` (the
+test files or ids written to catch it). For each mutation: write the mutated file, run its tests with the
+default options (slow tests excluded, no bytecode written), record the failing tests, and write the original
+back, also when pytest fails or the script is interrupted (SIGINT, SIGTERM). Before any mutation the same
+tests run unmutated: a mutation only counts as caught if they pass without it. Prints a Markdown table
+mutation -> failing tests; exits 1 if a mutation survives, 2 if the unmutated tests fail.
+tests/test_mutation_lists.py checks in the default test run that every pattern still applies to the code.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import os
 import re
 import signal
 import subprocess
@@ -26,94 +30,53 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = "tests/test_common_golden.py"
-AGENT = "tests/test_dreamerv3_golden.py"
+LISTS = ROOT / "scripts" / "mutations"
 
 
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     name: str
-    description: str
+    bug: str
     path: str
     old: str
     new: str
     tests: tuple[str, ...]
+    anchor: str = ""  # replace the first `old` after this text (when `old` occurs more than once)
 
 
-MUTATIONS = (
-    Mutation(
-        "1", "dyn/rep stop-gradients swapped", "agents/common/latents.py",
-        "    dyn = dists.categorical_kl(sg(post), prior).sum(-1)\n    rep = dists.categorical_kl(post, sg(prior)).sum(-1)\n",
-        "    dyn = dists.categorical_kl(post, sg(prior)).sum(-1)\n    rep = dists.categorical_kl(sg(post), prior).sum(-1)\n",
-        (COMMON, AGENT),
-    ),
-    Mutation(
-        "2", "advantage sign flipped", "agents/common/behaviour.py",
-        "advantage = (returns - target_value) / scale", "advantage = (target_value - returns) / scale", (COMMON,),
-    ),
-    Mutation(
-        "3", "entropy sign flipped", "agents/common/behaviour.py",
-        "-(log_prob * sg(advantage) + entropy_scale * entropy)",
-        "-(log_prob * sg(advantage) - entropy_scale * entropy)", (COMMON,),
-    ),
-    Mutation(
-        "4", "continue weights not cumulative", "agents/common/behaviour.py",
-        "weight = sg(jnp.cumprod(cont, 1)[:, :-1])", "weight = sg(cont[:, :-1])", (COMMON,),
-    ),
-    Mutation(
-        "5", "GRU update-gate offset +1 instead of -1", "agents/common/nets.py",
-        "update = jax.nn.sigmoid(update - 1.0)", "update = jax.nn.sigmoid(update + 1.0)", (COMMON, AGENT),
-    ),
-    Mutation(
-        "6", "lambda replaced by 1 - lambda (imagination returns)", "agents/common/behaviour.py",
-        "returns = lambda_return(reward, cont, bootstrap, lam)",
-        "returns = lambda_return(reward, cont, bootstrap, 1.0 - lam)", (COMMON,),
-    ),
-    Mutation(
-        "6b", "lambda replaced by 1 - lambda (agent passes it)", "agents/dreamerv3/agent.py",
-        "imagined_cont, value_bins, lam=cfg.imagination.lam,",
-        "imagined_cont, value_bins, lam=1.0 - cfg.imagination.lam,", (AGENT,),
-    ),
-    Mutation(
-        "6c", "lambda replaced by 1 - lambda (lambda_return)", "agents/common/returns.py",
-        "mix = (1.0 - last[:, 1:]) * lam", "mix = (1.0 - last[:, 1:]) * (1.0 - lam)", (COMMON,),
-    ),
-    Mutation(
-        "7", "discount dropped from the continue target", "agents/dreamerv3/agent.py",
-        'cont_target = (1.0 - data["is_terminal"].astype(jnp.float32)) * discount',
-        'cont_target = (1.0 - data["is_terminal"].astype(jnp.float32))', (AGENT,),
-    ),
-    Mutation(
-        "8", "slow-critic regulariser pointed at the online critic (imagination)", "agents/common/behaviour.py",
-        "slow_all = dists.twohot_mean(batched(slow_critic,", "slow_all = dists.twohot_mean(batched(critic,", (COMMON,),
-    ),
-    Mutation(
-        "8b", "slow-critic regulariser pointed at the online critic (repval)", "agents/common/behaviour.py",
-        "slow_value = dists.twohot_mean(batched(slow_critic, sg(features[:, :-1])), bins)",
-        "slow_value = dists.twohot_mean(batched(critic, sg(features[:, :-1])), bins)", (COMMON,),
-    ),
-    Mutation(
-        "9", "rep scale 1.0", "agents/dreamerv3/config.py",
-        "    rep: float = 0.1\n", "    rep: float = 1.0\n", (AGENT,),
-    ),
-    Mutation(
-        "10", "symlog-squashed reward target", "agents/dreamerv3/agent.py",
-        'dists.twohot_loss(reward_logits, data["reward"], reward_bins)',
-        'dists.twohot_loss(reward_logits, dists.symlog(data["reward"]), reward_bins)', (AGENT,),
-    ),
-    Mutation(
-        "11", "repval bootstrapped from the wrong step", "agents/dreamerv3/agent.py",
-        "returns[:, 0].reshape(batch_size, steps)", "returns[:, 1].reshape(batch_size, steps)", (AGENT,),
-    ),
-    Mutation(
-        "12", "decoder normalises the deter projection alone: act(norm(x0) + x1)", "agents/common/conv.py",
-        "            x = x + self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)\n"
-        "        # One norm over the sum of both projections (upstream `spnorm`), not a norm of the wide part alone.\n"
-        "        x = act(self.spatial_norm(x))\n",
-        "            x = self.spatial_norm(x) + self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)\n"
-        "        x = act(x)\n", (COMMON,),
-    ),
-)
+def agents() -> list[str]:
+    """The agents that have a mutation list, in name order."""
+    return sorted(p.stem for p in LISTS.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load(agent: str) -> list[Mutation]:
+    path = LISTS / f"{agent}.py"
+    if not path.is_file():
+        raise SystemExit(f"no mutation list for agent {agent!r}; known: {', '.join(agents())}")
+    spec = importlib.util.spec_from_file_location(f"mutations_{agent}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    mutations = [Mutation(**{**entry, "tests": tuple(entry["tests"])}) for entry in module.MUTATIONS]
+    names = [m.name for m in mutations]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: mutation names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    return mutations
+
+
+def mutate(text: str, mutation: Mutation) -> str:
+    """The source with the mutation applied; ValueError when its pattern is missing or ambiguous."""
+    start = 0
+    if mutation.anchor:
+        if text.count(mutation.anchor) != 1:
+            raise ValueError(f"mutation {mutation.name}: anchor {mutation.anchor!r} is not unique in {mutation.path}")
+        start = text.index(mutation.anchor)
+    elif text.count(mutation.old) != 1:
+        raise ValueError(f"mutation {mutation.name}: its pattern occurs {text.count(mutation.old)} times in "
+                         f"{mutation.path}, expected once; update the mutation to the current code")
+    index = text.find(mutation.old, start)
+    if index < 0:
+        raise ValueError(f"mutation {mutation.name}: its pattern is not in {mutation.path} after its anchor")
+    return text[:index] + mutation.new + text[index + len(mutation.old) :]
 
 
 class Interrupted(Exception):
@@ -124,79 +87,74 @@ def _on_signal(signum, frame):
     raise Interrupted(f"signal {signum}")
 
 
-def run_tests(files: tuple[str, ...], timeout: float) -> tuple[bool, list[str], float]:
-    """(passed, failing test ids, seconds) of one default pytest run over `files`."""
+def run_tests(tests: tuple[str, ...], timeout: float) -> tuple[bool, list[str], float]:
+    """(passed, failing test ids, seconds) of one default pytest run over `tests`."""
     start = time.monotonic()
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *files]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    failed = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE)))
     if proc.returncode not in (0, 1):  # 2-5: interrupted, internal or usage error, no tests collected
-        tail = "\n".join(proc.stdout.splitlines()[-15:] + proc.stderr.splitlines()[-15:])
+        print("\n".join(proc.stdout.splitlines()[-15:] + proc.stderr.splitlines()[-15:]), file=sys.stderr)
         failed = failed or [f"<pytest exited {proc.returncode}>"]
-        print(tail, file=sys.stderr)
     return proc.returncode == 0, failed, time.monotonic() - start
-
-
-def apply(mutation: Mutation) -> str:
-    """Write the mutated file; return the original text (the caller restores it)."""
-    path = ROOT / mutation.path
-    original = path.read_text()
-    count = original.count(mutation.old)
-    if count != 1:
-        raise SystemExit(f"mutation {mutation.name}: the original text occurs {count} times in {mutation.path}, expected once")
-    path.write_text(original.replace(mutation.old, mutation.new))
-    return original
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", help="mutation names to run (default: all)")
+    parser.add_argument("--agent", required=True, help=f"an agent with a mutation list, or all ({', '.join(agents())})")
+    parser.add_argument("--only", nargs="+", help="mutation names to run (default: all of the agent's)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the tests unmutated first")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per pytest run")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
-    unknown = set(args.only or ()) - {m.name for m in MUTATIONS}
+    mutations = [m for agent in (agents() if args.agent == "all" else [args.agent]) for m in load(agent)]
+    unknown = set(args.only or ()) - {m.name for m in mutations}
     if unknown:
-        raise SystemExit(f"unknown mutations {sorted(unknown)}; known: {[m.name for m in MUTATIONS]}")
+        raise SystemExit(f"unknown mutations {sorted(unknown)}; known: {[m.name for m in mutations]}")
+    chosen = [m for m in mutations if not args.only or m.name in args.only]
     if args.list:
         for m in chosen:
-            print(f"({m.name}) {m.description}  [{m.path}] -> {', '.join(m.tests)}")
+            print(f"({m.name}) {m.bug}  [{m.path}] -> {', '.join(m.tests)}")
         return 0
-    for m in chosen:  # check every patch applies before running anything
-        text = (ROOT / m.path).read_text()
-        if text.count(m.old) != 1:
-            raise SystemExit(f"mutation {m.name}: the original text occurs {text.count(m.old)} times in {m.path}")
+    for m in chosen:  # every pattern must apply before anything runs, so a stale one fails in seconds
+        try:
+            mutate((ROOT / m.path).read_text(), m)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
 
     signal.signal(signal.SIGTERM, _on_signal)
     if not args.skip_baseline:
-        files = tuple(sorted({f for m in chosen for f in m.tests}))
+        files = tuple(sorted({t for m in chosen for t in m.tests}))
         passed, failed, seconds = run_tests(files, args.timeout)
-        print(f"baseline {' '.join(files)}: {'passed' if passed else 'FAILED ' + ', '.join(failed)} ({seconds:.0f} s)")
+        print(f"unmutated {' '.join(files)}: {'passed' if passed else 'FAILED ' + ', '.join(failed)} ({seconds:.0f} s)")
         if not passed:
             print("the tests fail without mutations; fix them first", file=sys.stderr)
             return 2
 
     rows, survivors = [], []
     for m in chosen:
-        original = apply(m)
+        path = ROOT / m.path
+        original = path.read_text()
         try:
+            path.write_text(mutate(original, m))
             passed, failed, seconds = run_tests(m.tests, args.timeout)
         finally:
-            (ROOT / m.path).write_text(original)
-        caught = not passed
-        print(f"({m.name}) {m.description}: {'caught' if caught else 'SURVIVED'} in {seconds:.0f} s", flush=True)
+            path.write_text(original)
+        print(f"({m.name}) {m.bug}: {'SURVIVED' if passed else 'caught'} in {seconds:.0f} s", flush=True)
         rows.append((m, failed))
-        if not caught:
+        if passed:
             survivors.append(m.name)
 
     print("\n| mutation | file | failing default tests |\n|---|---|---|")
     for m, failed in rows:
         names = ", ".join(f.split("::", 1)[-1] for f in failed) or "**none (survived)**"
-        print(f"| ({m.name}) {m.description} | {m.path} | {names} |")
+        print(f"| ({m.name}) {m.bug} | {m.path} | {names} |")
     if survivors:
         print(f"\nsurviving mutations: {survivors}", file=sys.stderr)
         return 1
+    print(f"\nall {len(chosen)} mutations caught")
     return 0
 
 

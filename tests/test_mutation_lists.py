@@ -1,0 +1,49 @@
+"""The mutation lists of scripts/mutations/ still fit the code (scripts/mutation_check.py runs them).
+
+A refactor that moves a line a mutation patches would otherwise leave the list stale until someone runs the
+(slow) mutation check; here every pattern must still apply exactly once and every named test must exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
+mutation_check = importlib.util.module_from_spec(SPEC)
+sys.modules[SPEC.name] = mutation_check  # dataclasses look their module up
+SPEC.loader.exec_module(mutation_check)
+MUTATIONS = [(agent, m) for agent in mutation_check.agents() for m in mutation_check.load(agent)]
+
+
+def test_every_agent_with_math_has_a_mutation_list():
+    assert {"dreamerv3", "thick"} <= set(mutation_check.agents())
+
+
+@pytest.mark.parametrize(("agent", "mutation"), MUTATIONS, ids=[f"{a}-{m.name}" for a, m in MUTATIONS])
+def test_mutation_applies_to_the_current_code_and_names_existing_tests(agent, mutation):
+    source = (ROOT / mutation.path).read_text()
+    mutated = mutation_check.mutate(source, mutation)
+    assert mutated != source
+    compile(mutated, mutation.path, "exec")  # a mutant must still be Python, or it tests nothing
+    assert mutation.tests, f"{agent} ({mutation.name}) names no test"
+    for test in mutation.tests:
+        path, _, function = test.partition("::")
+        assert (ROOT / path).is_file(), f"{agent} ({mutation.name}): no test file {path}"
+        if function:
+            name = function.split("[")[0]
+            assert re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(), re.MULTILINE), (
+                f"{agent} ({mutation.name}): no test {name} in {path}"
+            )
+
+
+def test_a_stale_pattern_is_reported_with_the_mutation_and_file():
+    stale = mutation_check.Mutation("x", "bug", "agents/common/conv.py", "no such line", "y", ("tests",))
+    with pytest.raises(ValueError, match=r"mutation x: its pattern occurs 0 times in agents/common/conv.py"):
+        mutation_check.mutate("some source", stale)
