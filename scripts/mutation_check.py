@@ -59,7 +59,8 @@ def load(agent: str) -> list[Mutation]:
     mutations = [Mutation(**{**entry, "tests": tuple(entry["tests"])}) for entry in module.MUTATIONS]
     names = [m.name for m in mutations]
     if len(set(names)) != len(names):
-        raise SystemExit(f"{path}: mutation names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        repeated = sorted(n for n in set(names) if names.count(n) > 1)
+        raise SystemExit(f"{path}: mutation names repeat: {repeated}")
     return mutations
 
 
@@ -68,7 +69,9 @@ def mutate(text: str, mutation: Mutation) -> str:
     start = 0
     if mutation.anchor:
         if text.count(mutation.anchor) != 1:
-            raise ValueError(f"mutation {mutation.name}: anchor {mutation.anchor!r} is not unique in {mutation.path}")
+            raise ValueError(
+                f"mutation {mutation.name}: anchor {mutation.anchor!r} is not unique in {mutation.path}"
+            )
         start = text.index(mutation.anchor)
     elif text.count(mutation.old) != 1:
         raise ValueError(f"mutation {mutation.name}: its pattern occurs {text.count(mutation.old)} times in "
@@ -103,7 +106,9 @@ def run_tests(tests: tuple[str, ...], timeout: float) -> tuple[bool, list[str], 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", required=True, help=f"an agent with a mutation list, or all ({', '.join(agents())})")
+    parser.add_argument(
+        "--agent", required=True, help=f"an agent with a mutation list, or all ({', '.join(agents())})"
+    )
     parser.add_argument("--only", nargs="+", help="mutation names to run (default: all of the agent's)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the tests unmutated first")
@@ -128,7 +133,8 @@ def main(argv=None) -> int:
     if not args.skip_baseline:
         files = tuple(sorted({t for m in chosen for t in m.tests}))
         passed, failed, seconds = run_tests(files, args.timeout)
-        print(f"unmutated {' '.join(files)}: {'passed' if passed else 'FAILED ' + ', '.join(failed)} ({seconds:.0f} s)")
+        outcome = "passed" if passed else "FAILED " + ", ".join(failed)
+        print(f"unmutated {' '.join(files)}: {outcome} ({seconds:.0f} s)")
         if not passed:
             print("the tests fail without mutations; fix them first", file=sys.stderr)
             return 2

@@ -1,5 +1,6 @@
 """THICK against the reference formulas (/work/shared/reference/thick.md), one test per fact that a one-line
-bug could break while the other THICK tests stay green (scripts/mutation_check.py --agent thick puts each bug in):
+bug could break while the other THICK tests stay green (`scripts/mutation_check.py --agent thick` puts each
+bug in):
 
 * GateL0RD: the straight-through gradient of the binary gate goes through the ReTanh gate, not the raw
   pre-activation; gate noise (sigma 0.1) stays on when filtering, in imagination and in the coarse step.

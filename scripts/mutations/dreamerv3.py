@@ -13,8 +13,10 @@ MUTATIONS = [
         name='1',
         bug='dyn/rep stop-gradients swapped',
         path='agents/common/latents.py',
-        old='    dyn = dists.categorical_kl(sg(post), prior).sum(-1)\n    rep = dists.categorical_kl(post, sg(prior)).sum(-1)\n',
-        new='    dyn = dists.categorical_kl(post, sg(prior)).sum(-1)\n    rep = dists.categorical_kl(sg(post), prior).sum(-1)\n',
+        old="    dyn = dists.categorical_kl(sg(post), prior).sum(-1)\n"
+            "    rep = dists.categorical_kl(post, sg(prior)).sum(-1)\n",
+        new="    dyn = dists.categorical_kl(post, sg(prior)).sum(-1)\n"
+            "    rep = dists.categorical_kl(sg(post), prior).sum(-1)\n",
         tests=[COMMON, AGENT],
     ),
     dict(
@@ -126,9 +128,11 @@ MUTATIONS = [
         bug='decoder normalises the deter projection alone: act(norm(x0) + x1)',
         path='agents/common/conv.py',
         old="            x = x + self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)\n"
-            "        # One norm over the sum of both projections (upstream `spnorm`), not a norm of the wide part alone.\n"
+            "        # One norm over the sum of both projections (upstream `spnorm`), "
+            "not a norm of the wide part alone.\n"
             "        x = normed_activation(self.spatial_norm, self.act, x)\n",
-        new="            x = self.spatial_norm(x) + self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)\n"
+        new="            x = self.spatial_norm(x) "
+            "+ self.narrow_proj(self.narrow_hidden(narrow)).reshape(x.shape)\n"
             "        x = activation(self.act)(x)\n",
         tests=[COMMON],
     ),

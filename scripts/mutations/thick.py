@@ -33,8 +33,10 @@ MUTATIONS = [
         name='c-gru',
         bug='GRU reads the old context c_{t-1} (cell and GRU lines swapped)',
         path='agents/thick/crssm.py',
-        old='        context, gates = self.cell(x, context, noise)\n        deter = self.core(deter, jnp.concatenate([stoch.reshape(-1), context]), action)\n',
-        new='        deter = self.core(deter, jnp.concatenate([stoch.reshape(-1), context]), action)\n        context, gates = self.cell(x, context, noise)\n',
+        old="        context, gates = self.cell(x, context, noise)\n"
+            "        deter = self.core(deter, jnp.concatenate([stoch.reshape(-1), context]), action)\n",
+        new="        deter = self.core(deter, jnp.concatenate([stoch.reshape(-1), context]), action)\n"
+            "        context, gates = self.cell(x, context, noise)\n",
         tests=[NEW_CONTEXT],
     ),
     dict(
@@ -42,7 +44,8 @@ MUTATIONS = [
         bug='fine prior reads c_{t-1} when filtering',
         path='agents/thick/crssm.py',
         old='priors = over_time(self._prior_one)(states["deter"], states["context"])',
-        new='priors = over_time(self._prior_one)(states["deter"], jnp.concatenate([latent["context"][:, None], states["context"][:, :-1]], 1))',
+        new='priors = over_time(self._prior_one)(states["deter"], '
+            'jnp.concatenate([latent["context"][:, None], states["context"][:, :-1]], 1))',
         tests=[NEW_CONTEXT],
     ),
     dict(
