@@ -47,3 +47,16 @@ def test_a_stale_pattern_is_reported_with_the_mutation_and_file():
     stale = mutation_check.Mutation("x", "bug", "agents/common/conv.py", "no such line", "y", ("tests",))
     with pytest.raises(ValueError, match=r"mutation x: its pattern occurs 0 times in agents/common/conv.py"):
         mutation_check.mutate("some source", stale)
+
+
+@pytest.mark.slow
+def test_every_planted_bug_makes_a_default_test_fail():
+    """The whole mutation check (about 15 minutes on 2 cores): every listed bug is caught."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "mutation_check.py"), "--agent", "all"],
+        cwd=ROOT, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"all {len(MUTATIONS)} mutations caught" in result.stdout
