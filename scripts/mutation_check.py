@@ -11,7 +11,9 @@ its replacement; `old` must occur exactly once, or once after `anchor` where one
 test files or ids written to catch it). For each mutation: write the mutated file, run its tests with the
 default options (slow tests excluded, no bytecode written), record the failing tests, and write the original
 back, also when pytest fails or the script is interrupted (SIGINT, SIGTERM). Before any mutation the same
-tests run unmutated: a mutation only counts as caught if they pass without it. Prints a Markdown table
+tests run unmutated: a mutation only counts as caught if they pass without it. Everything runs in a scratch
+copy of the repository's files (tracked and untracked-not-ignored), so the working tree is never mutated and
+other processes reading it (a parallel test run, an editor) never see a mutant. Prints a Markdown table
 mutation -> failing tests; exits 1 if a mutation survives, 2 if the unmutated tests fail.
 tests/test_mutation_lists.py checks in the default test run that every pattern still applies to the code.
 """
@@ -23,9 +25,11 @@ import dataclasses
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,13 +94,27 @@ def _on_signal(signum, frame):
     raise Interrupted(f"signal {signum}")
 
 
-def run_tests(tests: tuple[str, ...], timeout: float) -> tuple[bool, list[str], float]:
-    """(passed, failing test ids, seconds) of one default pytest run over `tests`."""
+def scratch_copy(into: Path) -> Path:
+    """A copy of the repository's files (tracked, and untracked but not ignored) under `into`."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    tree = into / "repo"
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # listed but deleted in the working tree: not copied
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tree / name)
+    return tree
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, list[str], float]:
+    """(passed, failing test ids, seconds) of one default pytest run over `tests` in `tree` (its modules come
+    first on the import path: `python -m` puts the working folder there)."""
     start = time.monotonic()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.setdefault("JAX_PLATFORMS", "cpu")
     cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     failed = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE)))
     if proc.returncode not in (0, 1):  # 2-5: interrupted, internal or usage error, no tests collected
         print("\n".join(proc.stdout.splitlines()[-15:] + proc.stderr.splitlines()[-15:]), file=sys.stderr)
@@ -130,28 +148,30 @@ def main(argv=None) -> int:
             raise SystemExit(str(error)) from None
 
     signal.signal(signal.SIGTERM, _on_signal)
-    if not args.skip_baseline:
-        files = tuple(sorted({t for m in chosen for t in m.tests}))
-        passed, failed, seconds = run_tests(files, args.timeout)
-        outcome = "passed" if passed else "FAILED " + ", ".join(failed)
-        print(f"unmutated {' '.join(files)}: {outcome} ({seconds:.0f} s)")
-        if not passed:
-            print("the tests fail without mutations; fix them first", file=sys.stderr)
-            return 2
+    with tempfile.TemporaryDirectory(prefix="mutation_check_") as scratch:
+        tree = scratch_copy(Path(scratch))
+        if not args.skip_baseline:
+            files = tuple(sorted({t for m in chosen for t in m.tests}))
+            passed, failed, seconds = run_tests(tree, files, args.timeout)
+            outcome = "passed" if passed else "FAILED " + ", ".join(failed)
+            print(f"unmutated {' '.join(files)}: {outcome} ({seconds:.0f} s)")
+            if not passed:
+                print("the tests fail without mutations; fix them first", file=sys.stderr)
+                return 2
 
-    rows, survivors = [], []
-    for m in chosen:
-        path = ROOT / m.path
-        original = path.read_text()
-        try:
-            path.write_text(mutate(original, m))
-            passed, failed, seconds = run_tests(m.tests, args.timeout)
-        finally:
-            path.write_text(original)
-        print(f"({m.name}) {m.bug}: {'SURVIVED' if passed else 'caught'} in {seconds:.0f} s", flush=True)
-        rows.append((m, failed))
-        if passed:
-            survivors.append(m.name)
+        rows, survivors = [], []
+        for m in chosen:
+            path = tree / m.path
+            original = path.read_text()
+            try:
+                path.write_text(mutate(original, m))
+                passed, failed, seconds = run_tests(tree, m.tests, args.timeout)
+            finally:
+                path.write_text(original)
+            print(f"({m.name}) {m.bug}: {'SURVIVED' if passed else 'caught'} in {seconds:.0f} s", flush=True)
+            rows.append((m, failed))
+            if passed:
+                survivors.append(m.name)
 
     print("\n| mutation | file | failing default tests |\n|---|---|---|")
     for m, failed in rows:
