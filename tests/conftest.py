@@ -8,8 +8,15 @@
   and 108 s at level 0, with the same tests passing.
   It changes how XLA compiles, not what the programs compute; the training runs, `bench perf` and the
   published results use XLA's defaults. `XLA_FLAGS` set by the caller is kept, and a level given there wins.
+* JAX's caches are cleared after each test module. Every compiled CPU program keeps its own memory mappings
+  while JAX caches it, and a test worker compiles thousands: test_agent_contract.py alone leaves 31,000
+  mappings. Kept for the whole run, a worker held 23,000 after 3 minutes, and near the end XLA segfaulted in a
+  compile (two fresh-clone CI runs on 2026-12-05, in test_dreamerv3_learning.py::test_smoke_run_through_the_
+  runner), as a process does when it reaches Linux's limit of 65,530 (vm.max_map_count). Clearing them brings
+  a worker back to about 600 mappings.
 """
 
+import gc
 import os
 
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -17,5 +24,14 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import jax  # noqa: E402  (XLA reads XLA_FLAGS when its backend starts, after this)
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Drop the module's compiled programs (and their memory mappings) when it is done."""
+    yield
+    jax.clear_caches()
+    gc.collect()
