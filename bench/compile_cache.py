@@ -12,7 +12,9 @@ The cache is off unless `$BENCH_COMPILE_CACHE` turns it on: `on` (in `$XDG_CACHE
 `~/.cache/mbrl-bench/xla`) or a folder. It is opt-in because reading a compiled CPU program back has crashed:
 JAX has an open report of segfaults in deserialised CPU executables (jax-ml/jax#28908), and on 2026-12-04 one
 CI run of this project's tests with the cache on lost a test worker to a segfault in the C++ unwinder
-(libgcc_s); whether the cache caused it is not established, but no run without it has crashed so. On GPUs,
+(libgcc_s). Two later runs without the cache crashed in a compile near the end too; that was the test
+workers reaching Linux's limit on memory mappings (fixed in tests/conftest.py), which may explain the first
+crash as well, but the cache stays opt-in until a run with it on has been shown sound. On GPUs,
 where compiling takes longest, JAX's cache is in wide use; it has not been measured here yet. When on, `bench`
 sets it up when it starts (`bench.cli.main` calls `enable`), through JAX's environment variables, so the
 processes it starts (a sweep's runs) share it:
