@@ -2,8 +2,8 @@
 the formulas of /work/shared/reference/dreamerv3.md (tests/numpy_reference.py), never from our own output.
 
 Each test is chosen to fail on a specific one-line bug (`scripts/mutation_check.py --agent dreamerv3` puts
-them in): a swapped stop-gradient, a flipped sign, a wrong gate offset, lambda vs 1 - lambda, a non-cumulative weight, a
-regulariser towards the wrong critic, the decoder's norm in the wrong place.
+them in): a swapped stop-gradient, a flipped sign, a wrong gate offset, lambda vs 1 - lambda, a non-cumulative
+weight, a regulariser towards the wrong critic, the decoder's norm in the wrong place.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from agents.common.returns import PercentileNormalizer
 from agents.hieros import hierarchy as hi
 from agents.hieros.s5wm import S5WorldModel
 from bench import registry
+from tests.numpy_reference import symlog
 
 SPEC = "agents.hieros:SPEC"
 DT_MIN, DT_MAX = 0.001, 0.1  # reference "S5WM": ZOH, dt in [0.001, 0.1]
@@ -36,14 +37,10 @@ LEVEL, LEVELS = 1, 3  # level 1 of 3 receives all three reward types and reads v
 BATCH, LENGTH, HORIZON = 2, 4, 3
 
 
-def _symlog(x):
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def _max_cosine_reward(goal: np.ndarray, state: np.ndarray) -> np.ndarray:
     """Reference "Hierarchy": symlog(max(0, g . s / max(|g|, |s|)^2)) over the last axis, float64."""
     norm = np.maximum(np.linalg.norm(goal, axis=-1), np.linalg.norm(state, axis=-1))
-    return _symlog(np.maximum((goal * state).sum(-1) / norm**2, 0.0))
+    return symlog(np.maximum((goal * state).sum(-1) / norm**2, 0.0))
 
 
 class _Linear(eqx.Module):
@@ -98,7 +95,7 @@ def test_deterministic_feature_is_symlog_of_a_linear_map_of_the_real_parts_of_al
     _, post, prior = observe(model, tokens, actions, is_first)
     states = np.asarray(post["states"], np.complex128)  # (T, L, P)
     assert np.abs(states.imag).mean() > 0.1 * np.abs(states.real).mean()  # Re, |.| and Im differ here
-    expected = _symlog(states.real.reshape(7, -1) @ weight + bias)
+    expected = symlog(states.real.reshape(7, -1) @ weight + bias)
     np.testing.assert_allclose(np.asarray(post["deter"]), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(prior["deter"]), expected, rtol=1e-4, atol=1e-5)
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents.tssm.dynamics import CACHE_KEYS, TSSM
+from tests.numpy_reference import symlog
 
 ACTIONS, TOKENS = 2, 6
 
@@ -40,10 +41,6 @@ def sequence(dyn, cache, prev_actions, prev_reward, stoch, is_first):
     return dyn.sequence(cache, prev_actions, prev_reward, stoch, is_first)
 
 
-def numpy_symlog(x):
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
 def test_observed_reward_enters_the_model_as_symlog():
     dyn = small_tssm()
     rng = np.random.default_rng(0)
@@ -55,9 +52,9 @@ def test_observed_reward_enters_the_model_as_symlog():
     _, posts, _ = observe(dyn, dyn.initial(batch), jnp.asarray(tokens, jnp.float32), prev_actions, is_first,
                           jax.random.key(2))  # fmt: skip
     # The reward target of the reward token's head: symlog r_t.
-    np.testing.assert_allclose(np.asarray(posts["reward"]), numpy_symlog(raw), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(posts["reward"]), symlog(raw), rtol=1e-6, atol=1e-6)
     # The reward token of step t's chunk: symlog r_{t-1} (0 at the episode start), fed by hand.
-    prev_reward = np.concatenate([np.zeros((batch, 1)), numpy_symlog(raw[:, :-1])], 1)
+    prev_reward = np.concatenate([np.zeros((batch, 1)), symlog(raw[:, :-1])], 1)
     cache = {k: v for k, v in dyn.initial(batch).items() if k in CACHE_KEYS}
     keep = 1.0 - np.asarray(is_first, np.float32)
     prev_actions, prev_reward = prev_actions * keep[..., None], jnp.asarray(prev_reward, jnp.float32)
