@@ -267,19 +267,29 @@ def test_encoder_and_decoder_take_leading_batch_dims():
     np.testing.assert_allclose(out[0, 1], decoder(jnp.ones(8), jnp.ones(4)), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunked", [True, False])
-def test_conv2d_runs_the_chunked_weight_gradient_on_cpu_only(chunked, monkeypatch):
-    """On CPU conv2d's weight gradient is a loop over batch chunks; elsewhere (`cpu_forms()`
-    False, as on GPUs) XLA's own gradient, with no loop. Values and gradients equal XLA's either way."""
+@pytest.mark.parametrize("form, loop, convolutions", [
+    ("patch products", True, 2), ("XLA's per chunk", False, 5), ("not on CPU", False, 3)])  # fmt: skip
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_conv2d_weight_gradient_forms(form, loop, convolutions, kernel, monkeypatch):
+    """On CPU conv2d's weight gradient is a loop of patch products over batch chunks, or for narrow layers one
+    XLA weight-gradient convolution per chunk (6 images, 2 per chunk: 3 of them, besides the forward pass and
+    the input gradient); elsewhere (`cpu_forms()` False, as on GPUs) XLA's own gradient, one convolution.
+    Values and gradients equal XLA's in every form."""
     from agents.common import conv as conv_module
 
-    monkeypatch.setattr(conv_module, "cpu_forms", lambda: chunked)
-    monkeypatch.setattr(conv_module, "PATCH_CHUNK_BYTES", 8 * 8 * 9 * 3 * 4 * 2)  # 2 images per chunk: 3 chunks
+    monkeypatch.setattr(conv_module, "cpu_forms", lambda: form != "not on CPU")
+    monkeypatch.setattr(conv_module, "PATCH_CHUNK_BYTES", 8 * 8 * kernel**2 * 3 * 4 * 2)  # 2 images per chunk
+    monkeypatch.setattr(conv_module, "XLA_GRADIENT_CHUNK_BYTES", 8 * 8 * 3 * 4 * 2)  # 2 images per chunk
+    monkeypatch.setattr(conv_module, "XLA_GRADIENT_MIN_IMAGES", 2)
+    if form == "patch products":
+        monkeypatch.setattr(conv_module, "XLA_GRADIENT_MAX_CHANNELS", 3)
     x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
     step = jax.jit(jax.value_and_grad(loss(conv2d), argnums=(0, 1)))
-    assert ("stablehlo.while" in step.lower(x, w).as_text()) == chunked
+    program = step.lower(x, w).as_text()
+    assert ("stablehlo.while" in program) == loop
+    assert program.count("stablehlo.convolution") == convolutions
     value, grads = step(x, w)
     plain_value, plain_grads = jax.value_and_grad(loss(_plain_conv), argnums=(0, 1))(x, w)
     np.testing.assert_allclose(value, plain_value, rtol=1e-5, atol=1e-4)

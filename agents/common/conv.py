@@ -9,9 +9,10 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
 
 * `conv2d`: XLA computes a convolution's weight gradient as a convolution with the batch as the contracting
   dimension, which runs at a fraction of the machine's matmul speed on CPU. There we compute it as a sum over
-  small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache; and the forward
-  pass and input gradient as patches @ kernel where that runs faster (`_fast_conv`). Elsewhere (GPUs) `conv2d`
-  is XLA's convolution with XLA's gradients (`cpu_forms`).
+  small batch chunks of patches^T @ grad, where the patch matrix of a chunk stays in cache, or, for layers of
+  at most 64 channels, as XLA's weight-gradient convolution of each small chunk; and the forward pass and
+  input gradient as patches @ kernel where that runs faster (`_fast_conv`). Elsewhere (GPUs) `conv2d` is
+  XLA's convolution with XLA's gradients (`cpu_forms`).
 * `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth): 4x the
   channels on each side, for 1.44x the multiply-adds of a 5x5 kernel. The first encoder stage (3 input
   channels) always; on CPU every stage, whose convolutions XLA runs faster with more channels.
@@ -134,9 +135,24 @@ def _chunk_size(batch: int, patch_bytes_per_image: int) -> int:
     return max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
 
 
+# Weight gradients of narrow layers (at most 64 channels in and out) run as XLA's own weight-gradient
+# convolution over batch chunks of at most 256 KiB of input (4 images or more), one call per chunk, summed
+# in float32: DreamerV3's whole update 1.09-1.10x as fast at `debug` and 1.03-1.11x at `size1m` as with the
+# patch products (scripts/ab_variants/weight_gradient_xla_chunks.py). XLA's weight gradient over the whole batch of 1024
+# images ran 1.4-4.8x slower than the patch products, and inside a loop (`lax.scan` over the chunks) 25-120x
+# slower: hence the chunks, as separate calls. `size12m`'s layers (64-256 channels) keep the patch products,
+# which ran 0.93x as fast in this form.
+XLA_GRADIENT_MAX_CHANNELS, XLA_GRADIENT_CHUNK_BYTES, XLA_GRADIENT_MIN_IMAGES = 64, 256 * 2**10, 4
+
+
 def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], kernel: int) -> Array:
     """d(sum grad * conv(x, w)) / dw = sum over pixels of patch(x) outer grad, accumulated over chunks."""
     batch, height, width, channels = x.shape
+    if max(channels, grad.shape[-1]) <= XLA_GRADIENT_MAX_CHANNELS:
+        limit = max(1, XLA_GRADIENT_CHUNK_BYTES // (height * width * channels * x.dtype.itemsize))
+        chunk = max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
+        if chunk >= min(batch, XLA_GRADIENT_MIN_IMAGES):
+            return _weight_gradient_by_xla(x, grad, kernel, chunk)
     chunk = _chunk_size(batch, height * width * kernel * kernel * channels * 4)
     xs = x.reshape(batch // chunk, chunk, height, width, channels)
     grads = grad.reshape(batch // chunk, chunk, height, width, grad.shape[-1])
@@ -150,6 +166,20 @@ def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], 
     total = jnp.zeros((kernel * kernel * channels, grad.shape[-1]), jnp.float32)
     total, _ = jax.lax.scan(accumulate, total, (xs, grads))
     return total.reshape(kernel, kernel, channels, grad.shape[-1])
+
+
+def _weight_gradient_by_xla(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], kernel: int,
+                            chunk: int) -> Array:  # fmt: skip
+    """The same gradient as XLA's convolution of the images with the output gradient as the window (images
+    contracted, the input channels as its batch), one call per `chunk` images, summed in float32."""
+    radius = kernel // 2
+    total = jnp.zeros((x.shape[-1], kernel, kernel, grad.shape[-1]), jnp.float32)  # (i, k, k, o)
+    for start in range(0, x.shape[0], chunk):
+        total = total + jax.lax.conv_general_dilated(
+            x[start : start + chunk], grad[start : start + chunk].astype(x.dtype), (1, 1),
+            ((radius, radius), (radius, radius)), dimension_numbers=("CHWN", "IHWO", "NHWC"),
+            preferred_element_type=jnp.float32)  # fmt: skip
+    return jnp.transpose(total, (1, 2, 0, 3))
 
 
 @functools.cache

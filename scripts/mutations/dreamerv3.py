@@ -136,4 +136,20 @@ MUTATIONS = [
             "        x = activation(self.act)(x)\n",
         tests=[COMMON],
     ),
+    dict(
+        name='conv-wgrad-taps-swapped',
+        bug="narrow layers' weight gradient (XLA's, per chunk) with the kernel's rows and columns swapped",
+        path='agents/common/conv.py',
+        old='return jnp.transpose(total, (1, 2, 0, 3))',
+        new='return jnp.transpose(total, (2, 1, 0, 3))',
+        tests=["tests/test_common_nets.py"],
+    ),
+    dict(
+        name='conv-wgrad-last-chunk',
+        bug="narrow layers' weight gradient (XLA's, per chunk) leaves out the last chunk of images",
+        path='agents/common/conv.py',
+        old='for start in range(0, x.shape[0], chunk):',
+        new='for start in range(0, x.shape[0] - chunk, chunk):',
+        tests=["tests/test_common_nets.py"],
+    ),
 ]
