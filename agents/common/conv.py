@@ -129,31 +129,38 @@ def _input_gradient(grad: Float[Array, "n h w o"], weight: Float[Array, "k k i o
     return _conv(grad, jnp.flip(weight, (0, 1)).swapaxes(2, 3))
 
 
-def _chunk_size(batch: int, patch_bytes_per_image: int) -> int:
-    """The largest divisor of `batch` whose patches fit in PATCH_CHUNK_BYTES (at least 1)."""
-    limit = max(1, PATCH_CHUNK_BYTES // max(1, patch_bytes_per_image))
+def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int | None = None) -> int:
+    """The largest divisor of `batch` whose images' bytes fit in `chunk_bytes` (by default PATCH_CHUNK_BYTES,
+    for patches; at least 1)."""
+    limit = max(1, (PATCH_CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // max(1, bytes_per_image))
     return max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
 
 
 # Weight gradients of narrow layers (at most 64 channels in and out) run as XLA's own weight-gradient
 # convolution over batch chunks of at most 256 KiB of input (4 images or more), one call per chunk, summed
 # in float32: DreamerV3's whole update 1.09-1.10x as fast at `debug` and 1.03-1.11x at `size1m` as with the
-# patch products (scripts/ab_variants/weight_gradient_xla_chunks.py). XLA's weight gradient over the whole batch of 1024
-# images ran 1.4-4.8x slower than the patch products, and inside a loop (`lax.scan` over the chunks) 25-120x
-# slower: hence the chunks, as separate calls. They cost compile time: up to 256 calls per layer at `size1m`,
-# whose update compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s). `size12m`'s layers (64-256
-# channels) keep the patch products, which ran 0.93x as fast in this form.
+# patch products (scripts/ab_variants/weight_gradient_xla_chunks.py). XLA's weight gradient over the whole
+# batch of 1024 images ran 1.4-4.8x slower than the patch products, and inside a loop (`lax.scan` over the
+# chunks) 25-120x slower: hence the chunks, as separate calls. They cost compile time: up to 256 calls per
+# layer at `size1m`, whose update compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s).
+# `size12m`'s layers (64-256 channels) keep the patch products, which ran 0.93x as fast in this form.
 XLA_GRADIENT_MAX_CHANNELS, XLA_GRADIENT_CHUNK_BYTES, XLA_GRADIENT_MIN_IMAGES = 64, 256 * 2**10, 4
 
 
 def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], kernel: int) -> Array:
-    """d(sum grad * conv(x, w)) / dw = sum over pixels of patch(x) outer grad, accumulated over chunks."""
+    """d(sum grad * conv(x, w)) / dw: XLA's per chunk for narrow layers, the patch products otherwise."""
     batch, height, width, channels = x.shape
     if max(channels, grad.shape[-1]) <= XLA_GRADIENT_MAX_CHANNELS:
-        limit = max(1, XLA_GRADIENT_CHUNK_BYTES // (height * width * channels * x.dtype.itemsize))
-        chunk = max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
+        chunk = _chunk_size(batch, height * width * channels * x.dtype.itemsize, XLA_GRADIENT_CHUNK_BYTES)
         if chunk >= min(batch, XLA_GRADIENT_MIN_IMAGES):
             return _weight_gradient_by_xla(x, grad, kernel, chunk)
+    return _weight_gradient_by_patches(x, grad, kernel)
+
+
+def _weight_gradient_by_patches(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"],
+                                kernel: int) -> Array:  # fmt: skip
+    """Sum over pixels of patch(x) outer grad, accumulated over chunks whose patches stay in cache."""
+    batch, height, width, channels = x.shape
     chunk = _chunk_size(batch, height * width * kernel * kernel * channels * 4)
     xs = x.reshape(batch // chunk, chunk, height, width, channels)
     grads = grad.reshape(batch // chunk, chunk, height, width, grad.shape[-1])
