@@ -139,11 +139,12 @@ def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int | None = None
 # Weight gradients of narrow layers (at most 64 channels in and out) run as XLA's own weight-gradient
 # convolution over batch chunks of at most 256 KiB of input (4 images or more), one call per chunk, summed
 # in float32: DreamerV3's whole update 1.09-1.10x as fast at `debug` and 1.03-1.11x at `size1m` as with the
-# patch products (scripts/ab_variants/weight_gradient_xla_chunks.py). XLA's weight gradient over the whole
-# batch of 1024 images ran 1.4-4.8x slower than the patch products, and inside a loop (`lax.scan` over the
-# chunks) 25-120x slower: hence the chunks, as separate calls. They cost compile time: up to 256 calls per
-# layer at `size1m`, whose update compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s).
-# `size12m`'s layers (64-256 channels) keep the patch products, which ran 0.93x as fast in this form.
+# patch products (scripts/ab_variants/weight_gradient_xla_chunks.py). Timed alone at 1024 images
+# (scripts/weight_gradient_probe.py), XLA's ran 1.06-1.60x as fast as the patch products per 256 KiB chunk at
+# 16x16 and 32x32 layers, but 0.13-0.44x over the whole batch and 0.04x per chunk inside a `lax.scan`: hence
+# the chunks, as separate calls. They cost compile time: up to 256 calls per layer at `size1m`, whose update
+# compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s). `size12m`'s layers (64-256 channels)
+# keep the patch products, which ran 0.93x as fast in this form.
 XLA_GRADIENT_MAX_CHANNELS, XLA_GRADIENT_CHUNK_BYTES, XLA_GRADIENT_MIN_IMAGES = 64, 256 * 2**10, 4
 
 
