@@ -10,8 +10,8 @@ With `--sync` (the default) the halves' gradients are averaged (`lax.pmean`) bef
 data-parallel update must; `--no-sync` leaves each half on its own, an upper bound. Either way the sharded
 update is NOT the agent's exact math: both halves draw the same random numbers and take their return
 percentiles and metrics over their own half. A real data-parallel update would need those collectives in
-the agent's code; this probe only says what the time would be. Works for agents whose update calls
-`self._optimizer().update(grads, ...)` once (DreamerV3 and the agents built on its train step).
+the agent's code; this probe only says what the time would be. The averaging wraps `agent._optimizer()`, so
+it covers agents whose gradients all go through it (DreamerV3's class; measured with DreamerV3 only).
 """
 
 from __future__ import annotations
