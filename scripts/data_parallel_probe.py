@@ -24,12 +24,13 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TWO_HOST_DEVI
 
 import argparse  # noqa: E402
 import pathlib  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import update_ab  # noqa: E402  (scripts/update_ab.py, beside this file)
 
 AXIS = "halves"
 
@@ -43,6 +44,7 @@ def averaged_gradients(agent) -> None:
 
     def optimizer(self):
         inner = build()
+
         def update(grads, state, params=None):
             return inner.update(jax.lax.pmean(grads, AXIS), state, params)
 
@@ -51,41 +53,27 @@ def averaged_gradients(agent) -> None:
     object.__setattr__(agent, "_optimizer", types.MethodType(optimizer, agent))  # equinox modules are frozen
 
 
-def build_update(args, mesh=None, sync=True):
-    """(call(state, batch, counter), state, batch) of the agent's first stream's update; over `mesh`'s two
-    devices (batch split, state replicated) when given."""
+def compile_halves(args, mesh, sync: bool):
+    """(call(state, batch, counter), state, batch) of the agent's first stream's update under `shard_map` over
+    `mesh`'s two devices: the batch split along its first axis, the state replicated."""
     import jax
     import numpy as np
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from bench import perf_agent, registry
-    from bench.runner import KEY_ACT, CompiledAgent
+    agent, compiled, name, batch = update_ab.prepare_update(args, lambda: None)
+    if sync:
+        averaged_gradients(agent)  # the compiled agent holds this same object: traced below, after the change
+    state = jax.device_put(compiled.dynamic, NamedSharding(mesh, P()))
+    batch = {k: jax.device_put(v, NamedSharding(mesh, P(AXIS))) for k, v in batch.items()}
+    key = compiled.base_key
 
-    spec = registry.get_agent(args.agent)
-    obs_space, act_space, _ = perf_agent._spaces(args)
-    agent = spec.make(perf_agent._agent_config(spec, args), obs_space, act_space)
-    if mesh is not None and sync:
-        averaged_gradients(agent)
-    compiled = CompiledAgent(agent, jax.random.key(args.seed))
-    compiled.set_state(agent.init(key=jax.random.key(args.seed)))
-    obs = perf_agent._obs_batch(obs_space, 1, np.random.default_rng(args.seed))
-    _, _, extras = compiled.act(compiled.initial_carry(1), obs, (np.int32(0),), KEY_ACT, "train")
-    name, stream = next(iter(dict(agent.streams()).items()))
-    batch = perf_agent._synthetic_batch(obs_space, act_space, jax.device_get(extras), stream,
-                                        np.random.default_rng(args.seed))  # fmt: skip
-    state, key = compiled.dynamic, compiled.base_key
-    if mesh is None:
-        executable = compiled.jitted_update.lower(state, key, batch, np.int32(0), stream=name).compile()
-    else:
-        state = jax.device_put(state, NamedSharding(mesh, P()))
-        batch = {k: jax.device_put(v, NamedSharding(mesh, P(AXIS))) for k, v in batch.items()}
-        def update(dynamic, update_key, half_batch, counter):
-            return compiled.keyed_update(dynamic, update_key, half_batch, counter, name)
+    def update(dynamic, update_key, half_batch, counter):
+        return compiled.keyed_update(dynamic, update_key, half_batch, counter, name)
 
-        specs = {"in_specs": (P(), P(), P(AXIS), P()), "out_specs": (P(), P(), P(AXIS))}
-        halves = jax.shard_map(update, mesh=mesh, check_vma=False, **specs)
-        executable = jax.jit(halves, donate_argnums=(0,)).lower(state, key, batch, np.int32(0)).compile()
+    specs = {"in_specs": (P(), P(), P(AXIS), P()), "out_specs": (P(), P(), P(AXIS))}
+    halves = jax.shard_map(update, mesh=mesh, check_vma=False, **specs)
+    executable = jax.jit(halves, donate_argnums=(0,)).lower(state, key, batch, np.int32(0)).compile()
     return (lambda s, b, c: executable(s, key, b, c)), state, batch
 
 
@@ -104,28 +92,15 @@ def main() -> None:
                         help="average the halves' gradients before the optimizer (default: yes)")
     args = parser.parse_args()
     mesh = Mesh(np.array(jax.devices()[:2]), (AXIS,))
-    names = ("one device", "two halves" + (", gradients averaged" if args.sync else ", not synchronised"))
+    halves = "two halves" + (", gradients averaged" if args.sync else ", not synchronised")
+    builds = {"one device": lambda: update_ab.compile_update(args, lambda: None),
+              halves: lambda: compile_halves(args, mesh, args.sync)}  # fmt: skip
     entries = {}
-    for name, entry_mesh in zip(names, (None, mesh)):
+    for name, build in builds.items():
         start = time.perf_counter()
-        entries[name] = list(build_update(args, entry_mesh, args.sync))
+        entries[name] = list(build())
         print(f"compiled {name!r} in {time.perf_counter() - start:.1f} s", flush=True)
-    times = {name: [] for name in entries}
-    for round_index in range(args.rounds + 1):
-        for name, entry in entries.items():
-            call, state, batch = entry
-            start = time.perf_counter()
-            state, metrics, replay_updates = call(state, batch, np.int32(round_index + 1))
-            jax.device_get((metrics, replay_updates))
-            entry[1] = state
-            if round_index:  # the first round warms up
-                times[name].append(time.perf_counter() - start)
-    for name, values in times.items():
-        print(f"{name}: median {statistics.median(values):.3f} s ({', '.join(f'{v:.3f}' for v in values)})")
-    first, second = times
-    ratios = [a / b for a, b in zip(times[first], times[second])]
-    print(f"{first!r} / {second!r} time per update, per round: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+    update_ab.time_alternating(entries, args.rounds)
 
 
 if __name__ == "__main__":

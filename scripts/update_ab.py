@@ -39,9 +39,9 @@ def load_variants(path: str) -> dict:
     return {name: (apply, options.get(name, {})) for name, apply in module.VARIANTS.items()}
 
 
-def compile_update(args, apply, compiler_options=None):
-    """(executable, state, batch) of the agent's first stream's update, built after `apply()` and compiled
-    with `compiler_options` (XLA's, as `jax.stages.Lowered.compile` takes them)."""
+def prepare_update(args, apply):
+    """(agent, compiled agent, stream name, synthetic batch) for the agent's first stream, built after
+    `apply()` (`agent` is the spec's object, which a caller may still change before compiling)."""
     import jax
     import numpy as np
 
@@ -60,31 +60,29 @@ def compile_update(args, apply, compiler_options=None):
     name, stream = next(iter(dict(agent.streams()).items()))
     batch = perf_agent._synthetic_batch(obs_space, act_space, jax.device_get(extras), stream,
                                         np.random.default_rng(args.seed))  # fmt: skip
+    return agent, compiled, name, batch
+
+
+def compile_update(args, apply, compiler_options=None):
+    """(executable, state, batch) of the agent's first stream's update, built after `apply()` and compiled
+    with `compiler_options` (XLA's, as `jax.stages.Lowered.compile` takes them)."""
+    import numpy as np
+
+    _, compiled, name, batch = prepare_update(args, apply)
     key = compiled.base_key
     lowered = compiled.jitted_update.lower(compiled.dynamic, key, batch, np.int32(0), stream=name)
     executable = lowered.compile(compiler_options=compiler_options or None)
     return (lambda state, batch, counter: executable(state, key, batch, counter)), compiled.dynamic, batch
 
 
-def main() -> None:
+def time_alternating(entries: dict, rounds: int) -> None:
+    """Call each entry's [update, state, batch] in turn, `rounds` times after one warm-up round; print each
+    one's times and the median of the first's time over the second's, per round."""
     import jax
     import numpy as np
 
-    from bench import perf_agent
-
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    perf_agent.add_arguments(parser)
-    parser.add_argument("--variants", required=True, help="a Python file defining VARIANTS = {name: apply}")
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
-    variants = load_variants(args.variants)
-    entries = {}
-    for name, (apply, options) in variants.items():
-        entries[name] = list(compile_update(args, apply, options))
-        print(f"compiled {name!r}", flush=True)
     times = {name: [] for name in entries}
-    for round_index in range(args.rounds + 1):
+    for round_index in range(rounds + 1):
         for name, entry in entries.items():
             executable, state, batch = entry
             start = time.perf_counter()
@@ -100,6 +98,23 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times[first], times[second])]
     print(f"{first!r} / {second!r} time per update, per round: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
+
+
+def main() -> None:
+    from bench import perf_agent
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    perf_agent.add_arguments(parser)
+    parser.add_argument("--variants", required=True, help="a Python file defining VARIANTS = {name: apply}")
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    variants = load_variants(args.variants)
+    entries = {}
+    for name, (apply, options) in variants.items():
+        entries[name] = list(compile_update(args, apply, options))
+        print(f"compiled {name!r}", flush=True)
+    time_alternating(entries, args.rounds)
 
 
 if __name__ == "__main__":
