@@ -168,6 +168,9 @@ class AgentSpec:
     in a later file updates the earlier one's keys); a preset named after the suite is applied automatically
     before `--configs`. `action_kinds` says which action spaces the agent can act in ("discrete",
     "continuous"): contract tests and benchmark plans use it to leave out combinations that cannot run.
+    `batch_shards` says the agent's update can run split into equal parts of its batch with its one-device
+    math (`run.batch_shards`; every random draw, batch statistic and mean of the update written with
+    agents/common/shards.py, and tests/test_batch_shards.py comparing the two).
     """
 
     name: str
@@ -176,6 +179,7 @@ class AgentSpec:
     presets: tuple[str, ...] = ()
     description: str = ""
     action_kinds: tuple[str, ...] = ("discrete", "continuous")
+    batch_shards: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ tasks

@@ -119,6 +119,9 @@ class RunConfig:
     # train only on the replay of `replay.load` (THICK's train_only_on_replay): no env interaction except
     # evaluation; `steps` and the log/save/eval/report intervals then count update rounds (bench.runner)
     offline: bool = False
+    # split each update into this many equal parts of its batch, one per CPU core, with the same math (up to the
+    # order of float sums): a CPU speed option for agents whose spec allows it (DreamerV3); bench/batch_shards.py
+    batch_shards: int = ranged(1, ge=1)
 
 
 @dataclasses.dataclass(frozen=True)

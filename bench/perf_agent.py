@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vmap-seeds", type=int, default=0, metavar="N",
                         help="also time each stream's update of N seeds stacked and vmapped in one call (as "
                              "`bench run --seeds 0:N --vmap`) against one seed's update")  # fmt: skip
+    parser.add_argument("--batch-shards", type=int, default=1, metavar="N",
+                        help="run each update as N equal parts of its batch, one per CPU core, as `bench run --set "
+                             "run.batch_shards=N` does (bench/batch_shards.py; agents that allow it)")  # fmt: skip
     parser.add_argument("--timing-lock", default=None, metavar="FILE",
                         help="hold an exclusive lock on FILE while timing, not while compiling: perf runs started "
                              "side by side on one device compile in parallel and time one at a time")  # fmt: skip
@@ -317,9 +320,11 @@ def measure(args) -> dict:
     import jax
     import numpy as np
 
-    from bench import registry
+    from bench import batch_shards, registry
     from bench.runner import KEY_ACT, CompiledAgent
 
+    parts = getattr(args, "batch_shards", 1)
+    batch_shards.ensure_devices(parts)  # before JAX's first operation
     spec = registry.get_agent(args.agent)
     agent_config = _agent_config(spec, args)
     obs_space, act_space, spaces_label = _spaces(args)
@@ -327,8 +332,11 @@ def measure(args) -> dict:
     streams = dict(agent.streams())
     if not streams:
         raise SystemExit(f"agent {spec.name!r} does not train (no streams); nothing to measure")
+    batch_shards.check(spec, parts, {name: stream.batch for name, stream in streams.items()})
+    if parts > 1 and getattr(args, "vmap_seeds", 0):
+        raise batch_shards.BatchShardsError("--batch-shards and --vmap-seeds do not combine (as in bench run)")
     rng = np.random.default_rng(args.seed)
-    compiled = CompiledAgent(agent, jax.random.key(args.seed))
+    compiled = CompiledAgent(agent, jax.random.key(args.seed), parts)
     compiled.set_state(agent.init(key=jax.random.key(args.seed)))
     # Trainable networks when the state exposes them (DreamerV3 family: `state.nets`); otherwise every float
     # array of the state (which then includes optimizer moments and slow copies).
@@ -386,6 +394,7 @@ def measure(args) -> dict:
         "spaces": spaces_label,
         "parameters": int(params),
         "device": str(jax.devices()[0]),
+        "batch_shards": parts,
         "streams": stream_figures,
         "policy_compile_s": act_compile,
         "policy_envs": args.envs,
@@ -472,7 +481,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     product_flops = perf_ceiling.jaxpr_flops(update_jaxpr)
     hits = compile_cache.hits()
     start = time.perf_counter()
-    lowered = compiled.jitted_update.lower(compiled.dynamic, compiled.base_key, batch, counter, stream=name)
+    lowered = compiled.jitted_update.lower(compiled.dynamic, compiled.base_key, batch, counter, name)
     trace_seconds = time.perf_counter() - start
     executable = lowered.compile()
     compile_seconds = time.perf_counter() - start
@@ -572,7 +581,8 @@ def _measure_vmapped(agent, name, batch, single: dict, args) -> dict:
 def report_lines(f: dict) -> list[str]:
     lines = [
         f"agent {f['agent']} {' '.join(f['configs'])} {' '.join(f['overrides'])}".rstrip(),
-        f"  spaces {f['spaces']}; {f['parameters'] / 1e6:.2f}M parameters; {f['device']}",
+        f"  spaces {f['spaces']}; {f['parameters'] / 1e6:.2f}M parameters; {f['device']}"
+        + (f"; each update as {f['batch_shards']} batch shards" if f.get("batch_shards", 1) > 1 else ""),
         f"  policy:  compile {f['policy_compile_s']:.1f} s; {f['policy_steps_per_s']:.0f} steps/s "
         f"({f['policy_envs']} envs)",
     ]

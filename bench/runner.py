@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench import batch_shards as batch_shards_lib
 from bench import config as config_lib
 from bench import registry, results, spaces, stop_signals
 from bench.api import AbstractAgent, AgentSpec, StreamSpec, SuiteSpec
@@ -306,12 +307,17 @@ class CompiledAgent:
     opt-in compile cache, bench/compile_cache.py, then compiles once for a whole sweep). The update (one
     compilation per stream) donates the state, the policy step donates the carry. `bench perf agent` times
     this same object.
+
+    With `batch_shards` N > 1 the update runs as N batch shards on N CPU devices (bench/batch_shards.py): the
+    state is kept replicated on them, and the policy step, report and `state()` read the first device's copy.
     """
 
-    def __init__(self, agent: AbstractAgent, base_key):
+    def __init__(self, agent: AbstractAgent, base_key, batch_shards: int = 1):
         self.agent = agent
         self.base_key = base_key
-        self.dynamic = None
+        self.batch_shards = batch_shards
+        self._dynamic = None
+        self._first = None  # with batch shards: the first device's copy of `dynamic`, made when first needed
         self.static = None
         self.stream_index = {name: i for i, name in enumerate(agent.streams())}
 
@@ -344,7 +350,11 @@ class CompiledAgent:
         self.keyed_act, self.keyed_update, self.keyed_report, self.all_finite = act, update, report, all_finite
         self._act = jax.jit(act, static_argnames=("purpose", "mode"), donate_argnums=(2,))
         # (dynamic, key, batch, counter, stream): `bench perf agent` compiles and times this same function
-        self.jitted_update = self._update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
+        if batch_shards == 1:
+            self.jitted_update = jax.jit(update, static_argnames=("stream",), donate_argnums=(0,))
+        else:
+            self.jitted_update = batch_shards_lib.shard_update(update, batch_shards)
+        self._update = self.jitted_update
         self._report = jax.jit(report)
         self._all_finite = jax.jit(all_finite)
 
@@ -356,17 +366,40 @@ class CompiledAgent:
                 "keep counters and everything that changes as arrays"
             )
 
+    @property
+    def dynamic(self):
+        """The state's arrays, as the update takes them (replicated on the devices with batch shards)."""
+        return self._dynamic
+
+    @dynamic.setter
+    def dynamic(self, arrays) -> None:
+        self._dynamic, self._first = arrays, None
+
     def set_state(self, state) -> None:
-        self.dynamic, self.static = eqx.partition(state, eqx.is_array)
+        dynamic, self.static = eqx.partition(state, eqx.is_array)
+        if self.batch_shards > 1:
+            dynamic = batch_shards_lib.replicate(dynamic, self.batch_shards)
+        self.dynamic = dynamic
+
+    @property
+    def local(self):
+        """The state arrays the policy step, report and checkpoints read (one device's)."""
+        if self.batch_shards == 1:
+            return self.dynamic
+        if self._first is None:
+            self._first = batch_shards_lib.first_copy(self.dynamic)
+        return self._first
 
     def state(self):
-        return eqx.combine(self.dynamic, self.static)
+        return eqx.combine(self.local, self.static)
 
     def initial_carry(self, batch_size: int):
         return self.agent.initial_carry(self.state(), batch_size)
 
     def act(self, carry, obs, counters, purpose: int, mode: str):
-        return self._act(self.dynamic, self.base_key, carry, obs, counters, purpose, mode)
+        if self.batch_shards > 1:  # on the first device, as the state's copy (a fresh or restored carry is not)
+            carry = jax.device_put(carry, jax.devices("cpu")[0])
+        return self._act(self.local, self.base_key, carry, obs, counters, purpose, mode)
 
     def update(self, stream: str, batch, counter):
         self.dynamic, metrics, replay_updates = self._update(self.dynamic, self.base_key, batch, counter,
@@ -374,10 +407,10 @@ class CompiledAgent:
         return metrics, replay_updates
 
     def report(self, batch, counter):
-        return self._report(self.dynamic, self.base_key, batch, counter)
+        return self._report(self.local, self.base_key, batch, counter)
 
     def state_is_finite(self) -> bool:
-        return bool(self._all_finite(self.dynamic))
+        return bool(self._all_finite(self.local))
 
 
 # --------------------------------------------------------------------------------------- env stepping
@@ -465,6 +498,7 @@ class Run:
         self.command = command
         # An offline run consumes no env frames; its steps count update rounds (see `_offline_step`).
         self.frames_per_step = 0 if cfg.run.offline else resolved.suite_spec.frames_per_step(cfg.env)
+        batch_shards_lib.ensure_devices(cfg.run.batch_shards)  # before JAX's first operation
         self.base_key = jax.random.PRNGKey(seed)  # every key is folded from this with counters
         self.stop_requested = False
         self.envs = VecEnv(resolved.suite_ref, resolved.task, cfg.env, cfg.run.envs,
@@ -484,7 +518,13 @@ class Run:
             check_spaces(self.source, self.envs.obs_space, self.envs.act_space)
         self.agent = resolved.agent_spec.make(cfg.agent, self.envs.obs_space, self.envs.act_space)
         self.streams: dict[str, StreamSpec] = dict(self.agent.streams())
-        self.compiled = CompiledAgent(self.agent, self.base_key)
+        try:
+            batch_shards_lib.check(resolved.agent_spec, cfg.run.batch_shards,
+                                   {name: spec.batch for name, spec in self.streams.items()})  # fmt: skip
+        except batch_shards_lib.BatchShardsError:
+            self.envs.close()
+            raise
+        self.compiled = CompiledAgent(self.agent, self.base_key, cfg.run.batch_shards)
         self.samplers = {
             name: make_sampler(spec.sampler or "mixture", cfg.replay) for name, spec in self.streams.items()
         }

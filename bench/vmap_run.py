@@ -162,6 +162,8 @@ def run_group(resolved: Resolved, seeds: list[int], *, root=None, quiet: bool = 
     """
     if resolved.config.run.offline:
         raise RunError("--vmap runs online runs; run offline (run.offline) runs one seed at a time")
+    if resolved.config.run.batch_shards > 1:
+        raise RunError("--vmap stacks seeds on one device; run.batch_shards > 1 runs one seed at a time")
     root = root or results.default_root()
     outcome: dict[int, Path | str] = {}
     with contextlib.ExitStack() as locks:

@@ -70,7 +70,7 @@ def compile_update(args, apply, compiler_options=None):
 
     _, compiled, name, batch = prepare_update(args, apply)
     key = compiled.base_key
-    lowered = compiled.jitted_update.lower(compiled.dynamic, key, batch, np.int32(0), stream=name)
+    lowered = compiled.jitted_update.lower(compiled.dynamic, key, batch, np.int32(0), name)
     executable = lowered.compile(compiler_options=compiler_options or None)
     return (lambda state, batch, counter: executable(state, key, batch, counter)), compiled.dynamic, batch
 

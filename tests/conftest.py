@@ -8,6 +8,8 @@
   and 108 s at level 0, with the same tests passing.
   It changes how XLA compiles, not what the programs compute; the training runs, `bench perf` and the
   published results use XLA's defaults. `XLA_FLAGS` set by the caller is kept, and a level given there wins.
+* Two CPU devices, so that tests/test_batch_shards.py can split updates over them in this process. Every
+  other program runs on the first, as with one.
 * JAX's caches are cleared after each test module. Every compiled CPU program keeps its own memory mappings
   while JAX caches it, and a test worker compiles thousands: test_agent_contract.py alone leaves 31,000
   mappings. Kept for the whole run, a worker held 23,000 after 3 minutes, and near the end XLA segfaulted in a
@@ -27,6 +29,7 @@ import jax  # noqa: E402  (XLA reads XLA_FLAGS when its backend starts, after th
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_num_cpu_devices", 2)  # for the batch-shard tests (tests/test_batch_shards.py)
 
 
 @pytest.fixture(autouse=True, scope="module")

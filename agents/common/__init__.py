@@ -4,7 +4,7 @@ nets (dense layers, block GRU), conv (CNN encoder/decoder), distributions (symlo
 bounded normal), returns (lambda returns, percentile normaliser, EMA), optim (LaProp + AGC), behaviour
 (imagination actor-critic), observations (encoders/decoders over observation dicts), actions (action dicts
 <-> vectors), latents (helpers of the categorical-latent dynamics, whose contract is
-agents/dreamerv3/dynamics.py).
+agents/dreamerv3/dynamics.py), shards (an update split into equal parts of its batch with the same math).
 """
 
 from agents.common import distributions as distributions

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from agents.common import shards
+
 sg = jax.lax.stop_gradient
 
 
@@ -45,10 +47,17 @@ def unimix_logits(logits: Float[Array, "*s K"], unimix: float) -> Float[Array, "
 
 def sample_onehot(key: PRNGKeyArray, log_probs: Float[Array, "*s K"]) -> Float[Array, "*s K"]:
     """One-hot sample with straight-through gradients: forward the sample, backward d/d probs."""
-    index = jax.random.categorical(key, log_probs, -1)
+    index = categorical_sample(key, log_probs)
     onehot = jax.nn.one_hot(index, log_probs.shape[-1], dtype=log_probs.dtype)
     probs = jnp.exp(log_probs)
     return onehot + (probs - sg(probs))
+
+
+def categorical_sample(key: PRNGKeyArray, log_probs: Float[Array, "*s K"]) -> Int[Array, "*s"]:
+    """Class indices argmax(log_probs + Gumbel noise), as `jax.random.categorical(key, log_probs, -1)`; the
+    noise is a batch-shards draw over the first axis (agents/common/shards.py)."""
+    noise = shards.draw(jax.random.gumbel, key, log_probs.shape, log_probs.dtype)
+    return jnp.argmax(log_probs + noise, -1)
 
 
 def categorical_kl(log_p: Float[Array, "*s K"], log_q: Float[Array, "*s K"]) -> Float[Array, "*s"]:
@@ -149,7 +158,7 @@ def normal_entropy(std: Float[Array, "*s"]) -> Float[Array, "*s"]:
 
 
 def sample_normal(key: PRNGKeyArray, mean: Float[Array, "*s"], std: Float[Array, "*s"]) -> Float[Array, "*s"]:
-    return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + std * shards.draw(jax.random.normal, key, mean.shape, mean.dtype)
 
 
 def onehot(index: Int[Array, "*s"], classes: int) -> Float[Array, "*s K"]:
@@ -165,7 +174,7 @@ class Categorical(eqx.Module):
     log_probs: Float[Array, "*s K"]
 
     def sample(self, key: PRNGKeyArray) -> Float[Array, "*s K"]:
-        index = jax.random.categorical(key, self.log_probs, -1)
+        index = categorical_sample(key, self.log_probs)
         return jax.nn.one_hot(index, self.log_probs.shape[-1], dtype=jnp.float32)
 
     def mode(self) -> Float[Array, "*s K"]:

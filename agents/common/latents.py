@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from agents.common import distributions as dists
+from agents.common import shards
 
 Latent = dict[str, Array]
 
@@ -64,7 +65,7 @@ def gaussian_stats(raw: Float[Array, "... S 2"], min_std: float) -> Float[Array,
 def gaussian_sample(key, stats: Float[Array, "... S 2"]) -> Float[Array, "... S"]:
     """Reparameterised sample mean + std * eps (gradients reach mean and std)."""
     mean, std = stats[..., 0], stats[..., 1]
-    return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + std * shards.draw(jax.random.normal, key, mean.shape, mean.dtype)
 
 
 def gaussian_kl(p: Float[Array, "... S 2"], q: Float[Array, "... S 2"]) -> Float[Array, "... S"]:

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from agents.common import shards
+
 sg = jax.lax.stop_gradient
 
 
@@ -71,8 +73,9 @@ class PercentileNormalizer(eqx.Module):
         self.percentile_high = percentile_high
 
     def update(self, values: Float[Array, "..."]) -> PercentileNormalizer:
-        """The normaliser after one EMA step towards the percentiles of `values` (no gradient)."""
-        values = sg(values.astype(jnp.float32)).reshape(-1)
+        """The normaliser after one EMA step towards the percentiles of `values` (no gradient), the whole
+        batch's under batch shards (first axis over the batch)."""
+        values = shards.gather(sg(values.astype(jnp.float32))).reshape(-1)
         low, high = jnp.percentile(values, jnp.array([self.percentile_low, self.percentile_high]))
         new_low = (1.0 - self.rate) * self.low + self.rate * low
         new_high = (1.0 - self.rate) * self.high + self.rate * high

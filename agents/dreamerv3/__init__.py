@@ -22,4 +22,5 @@ SPEC = AgentSpec(
     presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.dreamerv3:presets.yaml"),
     description="DreamerV3 (Hafner et al. 2024 version): RSSM world model with block GRU, imagination "
     "actor-critic, LaProp + AGC. Presets size1m..size400m, debug, and one per suite.",
+    batch_shards=True,
 )

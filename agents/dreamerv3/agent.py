@@ -15,6 +15,11 @@ The algorithm, top to bottom (see `_losses`):
    `config.loss_scales` (the key sets must match). One LaProp + AGC step on all networks; the slow copies
    (`DreamerV3State.slow`: the critic's and the behaviour extension's) follow by EMA.
 
+The update can run as batch shards (`run.batch_shards`, agents/common/shards.py): equal parts of the batch
+on several CPU devices, each part its rows of this same computation. Every random draw of the update goes
+through `shards.draw`, the return percentiles through `shards.gather`, and the gradient and metrics are the
+parts' means (`shards.mean` in `train_step`); with one part all three are the plain operations.
+
 Two extension points let variants reuse this agent whole: the latent dynamics (`make_dynamics`, see
 dynamics.py; THICK, VSG, SVSG) with their own loss terms and loss-scale fields, and the behaviour extension
 (`make_behaviour`, see behaviour.py; THICK's coarse critic and long-horizon critic targets). `extra_report`
@@ -39,7 +44,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from agents.common import distributions as dists
-from agents.common import optim
+from agents.common import optim, shards
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import (
     Actor,
@@ -230,6 +235,9 @@ class DreamerV3(AbstractAgent):
             return total, (retnorm, metrics, latents, weighted)
 
         (total, (retnorm, metrics, latents, weighted)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        # Under batch shards (agents/common/shards.py) each part took the loss over its rows: the whole batch's
+        # gradient, loss and metrics (all batch means) are the parts' means.
+        grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))
         updates, opt_state = self._optimizer().update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
         nets = eqx.combine(params, static)

@@ -7,6 +7,7 @@ from /work/shared/reference/dreamerv3.md in float64 numpy (tests/numpy_reference
 
 COMMON = "tests/test_common_golden.py"
 AGENT = "tests/test_dreamerv3_golden.py"
+SHARDS = "tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update"
 
 MUTATIONS = [
     dict(
@@ -151,5 +152,53 @@ MUTATIONS = [
         old='for start in range(0, x.shape[0], chunk):',
         new='for start in range(0, x.shape[0] - chunk, chunk):',
         tests=["tests/test_common_nets.py"],
+    ),
+    dict(
+        name='shards-no-gather',
+        bug='batch shards: each part takes the return percentiles over its own rows',
+        path='agents/common/returns.py',
+        old='values = shards.gather(sg(values.astype(jnp.float32))).reshape(-1)',
+        new='values = sg(values.astype(jnp.float32)).reshape(-1)',
+        tests=[SHARDS],
+    ),
+    dict(
+        name='shards-psum',
+        bug='batch shards: the parts\' gradients and metrics summed, not averaged',
+        path='agents/common/shards.py',
+        old='jax.lax.pmean(tree, AXIS)',
+        new='jax.lax.psum(tree, AXIS)',
+        tests=[SHARDS],
+    ),
+    dict(
+        name='shards-first-rows',
+        bug='batch shards: every part takes the first rows of the whole draw',
+        path='agents/common/shards.py',
+        old='return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, 0)',
+        new='return whole[:rows]',
+        tests=[SHARDS],
+    ),
+    dict(
+        name='shards-own-draw',
+        bug='batch shards: every part draws at its own shape (the same numbers on every part)',
+        path='agents/common/shards.py',
+        old='    whole = sample(key, (rows * count, *shape[1:]), *args)\n',
+        new='    return sample(key, shape, *args)\n',
+        tests=[SHARDS],
+    ),
+    dict(
+        name='shards-grads-only',
+        bug='batch shards: the gradients averaged over the parts, the metrics left per part',
+        path='agents/dreamerv3/agent.py',
+        old='grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))',
+        new='grads = shards.mean(grads)',
+        tests=[SHARDS],
+    ),
+    dict(
+        name='shards-metrics-only',
+        bug='batch shards: the metrics averaged over the parts, each part stepping with its own gradient',
+        path='agents/dreamerv3/agent.py',
+        old='grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))',
+        new='total, metrics, weighted = shards.mean((total, metrics, weighted))',
+        tests=[SHARDS],
     ),
 ]

@@ -1,0 +1,71 @@
+"""Batch shards: one update computed as equal parts of its batch, one part per device, with the one-device
+update's math (data parallelism that changes nothing but the order of floating-point sums).
+
+The runner (bench/batch_shards.py) calls an agent's update under `jax.shard_map` with the batch split along
+its first axis and the state replicated, inside `batch_shards(parts)`. An agent that opts in writes its update
+so that each part computes its rows of what the whole update computes, with these three helpers:
+
+* `draw(sample, key, shape)`: random numbers whose first axis is the batch's (or batch x time, batch-major)
+  are drawn at the whole batch's shape from the same key, and each part keeps its own rows; every part then
+  samples what the one-device update samples for those rows. The draws cost the whole batch's, a small part
+  of an update.
+* `gather(x)`: the whole batch's rows of `x`, for statistics over the batch that are not means (DreamerV3's
+  return percentiles).
+* `mean(tree)`: the mean over the parts. The loss is a mean over equal parts of the batch, so its gradient
+  is the mean of the parts' gradients; metrics that are batch means become the whole batch's means.
+
+Outside `batch_shards` (one part, the default) the helpers are the identity and `draw` is the plain draw, so an
+agent's update is unchanged bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
+import jax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+AXIS = "batch_shards"  # the mesh axis the batch is split along
+_PARTS = contextvars.ContextVar("batch_shards", default=1)
+
+
+@contextlib.contextmanager
+def batch_shards(parts: int) -> Iterator[None]:
+    """Trace the code inside as one of `parts` equal parts of the batch, under a `shard_map` over AXIS."""
+    if parts < 1:
+        raise ValueError(f"batch_shards: parts must be >= 1, got {parts}")
+    token = _PARTS.set(parts)
+    try:
+        yield
+    finally:
+        _PARTS.reset(token)
+
+
+def parts() -> int:
+    """How many parts the batch is split into while tracing (1 outside `batch_shards`)."""
+    return _PARTS.get()
+
+
+def draw(sample: Callable[..., Array], key: PRNGKeyArray, shape: tuple[int, ...], *args) -> Array:
+    """`sample(key, shape, *args)` (e.g. `jax.random.normal`), whose first axis runs over the batch: this
+    part's rows of the draw at the whole batch's shape."""
+    count = parts()
+    if count == 1:
+        return sample(key, shape, *args)
+    if not shape:
+        raise ValueError("a draw under batch shards needs a first axis over the batch; got shape ()")
+    rows = shape[0]
+    whole = sample(key, (rows * count, *shape[1:]), *args)
+    return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, 0)
+
+
+def gather(x: Array) -> Array:
+    """The whole batch's rows of `x` (first axis over this part's rows), in the one-device order."""
+    return x if parts() == 1 else jax.lax.all_gather(x, AXIS, axis=0, tiled=True)
+
+
+def mean(tree: PyTree) -> PyTree:
+    """The mean of `tree` over the parts (equal parts: the whole batch's mean of per-part means)."""
+    return tree if parts() == 1 else jax.lax.pmean(tree, AXIS)

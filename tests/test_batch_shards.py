@@ -1,0 +1,130 @@
+"""Batch shards (`run.batch_shards`, bench/batch_shards.py): an update split into equal parts of its batch, one
+per CPU device, computes the one-device update.
+
+The test session has two CPU devices (tests/conftest.py). Observed on this CPU, two DreamerV3 updates from
+nudged weights as one device and as two shards: the replay latents equal (categorical) or within 2.4e-7
+(Gaussian), so every part drew the one-device update's random numbers for its rows; metrics within a relative
+2e-6 and weights within float32 rounding (each part sums over its own rows, then the parts are averaged). The
+test allows 1e-4 (relative for metrics; weights: relative or absolute, as LaProp divides each gradient by its
+own running scale and moves the smallest weights by up to 2e-5).
+"""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.common import shards
+from agents.dreamerv3 import SPEC
+from bench import batch_shards, registry, runner
+from bench.runner import CompiledAgent, RunError
+from tests.test_dreamerv3 import IMAGE_VECTOR_OBS, MIXED_ACT, make_batch, tiny_config
+from tests.test_dreamerv3_learning import SMOKE_OVERRIDES, read_jsonl
+
+
+def perturbed_state(agent):
+    """A fresh state with every weight nudged: the heads, zero at init, then predict varied rewards, values and
+    returns, so that the return percentiles of the two halves of the batch differ from the whole batch's."""
+    state = agent.init(key=jax.random.key(1))
+    params, static = eqx.partition(state.nets, eqx.is_inexact_array)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return eqx.tree_at(lambda s: s.nets, state, eqx.combine(jax.tree.unflatten(tree, leaves), static))
+
+
+def two_updates(agent, batch, parts: int):
+    """(metrics of the second update, its replay updates, the state after it) through the runner's compiled
+    agent with `parts` batch shards."""
+    compiled = CompiledAgent(agent, jax.random.key(3), parts)
+    compiled.set_state(perturbed_state(agent))
+    for counter in (1, 2):
+        metrics, replay_updates = compiled.update("train", batch, np.int32(counter))
+    return jax.device_get((metrics, replay_updates, eqx.filter(compiled.state(), eqx.is_inexact_array)))
+
+
+@pytest.mark.parametrize("latent", ["categorical", "gaussian"])
+def test_two_shards_compute_the_one_device_update(latent):
+    """Both action heads (categorical and normal samples) and both latent kinds: every random draw of the
+    update goes through `shards.draw`. The return percentiles are taken over the whole batch (`ac/retnorm_*`),
+    the gradient and metrics are the whole batch's means (`opt/grad_norm`, every loss)."""
+    assert len(jax.devices("cpu")) >= 2, "tests/conftest.py gives the test session two CPU devices"
+    agent = SPEC.make(tiny_config(batch_size=4, **{"rssm.latent": latent}), IMAGE_VECTOR_OBS, MIXED_ACT)
+    batch = make_batch(agent, np.random.default_rng(0))
+    one_metrics, one_replay, one_state = two_updates(agent, batch, 1)
+    two_metrics, two_replay, two_state = two_updates(agent, batch, 2)
+
+    assert one_metrics["ac/retnorm_high"] - one_metrics["ac/retnorm_low"] > 1e-3  # the percentiles are tested
+    assert sorted(two_metrics) == sorted(one_metrics)
+    for name in one_metrics:
+        np.testing.assert_allclose(two_metrics[name], one_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert sorted(two_replay) == sorted(one_replay)
+    for name in one_replay:
+        assert two_replay[name].shape == one_replay[name].shape == (4, *one_replay[name].shape[1:])
+        np.testing.assert_allclose(two_replay[name].astype(np.float32), one_replay[name].astype(np.float32),
+                                   rtol=1e-3, atol=1e-3, err_msg=name)  # fmt: skip
+    for a, b in zip(jax.tree.leaves(two_state), jax.tree.leaves(one_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_shard_helpers_outside_batch_shards_are_the_plain_operations():
+    key = jax.random.key(0)
+    assert shards.parts() == 1
+    np.testing.assert_array_equal(shards.draw(jax.random.normal, key, (3, 2)), jax.random.normal(key, (3, 2)))
+    logits = jnp.log(jnp.array([[0.2, 0.3, 0.5]] * 64))
+    from agents.common import distributions as dists
+
+    np.testing.assert_array_equal(dists.categorical_sample(key, logits), jax.random.categorical(key, logits, -1))
+    tree = {"a": jnp.arange(3.0)}
+    assert shards.mean(tree) is tree and shards.gather(tree["a"]) is tree["a"]
+
+
+def test_each_shard_draws_its_rows_of_the_whole_draw():
+    key = jax.random.key(5)
+    mesh = batch_shards.mesh(2)
+
+    def part(rows):
+        with shards.batch_shards(2):
+            return shards.draw(jax.random.normal, key, rows.shape)
+
+    spec = jax.sharding.PartitionSpec(shards.AXIS)
+    drawn = jax.shard_map(part, mesh=mesh, in_specs=spec, out_specs=spec)(jnp.zeros((6, 2)))
+    np.testing.assert_array_equal(drawn, jax.random.normal(key, (6, 2)))
+    with shards.batch_shards(2), pytest.raises(ValueError, match="first axis over the batch"):
+        shards.draw(jax.random.normal, key, ())
+
+
+def test_bad_batch_shards_settings_get_one_clear_line():
+    thick = registry.get_agent("thick")
+    with pytest.raises(batch_shards.BatchShardsError, match="agent 'thick' does not support batch shards"):
+        batch_shards.check(thick, 2, {"train": 16})
+    uneven = r"must divide every stream's batch size; got \{'train': 5\}"
+    with pytest.raises(batch_shards.BatchShardsError, match=uneven):
+        batch_shards.check(SPEC, 2, {"train": 5})
+    batch_shards.check(thick, 1, {"train": 5})  # one part: nothing to check
+    with pytest.raises(batch_shards.BatchShardsError, match="needs 64 CPU devices; JAX started with"):
+        batch_shards.ensure_devices(64)
+
+
+def test_vmap_runs_refuse_batch_shards(tmp_path):
+    resolved = runner.resolve("dreamerv3", "toy", "reach", ("debug",), {"run.batch_shards": 2})
+    from bench import vmap_run
+
+    with pytest.raises(RunError, match="run.batch_shards > 1 runs one seed at a time"):
+        vmap_run.run_group(resolved, [0, 1], root=tmp_path, quiet=True)
+
+
+def test_run_with_two_batch_shards_through_the_runner(tmp_path):
+    overrides = {**SMOKE_OVERRIDES, "batch_size": 4, "run.batch_shards": 2}
+    folder = runner.run("dreamerv3", "toy", "reach", seed=0, configs=("debug",), overrides=overrides, root=tmp_path,
+                        quiet=True)  # fmt: skip
+    trained = [m for m in read_jsonl(folder / "metrics.jsonl") if "loss/total" in m]
+    assert trained and all(np.isfinite(m["loss/total"]) for m in trained)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert "batch_shards: 2" in (folder / "config.yaml").read_text()
