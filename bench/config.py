@@ -36,6 +36,10 @@ import yaml
 SECTIONS = ("run", "replay", "logger", "env", "agent")
 # Sections left out of the config hash: they change how a run is watched, not what it computes.
 UNHASHED_SECTIONS = ("logger",)
+# Fields added after runs were published, each with the value every earlier run had: at that value they are
+# left out of the config hash and of the check that a run folder was written by the same config, so earlier
+# runs keep their folders and hashes (published boards, resumes); set to anything else, they count.
+ADDED_FIELDS = {"run.batch_shards": 1}
 
 
 class ConfigError(ValueError):
@@ -179,9 +183,20 @@ def canonical_json(data) -> str:
 
 
 def config_hash(config: Config) -> str:
-    """Stable 10-hex-digit hash of the resolved config (logger settings excluded)."""
-    data = {k: v for k, v in config.to_dict().items() if k not in UNHASHED_SECTIONS}
+    """Stable 10-hex-digit hash of the resolved config (logger settings excluded, ADDED_FIELDS at their values
+    of earlier runs too)."""
+    data = {k: v for k, v in comparable(config.to_dict()).items() if k not in UNHASHED_SECTIONS}
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:10]
+
+
+def comparable(data: Mapping) -> dict:
+    """A plain config dict without the ADDED_FIELDS that hold the value earlier runs had (or are missing)."""
+    out = {section: dict(values) if isinstance(values, Mapping) else values for section, values in data.items()}
+    for dotted, earlier in ADDED_FIELDS.items():
+        section, name = dotted.split(".")
+        if isinstance(out.get(section), Mapping) and out[section].get(name, earlier) == earlier:
+            out[section].pop(name, None)
+    return out
 
 
 def _field_types(cls) -> dict[str, Any]:

@@ -187,8 +187,9 @@ def _check_folder(folder: Path, config, restart: bool) -> dict | None:
     if config_file.exists():
         stored = config_lib.load_yaml(config_file)
         differing = [
-            k for k in config_lib.diff(stored, config.to_dict()) if not k.startswith(config_lib.UNHASHED_SECTIONS)
-        ]
+            k for k in config_lib.diff(config_lib.comparable(stored), config_lib.comparable(config.to_dict()))
+            if not k.startswith(config_lib.UNHASHED_SECTIONS)
+        ]  # fmt: skip
         if differing:
             raise RunError(
                 f"results folder {folder} was written by a different config (differs at "

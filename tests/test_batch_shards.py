@@ -12,6 +12,7 @@ own running scale and moves the smallest weights by up to 2e-5).
 from __future__ import annotations
 
 import json
+import random
 
 import equinox as eqx
 import jax
@@ -23,8 +24,10 @@ from agents.common import shards
 from agents.dreamerv3 import SPEC
 from bench import batch_shards, registry, runner
 from bench.runner import CompiledAgent, RunError
+from tests.runs import bench, final_agent_bytes, only_run_dir
 from tests.test_dreamerv3 import IMAGE_VECTOR_OBS, MIXED_ACT, make_batch, tiny_config
 from tests.test_dreamerv3_learning import SMOKE_OVERRIDES, read_jsonl
+from tests.test_resume import kill_at_random_point
 
 
 def perturbed_state(agent):
@@ -128,3 +131,52 @@ def test_run_with_two_batch_shards_through_the_runner(tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "finished"
     assert "batch_shards: 2" in (folder / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_with_batch_shards_killed_with_sigkill_resumes_to_the_same_run(tmp_path):
+    """The checkpoint holds the first device's copy of the replicated state; a resumed run puts it back on
+    both devices and continues exactly (the same episodes, metrics and final weights as a run not killed)."""
+    args = ["--agent", "dreamerv3", "--suite", "toy", "--task", "reach", "--configs", "debug", "--seed", "3",
+            "--steps", "400", "--run.train_fill", "60", "--run.train_ratio", "16", "--run.save_every", "40",
+            "--run.log_every", "50", "--run.eval_episodes", "1", "--batch_size", "4", "--batch_length", "8",
+            "--run.batch_shards", "2", "--quiet"]  # fmt: skip
+    bench("run", *args, root=tmp_path / "straight")
+    straight = only_run_dir(tmp_path / "straight")
+    killed_root = tmp_path / "killed"
+    target = kill_at_random_point(args, killed_root, random.Random(0), 400)
+    bench("run", *args, root=killed_root)
+    folder = only_run_dir(killed_root)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["segments"][1]["resumed_from_step"] >= target
+    assert (folder / "scores.jsonl").read_text() == (straight / "scores.jsonl").read_text()
+    assert final_agent_bytes(folder) == final_agent_bytes(straight)
+    metrics = lambda f: [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}  # noqa: E731
+                         for line in (f / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert metrics(folder) == metrics(straight)
+
+
+def test_batch_shards_at_one_keeps_the_hashes_and_folders_of_earlier_runs(tmp_path):
+    """Runs written before `run.batch_shards` existed (their config.yaml has no such key) keep their config hash
+    and can be resumed; a run with batch shards is another config (another folder)."""
+    import hashlib
+
+    import yaml
+
+    from bench import config as config_lib
+
+    plain = runner.resolve("dreamerv3", "toy", "reach", ("debug",)).config
+    sharded = runner.resolve("dreamerv3", "toy", "reach", ("debug",), {"run.batch_shards": 2}).config
+    earlier = plain.to_dict()
+    del earlier["run"]["batch_shards"]
+    hashed = {k: v for k, v in earlier.items() if k != "logger"}
+    assert plain.hash() == hashlib.sha256(config_lib.canonical_json(hashed).encode()).hexdigest()[:10]
+    assert sharded.hash() != plain.hash()
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(earlier))
+    assert runner._check_folder(folder, plain, restart=False) is None  # the same config: no checkpoint yet
+    with pytest.raises(RunError, match=r"differs at run\.batch_shards"):
+        runner._check_folder(folder, sharded, restart=False)
