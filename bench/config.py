@@ -185,8 +185,14 @@ def canonical_json(data) -> str:
 def config_hash(config: Config) -> str:
     """Stable 10-hex-digit hash of the resolved config (logger settings excluded, ADDED_FIELDS at their values
     of earlier runs too)."""
-    data = {k: v for k, v in comparable(config.to_dict()).items() if k not in UNHASHED_SECTIONS}
-    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:10]
+    return plain_config_hash(config.to_dict())
+
+
+def plain_config_hash(data: Mapping) -> str:
+    """`config_hash` of a plain config dict (a run's config.yaml). Raises TypeError or ValueError when its values
+    are not plain data."""
+    hashed = {k: v for k, v in comparable(data).items() if k not in UNHASHED_SECTIONS}
+    return hashlib.sha256(canonical_json(hashed).encode()).hexdigest()[:10]
 
 
 def comparable(data: Mapping) -> dict:

@@ -364,9 +364,8 @@ def validate_config(path: Path, config_hash: str) -> dict:
     for section in ("run", "env", "agent"):
         if not isinstance(data.get(section), dict):
             raise ValueError(f"{path}: missing config section {section!r}")
-    hashed = {key: value for key, value in data.items() if key not in config_lib.UNHASHED_SECTIONS}
     try:
-        digest = hashlib.sha256(config_lib.canonical_json(hashed).encode()).hexdigest()[:10]
+        digest = config_lib.plain_config_hash(data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: config values are not plain data ({error})") from None
     if digest != config_hash:
