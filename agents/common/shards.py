@@ -12,7 +12,10 @@ so that each part computes its rows of what the whole update computes, with thes
 * `gather(x)`: the whole batch's rows of `x`, for statistics over the batch that are not means (DreamerV3's
   return percentiles).
 * `mean(tree)`: the mean over the parts. The loss is a mean over equal parts of the batch, so its gradient
-  is the mean of the parts' gradients; metrics that are batch means become the whole batch's means.
+  is the mean of the parts' gradients; metrics that are batch means become the whole batch's means; a term
+  that clips a batch mean (VSG's gate free bits) clips the whole batch's. Differentiated inside a part, the
+  mean passes every part's cotangent back to each part in full, and the parts' gradients are then averaged:
+  together the whole batch's gradient (tests/test_batch_shards.py checks it on the gate term).
 
 Outside `batch_shards` (one part, the default) the helpers are the identity and `draw` is the plain draw, so an
 agent's update is unchanged bit for bit.

@@ -131,6 +131,7 @@ VSG_SPEC = AgentSpec(
     presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:presets.yaml"),
     description="VSG (Jain et al. 2022): DreamerV3 with a gated RSSM whose deterministic state is updated only "
     "where sampled Bernoulli gates open (gate prior 0.4, gate KL 0.1). Presets size1m..size400m, debug, per suite.",
+    batch_shards=True,
 )
 
 SVSG_SPEC = AgentSpec(
@@ -140,4 +141,5 @@ SVSG_SPEC = AgentSpec(
     presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.vsg:svsg_presets.yaml"),
     description="SVSG (Jain et al. 2022): DreamerV3 with a fully stochastic Gaussian state, one gate per "
     "dimension shared by prior and posterior, and a gate-masked KL. Presets size1m..size400m, debug, per suite.",
+    batch_shards=True,
 )

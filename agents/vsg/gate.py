@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from agents.common import shards
+
 # p = sigmoid(u + GATE_BIAS): the GRU update bias of DreamerV2/V3 and of the VSG code; gates start mostly
 # closed (p ~ 0.27 at u = 0), so the state is carried by default.
 GATE_BIAS = -1.0
@@ -27,7 +29,9 @@ def sample_gate(logits: Float[Array, "*shape"], *, key) -> Float[Array, "*shape"
     forward value stays exactly 0 or 1 in floating point.
     """
     probs = jax.nn.sigmoid(logits)
-    sample = jax.random.bernoulli(key, probs).astype(probs.dtype)
+    # uniform < p, as `jax.random.bernoulli(key, probs)`; a batch-shards draw over the first axis
+    noise = shards.draw(jax.random.uniform, key, probs.shape, probs.dtype)
+    sample = (noise < probs).astype(probs.dtype)
     return sample + (probs - jax.lax.stop_gradient(probs))
 
 
@@ -50,7 +54,8 @@ def gate_kl(
     below `free` nats the term has no gradient.
     """
     per_step = bernoulli_kl(logits, prior).sum(-1)
-    return jnp.maximum(per_step.mean(), free), per_step
+    # the whole batch's mean under batch shards (agents/common/shards.py), where the free bits clip it
+    return jnp.maximum(shards.mean(per_step.mean()), free), per_step
 
 
 def gaussian_kl(

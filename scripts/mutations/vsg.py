@@ -16,6 +16,7 @@ PRIOR_NEW_STATE = FAITHFUL + "test_vsg_imagined_prior_reads_the_new_deterministi
 DYN_REP = FAITHFUL + "test_svsg_dyn_trains_the_prior_rep_the_posterior_and_both_reach_the_gate"
 MASKED_KL = FAITHFUL + "test_masked_kl_gradient_reaches_the_straight_through_gate"
 SVSG_STD = FAITHFUL + "test_svsg_std_is_two_sigmoid_half_plus_min_std"
+SHARDS = "tests/test_batch_shards.py::"
 
 MUTATIONS = [
     dict(
@@ -30,7 +31,7 @@ MUTATIONS = [
         name='gate-free-per-step',
         bug='gate-KL free bits applied per step instead of to the batch mean',
         path='agents/vsg/gate.py',
-        old='return jnp.maximum(per_step.mean(), free), per_step',
+        old='return jnp.maximum(shards.mean(per_step.mean()), free), per_step',
         new='return jnp.maximum(per_step, free).mean(), per_step',
         tests=[GATE + "test_gate_kl_sums_dimensions_averages_steps_and_applies_free_bits"],
     ),
@@ -92,5 +93,21 @@ MUTATIONS = [
         old='return mean, 2.0 * jax.nn.sigmoid(std / 2.0) + self.min_std',
         new='return mean, 2.0 * jax.nn.sigmoid(std) + self.min_std',
         tests=[SVSG_STD],
+    ),
+    dict(
+        name='shards-gate-own-draw',
+        bug='batch shards: every part draws its gates at its own shape (the same numbers on every part)',
+        path='agents/vsg/gate.py',
+        old='    noise = shards.draw(jax.random.uniform, key, probs.shape, probs.dtype)\n',
+        new='    noise = jax.random.uniform(key, probs.shape, probs.dtype)\n',
+        tests=[SHARDS + "test_two_shards_compute_the_one_device_update"],
+    ),
+    dict(
+        name='shards-gate-free-bits-per-part',
+        bug='batch shards: the gate free bits clip each part\'s mean, not the whole batch\'s',
+        path='agents/vsg/gate.py',
+        old='return jnp.maximum(shards.mean(per_step.mean()), free), per_step',
+        new='return jnp.maximum(per_step.mean(), free), per_step',
+        tests=[SHARDS + "test_the_gate_free_bits_clip_the_whole_batch_mean"],
     ),
 ]
