@@ -2,7 +2,7 @@
 per CPU device, computes the one-device update.
 
 The test session has two CPU devices (tests/conftest.py). Observed on this CPU, two updates from nudged
-weights as one device and as two shards (DreamerV3, VSG, SVSG): the replay latents equal or within 2.4e-7, so
+weights as one device and as two shards (DreamerV3, VSG, SVSG): the replay latents equal or within 6.1e-5, so
 every part drew the one-device update's random numbers for its rows; metrics within a relative 2e-6 (each
 part sums over its own rows, then the parts are averaged). The test allows a relative 1e-4 for metrics, and
 for weights 10 learning rates (LaProp steps a weight whose gradient is at rounding level by up to a few
