@@ -66,6 +66,11 @@ def mesh(parts: int) -> Mesh:
     return Mesh(np.array(jax.devices("cpu")[:parts]), (shards.AXIS,))
 
 
+def first_device():
+    """The device whose copy of the replicated state the policy step reads (`first_copy`)."""
+    return jax.devices("cpu")[0]
+
+
 def shard_update(keyed_update, parts: int):
     """`jax.jit` of `keyed_update(dynamic, key, batch, counter, stream)` split into `parts` batch shards, with
     the state donated as the one-device update does. Outputs: the new state and the metrics replicated, the

@@ -395,11 +395,14 @@ class CompiledAgent:
         return eqx.combine(self.local, self.static)
 
     def initial_carry(self, batch_size: int):
-        return self.agent.initial_carry(self.state(), batch_size)
+        return self.place_carry(self.agent.initial_carry(self.state(), batch_size))
+
+    def place_carry(self, carry):
+        """`carry` (fresh or restored) where the policy step's outputs live: with batch shards, committed to the
+        first device like the state's copy, or the policy step would compile again for its own outputs."""
+        return carry if self.batch_shards == 1 else jax.device_put(carry, batch_shards_lib.first_device())
 
     def act(self, carry, obs, counters, purpose: int, mode: str):
-        if self.batch_shards > 1:  # on the first device, as the state's copy (a fresh or restored carry is not)
-            carry = jax.device_put(carry, jax.devices("cpu")[0])
         return self._act(self.local, self.base_key, carry, obs, counters, purpose, mode)
 
     def update(self, stream: str, batch, counter):
@@ -677,8 +680,9 @@ class Run:
         """Continue exactly from a verified checkpoint header."""
         if "run_state" not in header:
             raise CheckpointError(f"checkpoint in {self.folder / 'ckpt'} was written by an older bench version")
-        state, self.carry = self.checkpointer.load_agent(header, (self.compiled.state(), self.carry))
+        state, carry = self.checkpointer.load_agent(header, (self.compiled.state(), self.carry))
         self.compiled.set_state(state)
+        self.carry = self.compiled.place_carry(carry)
         self.checkpointer.load_replay(header, self.replay)
         self.state = RunState.from_json(header["run_state"], self.envs.act_space)
         if sorted(self.state.credit) != sorted(self.streams):

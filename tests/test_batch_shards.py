@@ -129,6 +129,11 @@ def test_shard_helpers_outside_batch_shards_are_the_plain_operations():
     from agents.common import distributions as dists
 
     np.testing.assert_array_equal(dists.categorical_sample(key, logits), jax.random.categorical(key, logits, -1))
+    from agents.vsg import gate as gate_lib
+
+    gate_logits = jnp.linspace(-3.0, 3.0, 64).reshape(16, 4)
+    np.testing.assert_array_equal(gate_lib.sample_gate(gate_logits, key=key),
+                                  jax.random.bernoulli(key, jax.nn.sigmoid(gate_logits)).astype(jnp.float32))
     tree = {"a": jnp.arange(3.0)}
     assert shards.mean(tree) is tree and shards.gather(tree["a"]) is tree["a"]
 
