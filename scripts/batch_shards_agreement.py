@@ -1,0 +1,39 @@
+"""How closely two batch shards reproduce the one-device update, per agent that allows them: the largest
+relative difference of the second update's metrics and the largest absolute difference of its replay latents
+(the same two updates from nudged weights as tests/test_batch_shards.py, which asserts the bounds).
+
+    python scripts/batch_shards_agreement.py
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", 2)  # before JAX's first operation
+    import numpy as np
+
+    from bench import registry
+    from tasks import toy
+    from tests.test_batch_shards import CASES, IMAGE_VECTOR_OBS, MIXED_ACT, make_batch, two_updates
+
+    for case, (name, changes) in CASES.items():
+        spec = registry.get_agent(name)
+        small = {"batch_size": 4, "batch_length": 6, "imagination.horizon": 3, **changes}
+        agent = spec.make(registry.build_config(spec, toy.SUITE, ["debug"], small).agent, IMAGE_VECTOR_OBS, MIXED_ACT)
+        batch = make_batch(agent, np.random.default_rng(0))
+        (one, one_replay, _), (two, two_replay, _) = two_updates(agent, batch, 1), two_updates(agent, batch, 2)
+        metrics = max(abs(float(one[k]) - float(two[k])) / max(abs(float(one[k])), 1e-6) for k in one)
+        replay = max(float(np.abs(one_replay[k].astype(np.float32) - two_replay[k].astype(np.float32)).max())
+                     for k in one_replay)  # fmt: skip
+        print(f"{case}: metrics within a relative {metrics:.2e}; replay latents within {replay:.2e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
