@@ -19,14 +19,10 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", 2)  # before JAX's first operation
     import numpy as np
 
-    from bench import registry
-    from tasks import toy
-    from tests.test_batch_shards import CASES, IMAGE_VECTOR_OBS, MIXED_ACT, make_batch, two_updates
+    from tests.test_batch_shards import CASES, case_agent, make_batch, two_updates
 
-    for case, (name, changes) in CASES.items():
-        spec = registry.get_agent(name)
-        small = {"batch_size": 4, "batch_length": 6, "imagination.horizon": 3, **changes}
-        agent = spec.make(registry.build_config(spec, toy.SUITE, ["debug"], small).agent, IMAGE_VECTOR_OBS, MIXED_ACT)
+    for case in CASES:
+        agent, _ = case_agent(case)
         batch = make_batch(agent, np.random.default_rng(0))
         (one, one_replay, _), (two, two_replay, _) = two_updates(agent, batch, 1), two_updates(agent, batch, 2)
         metrics = max(abs(float(one[k]) - float(two[k])) / max(abs(float(one[k])), 1e-6) for k in one)

@@ -5,9 +5,9 @@ The test session has two CPU devices (tests/conftest.py). Observed on this CPU, 
 weights as one device and as two shards (DreamerV3, VSG, SVSG; `python scripts/batch_shards_agreement.py`):
 the replay latents equal, so every part drew the one-device update's random numbers for its rows, and metrics
 within a relative 1.2e-6 (each part sums over its own rows, then the parts are averaged). Under the tests'
-XLA optimisation level 0 the SVSG latents differed by up to 6.1e-5 (their float16 storage's rounding). The test allows a relative 1e-4 for metrics, and
-for weights 10 learning rates (LaProp steps a weight whose gradient is at rounding level by up to a few
-learning rates either way).
+XLA optimisation level 0 the SVSG latents differed by up to 6.1e-5 (their float16 storage's rounding). The
+test allows a relative 1e-4 for metrics, and for weights 10 learning rates (LaProp steps a weight whose
+gradient is at rounding level by up to a few learning rates either way).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import pytest
 
 from agents.common import shards
 from agents.dreamerv3 import SPEC
+from agents.vsg import gate as gate_lib
 from bench import batch_shards, registry, runner
 from bench.runner import CompiledAgent, RunError
-from tests.runs import bench, final_agent_bytes, only_run_dir
 from tasks import toy
+from tests.runs import bench, final_agent_bytes, only_run_dir
 from tests.test_dreamerv3 import IMAGE_VECTOR_OBS, MIXED_ACT, make_batch
 from tests.test_dreamerv3_learning import SMOKE_OVERRIDES, read_jsonl
 from tests.test_resume import kill_at_random_point
@@ -61,6 +62,15 @@ CASES = {  # every agent whose spec allows batch shards, and DreamerV3's Gaussia
 }
 
 
+def case_agent(case: str):
+    """(agent, its config) of one of CASES, small enough for two updates in a test."""
+    name, changes = CASES[case]
+    spec = registry.get_agent(name)
+    small = {"batch_size": 4, "batch_length": 6, "imagination.horizon": 3, **changes}
+    config = registry.build_config(spec, toy.SUITE, ["debug"], small).agent
+    return spec.make(config, IMAGE_VECTOR_OBS, MIXED_ACT), config
+
+
 def test_the_cases_cover_every_agent_that_allows_batch_shards():
     allowed = {name for name in registry.agent_names() if registry.get_agent(name).batch_shards}
     assert allowed == {agent for agent, _ in CASES.values()}
@@ -72,11 +82,7 @@ def test_two_shards_compute_the_one_device_update(case):
     of the update goes through `shards.draw`. The return percentiles are taken over the whole batch
     (`ac/retnorm_*`), the gradient and metrics are the whole batch's means (`opt/grad_norm`, every loss)."""
     assert len(jax.devices("cpu")) >= 2, "tests/conftest.py gives the test session two CPU devices"
-    name, changes = CASES[case]
-    spec = registry.get_agent(name)
-    small = {"batch_size": 4, "batch_length": 6, "imagination.horizon": 3, **changes}
-    config = registry.build_config(spec, toy.SUITE, ["debug"], small).agent
-    agent = spec.make(config, IMAGE_VECTOR_OBS, MIXED_ACT)
+    agent, config = case_agent(case)
     batch = make_batch(agent, np.random.default_rng(0))
     one_metrics, one_replay, one_state = two_updates(agent, batch, 1)
     two_metrics, two_replay, two_state = two_updates(agent, batch, 2)
@@ -100,8 +106,6 @@ def test_two_shards_compute_the_one_device_update(case):
 def test_the_gate_free_bits_clip_the_whole_batch_mean():
     """VSG's gate KL is max(mean over the batch, free bits): under shards, the whole batch's mean. Here the first
     half's rows sit at the gate prior (KL 0, below the free bits) and the second half's far from it."""
-    from agents.vsg import gate as gate_lib
-
     rows = jnp.concatenate([jnp.full((2, 2, 3), np.log(0.4 / 0.6)), jnp.full((2, 2, 3), 2.0)])
 
     def loss(scale, x):
@@ -130,8 +134,6 @@ def test_shard_helpers_outside_batch_shards_are_the_plain_operations():
     from agents.common import distributions as dists
 
     np.testing.assert_array_equal(dists.categorical_sample(key, logits), jax.random.categorical(key, logits, -1))
-    from agents.vsg import gate as gate_lib
-
     gate_logits = jnp.linspace(-3.0, 3.0, 64).reshape(16, 4)
     np.testing.assert_array_equal(gate_lib.sample_gate(gate_logits, key=key),
                                   jax.random.bernoulli(key, jax.nn.sigmoid(gate_logits)).astype(jnp.float32))
