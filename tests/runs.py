@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,22 @@ def bench_popen(*args, root, own_group=False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=own_group)  # fmt: skip
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, root, timeout=300.0) -> None:
+    """Wait until the background run `proc` has saved a checkpoint under `root`. Fails with the run's stderr if it
+    ends first or saves none within `timeout` seconds (a CI host with two busy cores can be slow to start one)."""
+    deadline = time.monotonic() + timeout
+    while not list(Path(root).rglob("ckpt/LATEST")):
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before its first checkpoint:\n"
+                                 f"{proc.stderr.read()[-3000:] if proc.stderr else ''}")  # fmt: skip
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            files = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*"))[:20]
+            raise AssertionError(f"no checkpoint after {timeout:.0f} s; files {files}; stderr:\n{(err or '')[-3000:]}")
+        time.sleep(0.05)
 
 
 def only_run_dir(root) -> Path:

@@ -2,12 +2,10 @@
 
 import json
 
-import time
-
 import pytest
 
 from bench import runner
-from tests.runs import bench, bench_popen, only_run_dir, tree_digest
+from tests.runs import bench, bench_popen, only_run_dir, tree_digest, wait_for_checkpoint
 
 RANDOM = ["run", "--agent", "random", "--suite", "toy", "--task", "reach", "--quiet", "--run.eval_episodes", "3"]
 
@@ -19,9 +17,7 @@ def scores(folder):
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     first = bench_popen(*RANDOM, "--steps", "100000", root=tmp_path)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not list(tmp_path.rglob("ckpt/LATEST")):
-            time.sleep(0.05)
+        wait_for_checkpoint(first, tmp_path)
         folder = only_run_dir(tmp_path)
         before = (folder / "scores.jsonl").read_text()
         second = bench(*RANDOM, "--steps", "100000", root=tmp_path, check=False)
@@ -99,9 +95,7 @@ def test_each_segment_records_code_version_packages_and_hardware_and_a_failed_re
 
 def test_a_stopped_run_exits_130_from_the_cli(tmp_path):
     proc = bench_popen(*RANDOM, "--steps", "100000", root=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.rglob("ckpt/LATEST")):
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, tmp_path)
     proc.terminate()  # SIGTERM, as a cluster scheduler sends
     assert proc.wait(timeout=120) == 130
     assert json.loads((only_run_dir(tmp_path) / "manifest.json").read_text())["status"] == "stopped"
