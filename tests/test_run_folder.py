@@ -1,6 +1,8 @@
 """One writer per run folder; the final evaluation happens once; unusable folders are refused; bad state is not saved."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +30,18 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_waiting_for_a_background_run_names_why_it_saved_no_checkpoint(tmp_path):
+    def child(code):
+        return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+
+    with pytest.raises(AssertionError, match=r"(?s)the run ended \(3\) before its first checkpoint:\nboom"):
+        wait_for_checkpoint(child("import sys; print('boom', file=sys.stderr); sys.exit(3)"), tmp_path)
+    slow = child("import sys, time; print('still starting', file=sys.stderr, flush=True); time.sleep(60)")
+    with pytest.raises(AssertionError, match=r"(?s)no checkpoint after 1 s; files \[\]; stderr:\nstill starting"):
+        wait_for_checkpoint(slow, tmp_path, timeout=1.0)
+    assert slow.poll() is not None  # killed, not left behind
 
 
 def test_a_kill_after_the_final_checkpoint_does_not_evaluate_twice(tmp_path, monkeypatch):
