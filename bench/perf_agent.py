@@ -20,7 +20,9 @@ Measures, for any registered agent (each stream's batch is synthetic, shaped lik
   code, which XLA drops, left out: bench/perf_ceiling.py); the latter over the update time is the achieved
   GFLOP/s, and utilisation = achieved / this machine's measured matmul
   throughput in the agent's compute dtype (float32, or bfloat16 with `--set compute_dtype=bfloat16`), the
-  better of one measurement before and one after the timed updates (a shared machine's rate drifts),
+  better of one measurement before and one after the timed updates (a shared machine's rate drifts); where
+  the update does more products than the model needs (space-to-depth encoder stages, which do 1.44x the
+  multiply-adds of the convolution and pooling they compute), the utilisation by the model's own FLOPs too,
 * with `--ceiling`, the utilisation the update could reach at best: each product timed alone at its shapes
   (bench/perf_ceiling.py), which separates slow kernels from time spent outside the products,
 * with `--vmap-seeds N`, each stream's update of N seeds stacked along a seed axis and vmapped in one call, as
@@ -377,11 +379,14 @@ def measure(args) -> dict:
     with timing(args):
         peak_after = matmul_peak(args.matmul, dtype=compute)
     peak = max(peak_before, peak_after)
+    for name in streams:  # after every timed call: see model_gflop
+        stream_figures[name]["update_gflop_model"] = model_gflop(compiled, name, batches[name])
     total_products = sum(f["update_gflop_products"] for f in stream_figures.values())
     total_seconds = sum(f["update_s_median"] for f in stream_figures.values())
     for f in stream_figures.values():
         f["achieved_gflops"] = f["update_gflop_products"] / f["update_s_median"]
         f["utilisation"] = f["achieved_gflops"] / peak
+        f["model_utilisation"] = f["update_gflop_model"] / f["update_s_median"] / peak
         jaxpr = f.pop("jaxpr")
         if getattr(args, "ceiling", False):
             from bench import perf_ceiling
@@ -410,9 +415,11 @@ def measure(args) -> dict:
         # the first stream's figures at the top level (one-stream agents: the update)
         **{k: main[k] for k in ("batch", "length", "context", "update_trace_s", "update_compile_s", "update_s_median",
                                 "update_s_all", "updates_per_s", "replayed_steps_per_s", "update_gflop_xla",
-                                "update_gflop_products", "xla_argument_mib", "xla_output_mib", "xla_temp_mib")},
+                                "update_gflop_products", "update_gflop_model", "xla_argument_mib", "xla_output_mib",
+                                "xla_temp_mib")},
         "achieved_gflops": total_products / total_seconds,
         "utilisation": total_products / total_seconds / peak,
+        "model_utilisation": sum(f["update_gflop_model"] for f in stream_figures.values()) / total_seconds / peak,
         "non_finite_metrics": [m for f in stream_figures.values() for m in f["non_finite_metrics"]],
         # under --timing-lock: timed sections, and those with no other perf run compiling meanwhile
         "timed_sections_quiet_host": [host_quiet["quiet"], host_quiet["sections"]],
@@ -476,7 +483,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     from bench import perf_ceiling
 
     counter = np.int32(0)
-    trace = jax.make_jaxpr(compiled.keyed_update, static_argnums=(4,))
+    trace = jax.make_jaxpr(lambda *args: compiled.keyed_update(*args), static_argnums=(4,))
     update_jaxpr = trace(compiled.dynamic, compiled.base_key, batch, counter, name)
     product_flops = perf_ceiling.jaxpr_flops(update_jaxpr)
     hits = compile_cache.hits()
@@ -531,6 +538,33 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
         "host_user_s_per_update": host["user_s_per_call"],
         "non_finite_metrics": [k for k, v in jax.device_get(metrics).items() if not np.all(np.isfinite(v))],
     }
+
+
+def model_gflop(compiled, name: str, batch) -> float:
+    """GFLOP of one update's live products with each encoder stage traced as its plain convolution and pooling
+    (`agents.common.conv.plain_encoder_stages`): the model's own FLOPs. Traced through a new function object
+    (JAX reuses a trace of the same function, which would give back the update as it runs), and after the
+    timed calls, so that no trace cached meanwhile can reach a compiled update."""
+    import jax
+    import numpy as np
+
+    from agents.common import conv
+    from bench import perf_ceiling
+
+    with conv.plain_encoder_stages():
+        trace = jax.make_jaxpr(lambda *args: compiled.keyed_update(*args), static_argnums=(4,))
+        jaxpr = trace(compiled.dynamic, compiled.base_key, batch, np.int32(0), name)
+    return perf_ceiling.jaxpr_flops(jaxpr) / 1e9
+
+
+def _model_utilisation_line(s: dict) -> list[str]:
+    """The utilisation counting the model's own FLOPs, where the update does more (space-to-depth encoder
+    stages: agents/common/conv.py); none where the two counts agree."""
+    model, live = s.get("update_gflop_model"), s["update_gflop_products"]
+    if model is None or abs(model - live) <= 1e-3 * live:
+        return []
+    return [f"           model FLOPs (each encoder stage a plain convolution, then pooling) {model:.1f} GFLOP"
+            f" -> utilisation {100 * s['model_utilisation']:.0f}% by the model's FLOPs"]
 
 
 def _measure_vmapped(agent, name, batch, single: dict, args) -> dict:
@@ -604,6 +638,7 @@ def report_lines(f: dict) -> list[str]:
             f"           -> {s['achieved_gflops']:.1f} GFLOP/s of products; {f['compute_dtype']} matmul peak"
             f" {f['matmul_peak_gflops']:.1f} GFLOP/s (best of {peaks} before/after the updates)"
             f" -> utilisation {100 * s['utilisation']:.0f}%",
+            *_model_utilisation_line(s),
             f"  memory:  XLA arguments {s['xla_argument_mib']:.0f} MiB, outputs {s['xla_output_mib']:.0f} MiB, "
             f"temporaries {s['xla_temp_mib']:.0f} MiB; per update {s['host_minor_faults_per_update']:,.0f} minor "
             f"page faults, CPU {s['host_user_s_per_update']:.2f} s user + {s['host_kernel_s_per_update']:.2f} s "

@@ -11,6 +11,10 @@ def _text(folder: Path, name: str, default: str = "") -> str:
     return path.read_text().strip() if path.exists() else default
 
 
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def _size(figures: dict) -> str:
     return next((c for c in figures["configs"] if c.startswith("size") or c == "debug"), "default")
 
@@ -141,10 +145,12 @@ def main(out_dir: str) -> int:
              "the agent's batch); products = live matmul + convolution FLOPs with loops unrolled (dead code, which XLA "
              "drops, not counted); utilisation = achieved "
              "product rate / this device's measured matmul rate in the compute dtype (float32 at XLA's default "
-             "precision, or bfloat16).", "",
+             "precision, or bfloat16); by model FLOPs: the same with each encoder stage counted as its plain "
+             "convolution and pooling (the space-to-depth first stage does 1.44x their multiply-adds).", "",
              "| agent | size | compute | batch | parameters | compile s | update s (median) | updates/s | GFLOP/update | "
-             "GFLOP/s | matmul peak GFLOP/s | utilisation | policy steps/s | XLA temp MiB | timed on a quiet host |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "GFLOP/s | matmul peak GFLOP/s | utilisation | by model FLOPs | policy steps/s | XLA temp MiB | "
+             "timed on a quiet host |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for path in sorted(folder.glob("perf_*.json")):
         f = json.loads(path.read_text())
         dtype = f.get("compute_dtype", "float32")
@@ -152,7 +158,8 @@ def main(out_dir: str) -> int:
             f"| {f['agent']} | {_size(f)} | {dtype} | {f['batch']} x {f['length']} | {f['parameters'] / 1e6:.2f} M | "
             f"{f['update_compile_s']:.1f} | {f['update_s_median']:.4f} | {f['updates_per_s']:.1f} | "
             f"{f['update_gflop_products']:.1f} | {f['achieved_gflops']:.0f} | {f['matmul_peak_gflops']:.0f} | "
-            f"{100 * f['utilisation']:.1f}% | {f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} | "
+            f"{100 * f['utilisation']:.1f}% | {_percent(f.get('model_utilisation'))} | "
+            f"{f['policy_steps_per_s']:.0f} | {f['xla_temp_mib']:.0f} | "
             f"{_quiet(f)} |"
         )
     float32_only = _text(folder, "float32_only.txt").split()

@@ -8,9 +8,10 @@ The variants file defines VARIANTS = {name: apply} with exactly two entries; `ap
 that variant (e.g. by assigning a module attribute) before the agent is built and its update compiled. The
 file may also define COMPILER_OPTIONS = {name: {XLA option: value}}, options passed to that variant's compile
 (e.g. {"xla_cpu_enable_fast_math": True}), so that XLA's own settings can be compared within one process too.
-Each variant's update is compiled once, with the same synthetic batch (as `bench perf agent`) and its own
-donated state; then the two are called in turn, `--rounds` times each after one warm-up call. Prints each
-variant's times and the median of the per-round ratios. Run it under TCMalloc as `bench` runs
+With `--batch-shards N` each variant's update runs as N batch shards, as `bench run --run.batch_shards N`
+runs it (bench/batch_shards.py). Each variant's update is compiled once, with the same synthetic batch (as
+`bench perf agent`) and its own donated state; then the two are called in turn, `--rounds` times each after
+one warm-up call. Prints each variant's times and the median of the per-round ratios. Run it under TCMalloc as `bench` runs
 (LD_PRELOAD=libtcmalloc_minimal.so.4).
 """
 
@@ -68,7 +69,15 @@ def compile_update(args, apply, compiler_options=None):
     with `compiler_options` (XLA's, as `jax.stages.Lowered.compile` takes them)."""
     import numpy as np
 
-    _, compiled, name, batch = prepare_update(args, apply)
+    from bench import batch_shards, registry
+    from bench.runner import CompiledAgent
+
+    agent, compiled, name, batch = prepare_update(args, apply)
+    if args.batch_shards > 1:  # the runner's update as batch shards, from the same initial state
+        batch_shards.check(registry.get_agent(args.agent), args.batch_shards, {name: batch["is_first"].shape[0]})
+        one_device = compiled
+        compiled = CompiledAgent(agent, one_device.base_key, args.batch_shards)
+        compiled.set_state(one_device.state())
     key = compiled.base_key
     lowered = compiled.jitted_update.lower(compiled.dynamic, key, batch, np.int32(0), name)
     executable = lowered.compile(compiler_options=compiler_options or None)
@@ -110,6 +119,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     variants = load_variants(args.variants)
+    from bench import batch_shards
+
+    batch_shards.ensure_devices(args.batch_shards)  # before JAX's first operation
     entries = {}
     for name, (apply, options) in variants.items():
         entries[name] = list(compile_update(args, apply, options))

@@ -5,6 +5,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from bench import cli, perf_ceiling
@@ -73,3 +74,53 @@ def test_perf_agent_ceiling(tmp_path):
     ceiling = json.loads(out.read_text())["streams"]["train"]["ceiling"]
     assert ceiling["distinct_products"] >= 2  # the forward matmul and its weight gradient
     assert ceiling["products_only_s"] >= 0 and len(ceiling["top"]) == ceiling["distinct_products"]
+
+
+def test_model_flops_count_each_encoder_stage_as_its_plain_convolution():
+    """`bench perf agent`'s two counts of a `ConvEncoder` (64 images 16x16x3, 5x5 kernels, 4 then 8 channels).
+    Plain (the model's own): per stage 2 x outputs x 25 taps x channels in, at full resolution. As run on CPU
+    (every stage `Conv2d.pooled`): per stage 2 x outputs x 9 taps x 4 x channels in, at half resolution with
+    4 x channels out, plus the small products that fold the taps into the 3x3 kernels (under 1%)."""
+    from agents.common import conv
+
+    encoder = conv.ConvEncoder((16, 16, 3), depth=4, mults=(1, 2), kernel=5, key=jax.random.key(0))
+    images = jnp.zeros((64, 16, 16, 3), jnp.uint8)
+    plain = 2 * (64 * 16 * 16 * 4) * (25 * 3) + 2 * (64 * 8 * 8 * 8) * (25 * 4)
+    pooled = 2 * (64 * 8 * 8 * 16) * (9 * 12) + 2 * (64 * 4 * 4 * 32) * (9 * 16)
+    with conv.plain_encoder_stages():
+        assert perf_ceiling.jaxpr_flops(jax.make_jaxpr(encoder)(images)) == plain
+    live = perf_ceiling.jaxpr_flops(jax.make_jaxpr(encoder)(images))
+    assert pooled <= live <= 1.01 * pooled  # the form this CPU runs, counted as it runs
+    assert pooled / plain == pytest.approx(1.44)
+
+
+def test_model_gflop_traces_the_update_anew_with_plain_stages():
+    """`bench perf agent` counts the model's FLOPs from a second trace of the update it already traced (and
+    compiled) as it runs; JAX would hand back that first trace for the same function object."""
+    from types import SimpleNamespace
+
+    from agents.common import conv
+    from bench.perf_agent import model_gflop
+
+    encoder = conv.ConvEncoder((16, 16, 3), depth=4, mults=(1, 2), kernel=5, key=jax.random.key(0))
+
+    def keyed_update(dynamic, key, batch, counter, stream):
+        return encoder(batch["image"]).sum() * dynamic
+
+    compiled = SimpleNamespace(keyed_update=keyed_update, dynamic=jnp.float32(1.0), base_key=jax.random.key(1))
+    batch = {"image": jnp.zeros((64, 16, 16, 3), jnp.uint8)}
+    trace = jax.make_jaxpr(keyed_update, static_argnums=(4,))
+    as_run = trace(compiled.dynamic, compiled.base_key, batch, np.int32(0), "train")  # the same arguments
+    plain = 2 * (64 * 16 * 16 * 4) * (25 * 3) + 2 * (64 * 8 * 8 * 8) * (25 * 4)
+    assert perf_ceiling.jaxpr_flops(as_run) > 1.4 * plain
+    assert model_gflop(compiled, "train", batch) == pytest.approx(plain / 1e9)
+
+
+def test_perf_agent_prints_the_model_flops_utilisation_only_where_it_differs():
+    from bench.perf_agent import _model_utilisation_line
+
+    stream = {"update_gflop_products": 12.0, "update_gflop_model": 10.0, "model_utilisation": 0.25}
+    assert _model_utilisation_line(stream) == [
+        "           model FLOPs (each encoder stage a plain convolution, then pooling) 10.0 GFLOP"
+        " -> utilisation 25% by the model's FLOPs"]  # fmt: skip
+    assert _model_utilisation_line({**stream, "update_gflop_model": 12.0}) == []
