@@ -391,7 +391,10 @@ def measure(args) -> dict:
         if getattr(args, "ceiling", False):
             from bench import perf_ceiling
 
-            f["ceiling"] = perf_ceiling.ceiling(jaxpr, f["update_s_median"], peak)
+            if parts > 1:
+                f["ceiling"] = {"skipped": perf_ceiling.SHARDS_NOT_BOUNDED}
+            else:
+                f["ceiling"] = perf_ceiling.ceiling(jaxpr, f["update_s_median"], peak)
     figures = {
         "agent": spec.name,
         "configs": list(args.configs),
@@ -483,8 +486,7 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     from bench import perf_ceiling
 
     counter = np.int32(0)
-    trace = jax.make_jaxpr(lambda *args: compiled.keyed_update(*args), static_argnums=(4,))
-    update_jaxpr = trace(compiled.dynamic, compiled.base_key, batch, counter, name)
+    update_jaxpr = update_as_run(compiled, name, batch)
     product_flops = perf_ceiling.jaxpr_flops(update_jaxpr)
     hits = compile_cache.hits()
     start = time.perf_counter()
@@ -540,21 +542,30 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
     }
 
 
-def model_gflop(compiled, name: str, batch) -> float:
-    """GFLOP of one update's live products with each encoder stage traced as its plain convolution and pooling
-    (`agents.common.conv.plain_encoder_stages`): the model's own FLOPs. Traced through a new function object
-    (JAX reuses a trace of the same function, which would give back the update as it runs), and after the
-    timed calls, so that no trace cached meanwhile can reach a compiled update."""
+def update_as_run(compiled, name: str, batch):
+    """The jaxpr of one update as the runner runs it (under `jax.shard_map` for batch shards, where the agent
+    may choose other forms), traced anew: JAX reuses a trace of the same function object, so a new one is
+    made for each call (`model_gflop` traces the same update with other forms)."""
     import jax
     import numpy as np
 
+    from bench import batch_shards
+
+    parts = getattr(compiled, "batch_shards", 1)
+    update = compiled.keyed_update if parts == 1 else batch_shards.shard_update(compiled.keyed_update, parts)
+    trace = jax.make_jaxpr(lambda *args: update(*args), static_argnums=(4,))
+    return trace(compiled.dynamic, compiled.base_key, batch, np.int32(0), name)
+
+
+def model_gflop(compiled, name: str, batch) -> float:
+    """GFLOP of one update's live products with each encoder stage traced as its plain convolution and pooling
+    (`agents.common.conv.plain_encoder_stages`): the model's own FLOPs. Traced after the timed calls, so that
+    no trace cached meanwhile can reach a compiled update."""
     from agents.common import conv
     from bench import perf_ceiling
 
     with conv.plain_encoder_stages():
-        trace = jax.make_jaxpr(lambda *args: compiled.keyed_update(*args), static_argnums=(4,))
-        jaxpr = trace(compiled.dynamic, compiled.base_key, batch, np.int32(0), name)
-    return perf_ceiling.jaxpr_flops(jaxpr) / 1e9
+        return perf_ceiling.jaxpr_flops(update_as_run(compiled, name, batch)) / 1e9
 
 
 def _model_utilisation_line(s: dict) -> list[str]:

@@ -1,9 +1,9 @@
 """`bench perf agent --ceiling`: the utilisation an update could reach if it did nothing but its products.
 
 `product_calls` walks an update's jaxpr and lists every matrix product and convolution with how many times it
-runs per update (a `lax.scan` body counts once per step; of a `cond`, the costlier branch; dead code, which
-XLA drops, not at all). `ceiling` compiles each distinct product alone (same operand shapes, dtypes and
-parameters), times it, and sums the times over the calls. That products-only time is what this backend's own
+runs per update (a `lax.scan` body counts once per step; a `shard_map` body once per device; of a `cond`, the
+costlier branch; dead code, which XLA drops, not at all). `ceiling` compiles each distinct product alone
+(same operand shapes, dtypes and parameters), times it, and sums the times over the calls. That products-only time is what this backend's own
 kernels need for the update's products and nothing else: no elementwise work, no layout changes, no loop
 overhead. From it:
 
@@ -79,6 +79,8 @@ def product_calls(closed_jaxpr) -> list[tuple[object, int]]:
             if eqn.primitive.name == "cond":
                 subs = [max(subs, key=lambda c: sum(product_flops(e) * n for e, n in c))] if subs else []
             repeat = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+            if eqn.primitive.name == "shard_map":  # its body runs once per device, at one part's shapes
+                repeat = eqn.params["mesh"].size
             calls += [(e, n * repeat) for sub in subs for e, n in sub]
         return calls
 
@@ -190,7 +192,13 @@ def ceiling(closed_jaxpr, update_seconds: float, peak_gflops: float, repeats: in
     }
 
 
+SHARDS_NOT_BOUNDED = ("not computed for batch shards: their parts' products run side by side, each on part of "
+                      "the cores, so products timed alone bound nothing (run --ceiling without --batch-shards)")
+
+
 def report_lines(stream: str, c: dict) -> list[str]:
+    if c.get("skipped"):
+        return [f"  ceiling '{stream}': {c['skipped']}"]
     if c["distinct_products"] == 0:
         return [f"  ceiling '{stream}': no matrix products or convolutions in the update"]
     if c["ceiling_utilisation"] is None:

@@ -38,7 +38,7 @@ def _ceiling_lines(folder: Path) -> list[str]:
     rows = []
     for f, stream, s in _streams(folder):
         c = s.get("ceiling")
-        if c and c["ceiling_utilisation"] is not None:
+        if c and c.get("ceiling_utilisation") is not None:
             rows.append(f"| {f['agent']} | {_size(f)} | {f.get('compute_dtype', 'float32')} | {stream} | "
                         f"{1e3 * c['products_only_s']:.1f} | {100 * c['products_share_of_update']:.0f}% | "
                         f"{100 * s['utilisation']:.1f}% | {100 * c['ceiling_utilisation']:.1f}% |")  # fmt: skip

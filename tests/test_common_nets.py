@@ -119,12 +119,12 @@ def _plain_conv(x, w):
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("every_stage", [True, False])
 def test_encoder_equals_plain_conv_pool_norm_act(kernel, every_stage, monkeypatch):
-    """Every encoder stage (at half resolution, `Conv2d.pooled`: all of them on CPU, the first elsewhere) is
+    """Every encoder stage (at half resolution, `Conv2d.pooled`, or plain; the first always pooled) is
     XLA's 'SAME' convolution + bias, a 2x2 max-pool, x / sqrt(mean(x^2) + eps) * scale and SiLU; pixels
     scaled to [-0.5, 0.5]."""
     from agents.common import conv as conv_module
 
-    monkeypatch.setattr(conv_module, "pool_every_stage", lambda: every_stage)
+    monkeypatch.setattr(conv_module, "pool_stage", lambda channels: every_stage)
     encoder = ConvEncoder((16, 16, 3), 2, (2, 3, 4), kernel, key=jax.random.key(0))
     encoder = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(3), p.shape), encoder)
     images = jax.random.randint(jax.random.key(1), (3, 16, 16, 3), 0, 256).astype(jnp.uint8)
@@ -144,6 +144,17 @@ def test_encoder_equals_plain_conv_pool_norm_act(kernel, every_stage, monkeypatc
     ours, reference = gradient(lambda e: e(images)), gradient(plain)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_later_encoder_stages_run_pooled_on_cpu_except_wide_ones_in_batch_shards():
+    """The speed rule of `conv.pool_stage` (docs/cpu_runs.md): every stage pooled on one CPU device; in batch
+    shards only stages of at most 16 channels (`debug`, `size1m`), not `size12m`'s 32-64."""
+    from agents.common import conv as conv_module
+    from agents.common import shards
+
+    assert conv_module.pool_stage(16) and conv_module.pool_stage(64)
+    with shards.batch_shards(2):
+        assert conv_module.pool_stage(16) and not conv_module.pool_stage(32)
 
 
 @pytest.mark.parametrize("kernel, channels, patch_products", [

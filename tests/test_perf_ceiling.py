@@ -57,6 +57,8 @@ def test_ceiling_arithmetic(monkeypatch):
     assert [p["product"] for p in c["top"]] == ["b", "a"]  # by time per update
     assert c["top"][1]["gflops"] == pytest.approx(100.0) and c["top"][0]["share"] == pytest.approx(5 / 7)
     assert c["product_calls"] == 3 and c["dispatch_s"] == 1e-5
+    skipped = perf_ceiling.report_lines("train", {"skipped": perf_ceiling.SHARDS_NOT_BOUNDED})
+    assert skipped == [f"  ceiling 'train': {perf_ceiling.SHARDS_NOT_BOUNDED}"]
 
 
 def test_each_product_is_timed_alone():
@@ -124,3 +126,30 @@ def test_perf_agent_prints_the_model_flops_utilisation_only_where_it_differs():
         "           model FLOPs (each encoder stage a plain convolution, then pooling) 10.0 GFLOP"
         " -> utilisation 25% by the model's FLOPs"]  # fmt: skip
     assert _model_utilisation_line({**stream, "update_gflop_model": 12.0}) == []
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_the_update_is_counted_as_it_runs_in_batch_shards(parts):
+    """As batch shards (two CPU devices: tests/conftest.py) the encoder keeps stages of over 16 channels plain
+    (`conv.pool_stage`), and `bench perf agent` counts the update traced under `jax.shard_map`, whose body runs
+    once per device at one part's shapes. 64 images 16x16x3, 5x5 kernels, 16 then 32 channels."""
+    from types import SimpleNamespace
+
+    from agents.common import conv
+    from bench.perf_agent import model_gflop, update_as_run
+
+    encoder = conv.ConvEncoder((16, 16, 3), depth=16, mults=(1, 2), kernel=5, key=jax.random.key(0))
+
+    def keyed_update(dynamic, key, batch, counter, stream):
+        features = encoder(batch["image"])
+        return dynamic, {"loss": features.sum()}, {"first": features[:, 0]}
+
+    compiled = SimpleNamespace(keyed_update=keyed_update, dynamic=jnp.float32(1.0), base_key=jax.random.key(1),
+                               batch_shards=parts)  # fmt: skip
+    batch = {"image": jnp.zeros((64, 16, 16, 3), jnp.uint8)}
+    first_pooled = 2 * (64 * 8 * 8 * 64) * (9 * 12)
+    second = {1: 2 * (64 * 4 * 4 * 128) * (9 * 64), 2: 2 * (64 * 8 * 8 * 32) * (25 * 16)}[parts]
+    live = perf_ceiling.jaxpr_flops(update_as_run(compiled, "train", batch))
+    assert first_pooled + second <= live <= 1.01 * (first_pooled + second)
+    plain = 2 * (64 * 16 * 16 * 16) * (25 * 3) + 2 * (64 * 8 * 8 * 32) * (25 * 16)
+    assert model_gflop(compiled, "train", batch) == pytest.approx(plain / 1e9)

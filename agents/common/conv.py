@@ -15,7 +15,8 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
   XLA's convolution with XLA's gradients (`cpu_forms`).
 * `Conv2d.pooled`: conv followed by 2x2 max-pooling, computed at half resolution (space-to-depth): 4x the
   channels on each side, for 1.44x the multiply-adds of a 5x5 kernel. The first encoder stage (3 input
-  channels) always; on CPU every stage, whose convolutions XLA runs faster with more channels.
+  channels) always; on CPU later stages too where that measured faster (`pool_stage`), since XLA runs
+  convolutions with few channels slowly.
 * `Conv2d.upsampled`: conv after 2x nearest upsampling, computed at the low resolution with one small kernel
   per output phase (decoder): 9/25 of the multiply-adds.
 * `max_pool_2x2`: a one-pass gradient instead of XLA's generic gradient of a max reduction.
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from agents.common import shards
 from agents.common.nets import (BlockLinear, Linear, NormedLinear, RMSNorm, activation, product_operands,
                                 trunc_normal_in)
 
@@ -451,9 +453,17 @@ class Conv2d(eqx.Module):
 # ------------------------------------------------------------------------------------ encoder/decoder
 
 
-def pool_every_stage() -> bool:
-    """Whether every encoder stage runs as `Conv2d.pooled` (on CPU), not only the first."""
-    return cpu_forms()
+# Encoder stages after the first run as `Conv2d.pooled` on CPU where that measured faster, by
+# scripts/ab_variants/encoder_pooling.py on the AVX-512 host (2026-12-05; first stage only over pooled,
+# DreamerV3's whole update): stages of at most 16 channels (`debug`, `size1m`) 1.03x as two batch shards and
+# 1.03-1.05x on one device (an older host); wider ones (`size12m`'s 32-64) 1.06x on one device but 0.91-0.92x
+# as two batch shards, which keep them plain.
+POOLED_STAGE_MAX_CHANNELS_IN_SHARDS = 16
+
+
+def pool_stage(channels: int) -> bool:
+    """Whether an encoder stage after the first, with `channels` output channels, runs as `Conv2d.pooled`."""
+    return cpu_forms() and (channels <= POOLED_STAGE_MAX_CHANNELS_IN_SHARDS or shards.parts() == 1)
 
 
 _PLAIN_STAGES = False
@@ -501,10 +511,9 @@ class ConvEncoder(eqx.Module):
         x = image.astype(jnp.float32) / 255.0 - 0.5
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             # The first stage (3 input channels) always runs at half resolution with the pooling fused in;
-            # on CPU every stage does (a few percent faster at the small sizes, no slower at `size12m`:
-            # docs/cpu_runs.md). Elsewhere the later stages stay plain: not measured on GPUs, where the
-            # 1.44x multiply-adds may cost more than they save.
-            fused = (index == 0 or pool_every_stage()) and not _PLAIN_STAGES
+            # on CPU the later stages do where that measured faster (`pool_stage`). Elsewhere they stay
+            # plain: not measured on GPUs, where the 1.44x multiply-adds may cost more than they save.
+            fused = (index == 0 or pool_stage(conv.weight.shape[-1])) and not _PLAIN_STAGES
             x = normed_activation(norm, self.act, conv.pooled(x) if fused else max_pool_2x2(conv(x)))
         return x.reshape(*x.shape[:-3], -1)
 
