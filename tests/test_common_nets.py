@@ -279,13 +279,14 @@ def test_encoder_and_decoder_take_leading_batch_dims():
 
 
 @pytest.mark.parametrize("form, loop, convolutions", [
-    ("patch products", True, 2), ("XLA's per chunk", False, 5), ("not on CPU", False, 3)])  # fmt: skip
+    ("patch products", True, 2), ("XLA's per chunk", False, 5), ("XLA's per chunk, wide layer", False, 4),
+    ("not on CPU", False, 3)])  # fmt: skip
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_conv2d_weight_gradient_forms(form, loop, convolutions, kernel, monkeypatch):
     """On CPU conv2d's weight gradient is a loop of patch products over batch chunks, or for narrow layers one
     XLA weight-gradient convolution per chunk (6 images, 2 per chunk: 3 of them, besides the forward pass and
-    the input gradient); elsewhere (`cpu_forms()` False, as on GPUs) XLA's own gradient, one convolution.
-    Values and gradients equal XLA's in every form."""
+    the input gradient; for a layer counted wide, 3 per chunk: 2); elsewhere (`cpu_forms()` False, as on GPUs)
+    XLA's own gradient, one convolution. Values and gradients equal XLA's in every form."""
     from agents.common import conv as conv_module
 
     monkeypatch.setattr(conv_module, "cpu_forms", lambda: form != "not on CPU")
@@ -294,6 +295,9 @@ def test_conv2d_weight_gradient_forms(form, loop, convolutions, kernel, monkeypa
     monkeypatch.setattr(conv_module, "XLA_GRADIENT_MIN_IMAGES", 2)
     if form == "patch products":
         monkeypatch.setattr(conv_module, "XLA_GRADIENT_MAX_CHANNELS", 3)
+    if form == "XLA's per chunk, wide layer":
+        monkeypatch.setattr(conv_module, "XLA_GRADIENT_WIDE_CHANNELS", 4)
+        monkeypatch.setattr(conv_module, "XLA_GRADIENT_WIDE_CHUNK_BYTES", 8 * 8 * 3 * 4 * 3)  # 3 images per chunk
     x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))

@@ -146,16 +146,23 @@ def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int | None = None
 # (scripts/weight_gradient_probe.py), XLA's ran 1.06-1.60x as fast as the patch products per 256 KiB chunk at
 # 16x16 and 32x32 layers, but 0.13-0.44x over the whole batch and 0.04x per chunk inside a `lax.scan`: hence
 # the chunks, as separate calls. They cost compile time: up to 256 calls per layer at `size1m`, whose update
-# compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s). `size12m`'s layers (64-256 channels)
-# keep the patch products, which ran 0.93x as fast in this form.
+# compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s). `size12m`'s pooled layers (128-256
+# channels) keep the patch products, which ran 0.93x as fast in this form. Layers of 32-64 channels (`size12m`'s
+# decoder, and its plain encoder stages in batch shards) take chunks of 1 MiB: the `size12m` update 1.05-1.11x
+# as fast as two batch shards and 1.02x on one device as with 256 KiB (512 KiB: 1.05x and 1.05x; 2 MiB: 0.95x
+# as shards; scripts/ab_variants/weight_gradient_wide_chunks.py).
 XLA_GRADIENT_MAX_CHANNELS, XLA_GRADIENT_CHUNK_BYTES, XLA_GRADIENT_MIN_IMAGES = 64, 256 * 2**10, 4
+XLA_GRADIENT_WIDE_CHANNELS, XLA_GRADIENT_WIDE_CHUNK_BYTES = 32, 1024 * 2**10
 
 
 def _weight_gradient(x: Float[Array, "n h w i"], grad: Float[Array, "n h w o"], kernel: int) -> Array:
     """d(sum grad * conv(x, w)) / dw: XLA's per chunk for narrow layers, the patch products otherwise."""
     batch, height, width, channels = x.shape
-    if max(channels, grad.shape[-1]) <= XLA_GRADIENT_MAX_CHANNELS:
-        chunk = _chunk_size(batch, height * width * channels * x.dtype.itemsize, XLA_GRADIENT_CHUNK_BYTES)
+    widest = max(channels, grad.shape[-1])
+    if widest <= XLA_GRADIENT_MAX_CHANNELS:
+        wide = widest >= XLA_GRADIENT_WIDE_CHANNELS
+        chunk_bytes = XLA_GRADIENT_WIDE_CHUNK_BYTES if wide else XLA_GRADIENT_CHUNK_BYTES
+        chunk = _chunk_size(batch, height * width * channels * x.dtype.itemsize, chunk_bytes)
         if chunk >= min(batch, XLA_GRADIENT_MIN_IMAGES):
             return _weight_gradient_by_xla(x, grad, kernel, chunk)
     return _weight_gradient_by_patches(x, grad, kernel)
