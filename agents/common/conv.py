@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from agents.common import shards
 from agents.common.nets import (BlockLinear, Linear, NormedLinear, RMSNorm, activation, product_operands,
                                 trunc_normal_in)
 
@@ -148,7 +147,7 @@ def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int | None = None
 # the chunks, as separate calls. They cost compile time: up to 256 calls per layer at `size1m`, whose update
 # compiled in 34 s against 14 s before (`debug` 14-15 s against 11 s). `size12m`'s pooled layers (128-256
 # channels) keep the patch products, which ran 0.93x as fast in this form. Layers of 32-64 channels (`size12m`'s
-# decoder, and its plain encoder stages in batch shards) take chunks of 1 MiB: the `size12m` update 1.05-1.11x
+# decoder and its plain encoder stages) take chunks of 1 MiB: the `size12m` update 1.05-1.11x
 # as fast as two batch shards and 1.02x on one device as with 256 KiB (512 KiB: 1.05x and 1.05x; 2 MiB: 0.95x
 # as shards; scripts/ab_variants/weight_gradient_wide_chunks.py).
 XLA_GRADIENT_MAX_CHANNELS, XLA_GRADIENT_CHUNK_BYTES, XLA_GRADIENT_MIN_IMAGES = 64, 256 * 2**10, 4
@@ -463,14 +462,15 @@ class Conv2d(eqx.Module):
 # Encoder stages after the first run as `Conv2d.pooled` on CPU where that measured faster, by
 # scripts/ab_variants/encoder_pooling.py on the AVX-512 host (2026-12-05; first stage only over pooled,
 # DreamerV3's whole update): stages of at most 16 channels (`debug`, `size1m`) 1.03x as two batch shards and
-# 1.03-1.05x on one device (an older host); wider ones (`size12m`'s 32-64) 1.06x on one device but 0.91-0.92x
-# as two batch shards, which keep them plain.
-POOLED_STAGE_MAX_CHANNELS_IN_SHARDS = 16
+# 1.03-1.05x on one device (an older host). Wider ones (`size12m`'s 32-64) stay plain: pooled, they ran
+# 0.91-0.92x as two batch shards, and 0.91x on one device once the plain stages' weight gradients took 1 MiB
+# chunks (1.06x before).
+POOLED_STAGE_MAX_CHANNELS = 16
 
 
 def pool_stage(channels: int) -> bool:
     """Whether an encoder stage after the first, with `channels` output channels, runs as `Conv2d.pooled`."""
-    return cpu_forms() and (channels <= POOLED_STAGE_MAX_CHANNELS_IN_SHARDS or shards.parts() == 1)
+    return cpu_forms() and channels <= POOLED_STAGE_MAX_CHANNELS
 
 
 _PLAIN_STAGES = False
