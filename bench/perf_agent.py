@@ -543,9 +543,9 @@ def _measure_update(compiled, name, stream, batch, args) -> dict:
 
 
 def update_as_run(compiled, name: str, batch):
-    """The jaxpr of one update as the runner runs it (under `jax.shard_map` for batch shards, where the agent
-    may choose other forms), traced anew: JAX reuses a trace of the same function object, so a new one is
-    made for each call (`model_gflop` traces the same update with other forms)."""
+    """The jaxpr of one update as the runner runs it (under `jax.shard_map` for batch shards: one part's shapes,
+    once per device), traced anew: JAX reuses a trace of the same function object, so a new one is made for
+    each call (`model_gflop` traces the same update with other forms)."""
     import jax
     import numpy as np
 

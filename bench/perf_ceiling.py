@@ -3,9 +3,9 @@
 `product_calls` walks an update's jaxpr and lists every matrix product and convolution with how many times it
 runs per update (a `lax.scan` body counts once per step; a `shard_map` body once per device; of a `cond`, the
 costlier branch; dead code, which XLA drops, not at all). `ceiling` compiles each distinct product alone
-(same operand shapes, dtypes and parameters), times it, and sums the times over the calls. That products-only time is what this backend's own
-kernels need for the update's products and nothing else: no elementwise work, no layout changes, no loop
-overhead. From it:
+(same operand shapes, dtypes and parameters), times it, and sums the times over the calls. That products-only
+time is what this backend's own kernels need for the update's products and nothing else: no elementwise work,
+no layout changes, no loop overhead. From it:
 
 * ceiling utilisation = the update's product FLOPs / products-only time / matmul peak: the best the update
   can reach without faster kernels for its shapes, however its other work is trimmed;

@@ -11,8 +11,8 @@ file may also define COMPILER_OPTIONS = {name: {XLA option: value}}, options pas
 With `--batch-shards N` each variant's update runs as N batch shards, as `bench run --run.batch_shards N`
 runs it (bench/batch_shards.py). Each variant's update is compiled once, with the same synthetic batch (as
 `bench perf agent`) and its own donated state; then the two are called in turn, `--rounds` times each after
-one warm-up call. Prints each variant's times and the median of the per-round ratios. Run it under TCMalloc as `bench` runs
-(LD_PRELOAD=libtcmalloc_minimal.so.4).
+one warm-up call. Prints each variant's times and the median of the per-round ratios. Run it under TCMalloc
+as `bench` runs (LD_PRELOAD=libtcmalloc_minimal.so.4).
 """
 
 from __future__ import annotations

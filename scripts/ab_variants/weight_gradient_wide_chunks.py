@@ -1,5 +1,5 @@
 """XLA's weight-gradient convolution per chunk (agents/common/conv.py) for layers of 32-64 channels: chunks of
-at most 256 KiB of input, as for narrower layers (before 2026-12-05), against the present 512 KiB
+at most 256 KiB of input, as for narrower layers (before 2026-12-05), against the present 1 MiB
 (`XLA_GRADIENT_WIDE_CHUNK_BYTES`; KIB in the environment sets another size). Layers of under 32 channels
 (`debug`, `size1m`) are the same in both. For scripts/update_ab.py."""
 
