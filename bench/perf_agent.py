@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "primitive) and the N most expensive operations (bench/perf_profile.py)")  # fmt: skip
     parser.add_argument("--ceiling", action="store_true",
                         help="also time each matrix product and convolution of the update alone and print the "
-                             "utilisation the update could reach if it did nothing else (bench/perf_ceiling.py)")  # fmt: skip
+                             "utilisation the update could reach if it did nothing else (bench/perf_ceiling.py; "
+                             "not with --batch-shards, whose parts' products run side by side)")  # fmt: skip
     parser.add_argument("--vmap-seeds", type=int, default=0, metavar="N",
                         help="also time each stream's update of N seeds stacked and vmapped in one call (as "
                              "`bench run --seeds 0:N --vmap`) against one seed's update")  # fmt: skip
