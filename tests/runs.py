@@ -30,11 +30,16 @@ def bench_popen(*args, root, own_group=False) -> subprocess.Popen:
                             start_new_session=own_group)  # fmt: skip
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, root, timeout=300.0) -> None:
-    """Wait until the background run `proc` has saved a checkpoint under `root`. Fails with the run's stderr if it
-    ends first or saves none within `timeout` seconds (a CI host with two busy cores can be slow to start one)."""
+def wait_for_checkpoint(proc: subprocess.Popen, root, timeout=300.0) -> Path:
+    """Wait until the background run `proc` has saved a checkpoint under `root`, and return its run folder (the
+    one holding that checkpoint and a manifest, checked by name: a CI run once found a checkpoint and then no
+    manifest.json by listing `root`). Fails with the run's stderr if it ends first or saves none within
+    `timeout` seconds (a CI host with two busy cores can be slow to start one)."""
     deadline = time.monotonic() + timeout
-    while not list(Path(root).rglob("ckpt/LATEST")):
+    while True:
+        folders = [p.parent.parent for p in Path(root).rglob("ckpt/LATEST")]
+        if folders and (folders[0] / "manifest.json").is_file():
+            return folders[0]
         if proc.poll() is not None:
             raise AssertionError(f"the run ended ({proc.returncode}) before its first checkpoint:\n"
                                  f"{proc.stderr.read()[-3000:] if proc.stderr else ''}")  # fmt: skip

@@ -19,8 +19,7 @@ def scores(folder):
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     first = bench_popen(*RANDOM, "--steps", "100000", root=tmp_path)
     try:
-        wait_for_checkpoint(first, tmp_path)
-        folder = only_run_dir(tmp_path)
+        folder = wait_for_checkpoint(first, tmp_path)
         before = (folder / "scores.jsonl").read_text()
         second = bench(*RANDOM, "--steps", "100000", root=tmp_path, check=False)
         assert second.returncode != 0
