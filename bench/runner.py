@@ -203,8 +203,14 @@ def _check_folder(folder: Path, config, restart: bool) -> dict | None:
         problem = "no checkpoint (ckpt/LATEST)"
     else:
         try:
-            return checkpointer.load_header()  # verifies every checksum first
+            header = checkpointer.load_header()  # verifies every checksum first
+            results.read_manifest(folder)  # `_restore` continues the manifest's segments
+            return header
         except CheckpointError as error:
+            problem = str(error)
+        except FileNotFoundError:
+            problem = "a checkpoint but no manifest.json"
+        except ValueError as error:
             problem = str(error)
     has_results = any((folder / name).exists() and (folder / name).stat().st_size > 0
                       for name in ("scores.jsonl", "metrics.jsonl"))  # fmt: skip
@@ -674,7 +680,10 @@ class Run:
                     if not self.replay[spec.table].ready(spec.total_length):
                         raise RunError(f"replay.load: the replay of {source.folder} holds {steps} steps, no window of "
                                        f"{spec.total_length} steps for stream {name!r} (table {spec.table!r}) to train on")  # fmt: skip
-        self._save()  # a checkpoint at step 0: from now on every kill leaves a resumable folder
+        # The manifest first, then a checkpoint at step 0: from now on every kill leaves a resumable folder (a
+        # checkpoint with no manifest beside it is not one: `_check_folder`).
+        results.atomic_write_json(self.folder / "manifest.json", self.manifest)
+        self._save()
 
     def _restore(self, header: dict) -> None:
         """Continue exactly from a verified checkpoint header."""

@@ -32,9 +32,9 @@ def bench_popen(*args, root, own_group=False) -> subprocess.Popen:
 
 def wait_for_checkpoint(proc: subprocess.Popen, root, timeout=300.0) -> Path:
     """Wait until the background run `proc` has saved a checkpoint under `root`, and return its run folder (the
-    one holding that checkpoint and a manifest, checked by name: a CI run once found a checkpoint and then no
-    manifest.json by listing `root`). Fails with the run's stderr if it ends first or saves none within
-    `timeout` seconds (a CI host with two busy cores can be slow to start one)."""
+    one holding that checkpoint and a manifest; the runner writes the manifest first, since a CI run found a
+    step-0 checkpoint with no manifest beside it). Fails with the run's stderr if it ends first or saves none
+    within `timeout` seconds (a CI host with two busy cores can be slow to start one)."""
     deadline = time.monotonic() + timeout
     while True:
         folders = [p.parent.parent for p in Path(root).rglob("ckpt/LATEST")]

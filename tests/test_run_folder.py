@@ -80,6 +80,37 @@ def test_results_without_a_usable_checkpoint_are_refused_unless_restart(tmp_path
     assert max(s["step"] for s in scores(again)) <= 200
 
 
+def test_no_checkpoint_is_saved_before_the_run_has_a_manifest(tmp_path, monkeypatch):
+    """A kill right after the first checkpoint must leave a folder that resumes (a CI run saw a checkpoint and
+    no manifest: the step-0 checkpoint used to come first)."""
+    from bench.checkpoint import Checkpointer
+
+    manifest_there, save = [], Checkpointer.save
+
+    def save_and_record(self, **kwargs):
+        manifest_there.append((self.folder.parent / "manifest.json").is_file())
+        return save(self, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", save_and_record)
+    runner.run("random", "toy", "reach", overrides={"run.steps": "200"}, root=tmp_path, quiet=True)
+    assert len(manifest_there) >= 2 and all(manifest_there), manifest_there
+
+
+def test_a_checkpoint_without_a_manifest_starts_over_at_step_0_and_is_refused_with_results(tmp_path):
+    overrides = {"run.steps": "200", "run.final_eval": "false"}
+    folder = runner.run("random", "toy", "reach", overrides=overrides, root=tmp_path, quiet=True)
+    (folder / "manifest.json").unlink()  # as an older bench left a run killed between its checkpoint and manifest
+    before = tree_digest(tmp_path)
+    with pytest.raises(runner.RunError, match=r"has results but cannot be resumed \(a checkpoint but no manifest"):
+        runner.run("random", "toy", "reach", overrides=overrides, root=tmp_path, quiet=True)
+    assert tree_digest(tmp_path) == before
+    for name in ("scores.jsonl", "metrics.jsonl"):
+        (folder / name).write_text("")  # killed at step 0: no results yet, so it starts over by itself
+    runner.run("random", "toy", "reach", overrides=overrides, root=tmp_path, quiet=True)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and [s["resumed_from_step"] for s in manifest["segments"]] == [None]
+
+
 def test_a_non_finite_state_is_never_saved(tmp_path):
     overrides = {"run.steps": "600", "run.train_fill": "50", "run.train_ratio": "8", "run.save_every": "100",
                  "nan_state_after": "40"}  # fmt: skip
