@@ -58,6 +58,18 @@ def test_block_linear_equals_block_diagonal_matrix():
     np.testing.assert_allclose(layer(x), x @ dense + layer.bias, rtol=1e-5)
 
 
+def test_block_linear_with_shared_equals_each_block_fed_its_slice_and_the_shared_part():
+    layer = BlockLinear(2 * (3 + 5), 2 * 4, 2, key=jax.random.key(0))  # per block: 3 own inputs, 5 shared
+    layer = jax.tree.map(lambda b: b + 0.5, layer)
+    own = np.asarray(jax.random.normal(jax.random.key(1), (7, 6)))
+    shared = np.asarray(jax.random.normal(jax.random.key(2), (7, 5)))
+    w = np.asarray(layer.weight, np.float64)
+    expected = np.concatenate([np.concatenate([own[:, 3 * g:3 * g + 3], shared], 1) @ w[g] for g in range(2)], 1)
+    np.testing.assert_allclose(layer.with_shared(own, shared), expected + 0.5, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="3 \\+ 4 inputs per block, the layer takes 8"):
+        layer.with_shared(own, shared[:, :4])
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_upsampled_conv_equals_upsample_then_conv(kernel):
     conv = Conv2d(3, 4, kernel, key=jax.random.key(0))

@@ -106,10 +106,7 @@ class GatedCell(eqx.Module):
 
     def __call__(self, state: Float[Array, " D"], inputs: Float[Array, " I"]):
         x = self.input_layer(inputs)
-        per_block = jnp.concatenate(
-            [state.reshape(self.blocks, -1), jnp.broadcast_to(x, (self.blocks, x.size))], -1
-        ).reshape(-1)
-        parts = self.parts(per_block).reshape(self.blocks, 3, -1)
+        parts = self.parts.with_shared(state, x).reshape(self.blocks, 3, -1)  # per block [state_block; x]
         reset, candidate, update = (parts[:, i].reshape(-1) for i in range(3))
         candidate = jnp.tanh(jax.nn.sigmoid(reset) * candidate)
         return candidate, update + gate_lib.GATE_BIAS
