@@ -126,6 +126,26 @@ def test_the_gate_free_bits_clip_the_whole_batch_mean():
     np.testing.assert_allclose(grad, whole_grad, rtol=1e-6)
 
 
+def test_the_mean_over_parts_keeps_every_leaf_its_shape_and_own_values():
+    """`shards.mean` sends the leaves as one vector per dtype; each leaf gets the mean of its own rows (a mean of
+    integers is a float, as `pmean` gives it)."""
+    tree = {"w": jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(2, 2, 3), "b": jnp.array([[1.0], [5.0]]),
+            "count": jnp.array([[2], [4]], jnp.int32), "scalar": jnp.array([3.0, 7.0])}  # fmt: skip
+
+    def part(tree):
+        with shards.batch_shards(2):
+            return shards.mean(jax.tree.map(lambda x: x[0], tree))  # this part's row of each leaf
+
+    spec = jax.sharding.PartitionSpec
+    out = jax.shard_map(part, mesh=batch_shards.mesh(2), in_specs=(spec(shards.AXIS),), out_specs=spec(),
+                        check_vma=False)(tree)  # fmt: skip
+    expected = {"w": np.arange(12.0).reshape(2, 2, 3).mean(0), "b": np.array([3.0]), "count": np.array([3]),
+                "scalar": np.array(5.0)}  # fmt: skip
+    for name, value in expected.items():
+        assert out[name].shape == value.shape and out[name].dtype == jnp.float32, name
+        np.testing.assert_array_equal(out[name], value)
+
+
 def test_shard_helpers_outside_batch_shards_are_the_plain_operations():
     key = jax.random.key(0)
     assert shards.parts() == 1

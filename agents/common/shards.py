@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 AXIS = "batch_shards"  # the mesh axis the batch is split along
@@ -70,5 +72,23 @@ def gather(x: Array) -> Array:
 
 
 def mean(tree: PyTree) -> PyTree:
-    """The mean of `tree` over the parts (equal parts: the whole batch's mean of per-part means)."""
-    return tree if parts() == 1 else jax.lax.pmean(tree, AXIS)
+    """The mean of `tree` over the parts (equal parts: the whole batch's mean of per-part means).
+
+    The leaves travel as one vector per dtype, not as XLA's all-reduce of a tuple of leaves: on a CPU that made
+    `debug` updates 1.05x as fast (docs/cpu_runs.md). The same numbers as a `pmean` per leaf.
+    """
+    if parts() == 1:
+        return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    by_dtype: dict = {}
+    for index, leaf in enumerate(leaves):
+        by_dtype.setdefault(jnp.result_type(leaf), []).append(index)
+    out = list(leaves)
+    for indices in by_dtype.values():
+        means = jax.lax.pmean(jnp.concatenate([jnp.ravel(leaves[i]) for i in indices]), AXIS)
+        start = 0
+        for i in indices:
+            size = math.prod(jnp.shape(leaves[i]))
+            out[i] = means[start:start + size].reshape(jnp.shape(leaves[i]))
+            start += size
+    return jax.tree.unflatten(treedef, out)
