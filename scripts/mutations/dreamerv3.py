@@ -165,8 +165,8 @@ MUTATIONS = [
         name='shards-psum',
         bug='batch shards: the parts\' gradients and metrics summed, not averaged',
         path='agents/common/shards.py',
-        old='jax.lax.pmean(tree, AXIS)',
-        new='jax.lax.psum(tree, AXIS)',
+        old='means = jax.lax.pmean(jnp.concatenate(',
+        new='means = jax.lax.psum(jnp.concatenate(',
         tests=[SHARDS],
     ),
     dict(
