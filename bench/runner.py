@@ -204,14 +204,16 @@ def _check_folder(folder: Path, config, restart: bool) -> dict | None:
     else:
         try:
             header = checkpointer.load_header()  # verifies every checksum first
-            results.read_manifest(folder)  # `_restore` continues the manifest's segments
-            return header
         except CheckpointError as error:
             problem = str(error)
-        except FileNotFoundError:
-            problem = "a checkpoint but no manifest.json"
-        except ValueError as error:
-            problem = str(error)
+        else:
+            try:
+                results.read_manifest(folder)  # `_restore` continues the manifest's segments
+                return header
+            except FileNotFoundError:
+                problem = "a checkpoint but no manifest.json"
+            except ValueError as error:
+                problem = str(error)
     has_results = any((folder / name).exists() and (folder / name).stat().st_size > 0
                       for name in ("scores.jsonl", "metrics.jsonl"))  # fmt: skip
     if has_results and not restart:

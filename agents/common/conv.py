@@ -25,6 +25,7 @@ Speed-ups that leave the math unchanged (each tested against the plain form):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 
@@ -473,7 +474,7 @@ def pool_stage(channels: int) -> bool:
     return cpu_forms() and channels <= POOLED_STAGE_MAX_CHANNELS
 
 
-_PLAIN_STAGES = False
+_PLAIN_STAGES: contextvars.ContextVar = contextvars.ContextVar("plain_encoder_stages", default=False)
 
 
 @contextlib.contextmanager
@@ -481,12 +482,11 @@ def plain_encoder_stages():
     """While open, `ConvEncoder` traces every stage as its plain convolution then 2x2 max-pooling, the same
     function with the model's own multiply-adds (`Conv2d.pooled` does 1.44x them): for counting the model's
     FLOPs (`bench perf agent`), not for running it."""
-    global _PLAIN_STAGES
-    previous, _PLAIN_STAGES = _PLAIN_STAGES, True
+    token = _PLAIN_STAGES.set(True)
     try:
         yield
     finally:
-        _PLAIN_STAGES = previous
+        _PLAIN_STAGES.reset(token)
 
 
 class ConvEncoder(eqx.Module):
@@ -520,7 +520,7 @@ class ConvEncoder(eqx.Module):
             # The first stage (3 input channels) always runs at half resolution with the pooling fused in;
             # on CPU the later stages do where that measured faster (`pool_stage`). Elsewhere they stay
             # plain: not measured on GPUs, where the 1.44x multiply-adds may cost more than they save.
-            fused = (index == 0 or pool_stage(conv.weight.shape[-1])) and not _PLAIN_STAGES
+            fused = (index == 0 or pool_stage(conv.weight.shape[-1])) and not _PLAIN_STAGES.get()
             x = normed_activation(norm, self.act, conv.pooled(x) if fused else max_pool_2x2(conv(x)))
         return x.reshape(*x.shape[:-3], -1)
 
