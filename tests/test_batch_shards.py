@@ -2,9 +2,10 @@
 per CPU device, computes the one-device update.
 
 The test session has two CPU devices (tests/conftest.py). Observed on this CPU, two updates from nudged
-weights as one device and as two shards (DreamerV3, VSG, SVSG; `python scripts/batch_shards_agreement.py`):
-the replay latents equal, so every part drew the one-device update's random numbers for its rows, and metrics
-within a relative 1.2e-6 (each part sums over its own rows, then the parts are averaged). Under the tests'
+weights as one device and as two shards (DreamerV3, VSG, SVSG, THICK, Plan2Explore; `python
+scripts/batch_shards_agreement.py`): the replay latents equal, so every part drew the one-device update's
+random numbers for its rows, and metrics within a relative 1.2e-6 (Plan2Explore 5.2e-6; each part sums over
+its own rows, then the parts are averaged). Under the tests'
 XLA optimisation level 0 the SVSG latents differed by up to 6.1e-5 (their float16 storage's rounding). The
 test allows a relative 1e-4 for metrics, and for weights 10 learning rates (LaProp steps a weight whose
 gradient is at rounding level by up to a few learning rates either way).
@@ -35,13 +36,18 @@ from tests.test_resume import kill_at_random_point
 
 def perturbed_state(agent):
     """A fresh state with every weight nudged: the heads, zero at init, then predict varied rewards, values and
-    returns, so that the return percentiles of the two halves of the batch differ from the whole batch's."""
+    returns, so that the return percentiles of the two halves of the batch differ from the whole batch's.
+    The weights are the DreamerV3 family's `nets`; Plan2Explore's are its base agent's and its own `expl`."""
     state = agent.init(key=jax.random.key(1))
-    params, static = eqx.partition(state.nets, eqx.is_inexact_array)
+    if hasattr(state, "base"):
+        where = lambda s: (s.base.nets, s.expl)
+    else:
+        where = lambda s: s.nets
+    params, static = eqx.partition(where(state), eqx.is_inexact_array)
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(2), len(leaves))
     leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-    return eqx.tree_at(lambda s: s.nets, state, eqx.combine(jax.tree.unflatten(tree, leaves), static))
+    return eqx.tree_at(where, state, eqx.combine(jax.tree.unflatten(tree, leaves), static))
 
 
 def two_updates(agent, batch, parts: int):
@@ -59,6 +65,8 @@ CASES = {  # every agent whose spec allows batch shards, and DreamerV3's Gaussia
     "dreamerv3-gaussian": ("dreamerv3", {"rssm.latent": "gaussian"}),
     "vsg": ("vsg", {}),
     "svsg": ("svsg", {}),
+    "thick": ("thick", {}),
+    "p2e": ("p2e", {}),
 }
 
 
@@ -172,18 +180,26 @@ def test_each_shard_draws_its_rows_of_the_whole_draw():
     spec = jax.sharding.PartitionSpec(shards.AXIS)
     drawn = jax.shard_map(part, mesh=mesh, in_specs=spec, out_specs=spec)(jnp.zeros((6, 2)))
     np.testing.assert_array_equal(drawn, jax.random.normal(key, (6, 2)))
-    with shards.batch_shards(2), pytest.raises(ValueError, match="first axis over the batch"):
+
+    def time_major_part(rows):  # (time, batch): the batch is axis 1
+        with shards.batch_shards(2):
+            return shards.draw(jax.random.normal, key, (5, rows.shape[0]), axis=1)
+
+    out = jax.sharding.PartitionSpec(None, shards.AXIS)
+    drawn = jax.shard_map(time_major_part, mesh=mesh, in_specs=spec, out_specs=out)(jnp.zeros((6,)))
+    np.testing.assert_array_equal(drawn, jax.random.normal(key, (5, 6)))
+    with shards.batch_shards(2), pytest.raises(ValueError, match="needs an axis 0 over the batch"):
         shards.draw(jax.random.normal, key, ())
 
 
 def test_bad_batch_shards_settings_get_one_clear_line():
-    thick = registry.get_agent("thick")
-    with pytest.raises(batch_shards.BatchShardsError, match="agent 'thick' does not support batch shards"):
-        batch_shards.check(thick, 2, {"train": 16})
+    unsharded = registry.get_agent("tssm")
+    with pytest.raises(batch_shards.BatchShardsError, match="agent 'tssm' does not support batch shards"):
+        batch_shards.check(unsharded, 2, {"train": 16})
     uneven = r"must divide every stream's batch size; got \{'train': 5\}"
     with pytest.raises(batch_shards.BatchShardsError, match=uneven):
         batch_shards.check(SPEC, 2, {"train": 5})
-    batch_shards.check(thick, 1, {"train": 5})  # one part: nothing to check
+    batch_shards.check(unsharded, 1, {"train": 5})  # one part: nothing to check
     with pytest.raises(batch_shards.BatchShardsError, match="needs 64 CPU devices; JAX started with"):
         batch_shards.ensure_devices(64)
 
@@ -254,3 +270,75 @@ def test_batch_shards_at_one_keeps_the_hashes_and_folders_of_earlier_runs(tmp_pa
     assert runner._check_folder(folder, plain, restart=False) is None  # the same config: no checkpoint yet
     with pytest.raises(RunError, match=r"differs at run\.batch_shards"):
         runner._check_folder(folder, sharded, restart=False)
+
+
+def split_over_parts(fn, *args):
+    """`fn(*args)` as two batch shards: every argument and output split along its first axis."""
+    spec = jax.sharding.PartitionSpec(shards.AXIS)
+
+    def part(*rows):
+        with shards.batch_shards(2):
+            return fn(*rows)
+
+    return jax.shard_map(part, mesh=batch_shards.mesh(2), in_specs=spec, out_specs=spec, check_vma=False)(*args)
+
+
+def test_thick_imagination_and_coarse_steps_draw_the_one_device_gate_noise():
+    """THICK's C-RSSM draws gate noise for its imagination and coarse steps (the filtering's time-major draw is
+    covered by the whole update above): as two shards each part gets its rows of the one-device draws."""
+    agent, _ = case_agent("thick")
+    dynamics = perturbed_state(agent).nets.dynamics
+    crssm, rng = dynamics.crssm, np.random.default_rng(0)
+    rows = 4
+    latent = {"deter": rng.normal(size=(rows, crssm.deter)).astype(np.float32),
+              "stoch": jax.nn.one_hot(rng.integers(0, crssm.classes, (rows, crssm.stoch)), crssm.classes),
+              "context": rng.uniform(-1, 1, (rows, crssm.context)).astype(np.float32)}  # fmt: skip
+    action = rng.normal(size=(rows, dynamics.layout.size)).astype(np.float32)
+    key = jax.random.key(7)
+
+    imagine = lambda latent, action: crssm.imagine_step(latent, action, key=key)
+    coarse = lambda stoch, context, action: crssm.coarse_step(stoch, context, action, key=key)
+    for fn, args in ((imagine, (latent, action)), (coarse, (latent["stoch"], latent["context"], action))):
+        whole, parts = jax.device_get((fn(*args), split_over_parts(fn, *args)))
+        for a, b in zip(jax.tree.leaves(parts), jax.tree.leaves(whole)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the noise matters: another key gives other contexts
+    other = crssm.coarse_step(latent["stoch"], latent["context"], action, key=jax.random.key(8))[1]
+    assert np.abs(np.asarray(other) - np.asarray(coarse(latent["stoch"], latent["context"], action)[1])).max() > 1e-3
+
+
+def test_thick_high_level_metrics_are_means_over_the_whole_batch_targets():
+    """The high-level metrics average over the batch's segment targets, whose number differs between the parts
+    (here 1 of 6 steps in each of the first part's rows, 5 of 6 in the second's): as two shards they are the
+    whole batch's averages, not the mean of each part's."""
+    from agents.common import distributions as dists
+    from agents.thick.highlevel import highlevel_losses
+    from agents.thick.segments import SegmentTargets
+
+    agent, _ = case_agent("thick")
+    dynamics = perturbed_state(agent).nets.dynamics
+    crssm, rng = dynamics.crssm, np.random.default_rng(0)
+    rows, steps = 4, 6
+    normal = lambda *shape: rng.normal(size=(rows, steps, *shape)).astype(np.float32)
+    mask = np.zeros((rows, steps), np.float32)
+    mask[:2, 0] = 1.0
+    mask[2:, 1:] = 1.0
+    targets = SegmentTargets(
+        state=jax.nn.log_softmax(normal(crssm.stoch, crssm.classes)), action=normal(dynamics.layout.size),
+        context=normal(crssm.context), time=rng.uniform(0, 5, (rows, steps)).astype(np.float32),
+        reward=normal(), mask=mask,
+    )  # fmt: skip
+    inputs = normal(crssm.coarse_size)
+    bins = dists.symexp_bins(dynamics.hl_bins)
+
+    def metrics(inputs, targets):
+        _, values = highlevel_losses(dynamics.highlevel, inputs, targets, dynamics.layout, bins,
+                                     key=jax.random.key(9), kl_balance=dynamics.kl_balance)  # fmt: skip
+        return jax.tree.map(lambda x: jnp.broadcast_to(shards.mean(x), (1,)), values)  # one row per part
+
+    whole = metrics(inputs, targets)
+    parts = split_over_parts(metrics, inputs, targets)
+    for name in ("hl/target_time", "hl/pred_time", "hl/state_kl", "hl/action_kl", "hl/target_fraction"):
+        np.testing.assert_allclose(parts[name], np.repeat(whole[name], 2), rtol=1e-5, err_msg=name)
+    own_means = [(targets.time[half] * mask[half]).sum() / mask[half].sum() for half in (slice(0, 2), slice(2, 4))]
+    assert abs(np.mean(own_means) - whole["hl/target_time"][0]) > 0.1  # the mean of the parts' own would differ

@@ -10,7 +10,8 @@ so that each part computes its rows of what the whole update computes, with thes
   samples what the one-device update samples for those rows. The draws cost the whole batch's, a small part
   of an update.
 * `gather(x)`: the whole batch's rows of `x`, for statistics over the batch that are not means (DreamerV3's
-  return percentiles).
+  return percentiles); `masked_mean(x, mask)` for means over a batch-dependent number of items (THICK's
+  high-level targets).
 * `mean(tree)`: the mean over the parts. The loss is a mean over equal parts of the batch, so its gradient
   is the mean of the parts' gradients; metrics that are batch means become the whole batch's means; a term
   that clips a batch mean (VSG's gate free bits) clips the whole batch's. Differentiated inside a part, the
@@ -53,17 +54,25 @@ def parts() -> int:
     return _PARTS.get()
 
 
-def draw(sample: Callable[..., Array], key: PRNGKeyArray, shape: tuple[int, ...], *args) -> Array:
-    """`sample(key, shape, *args)` (e.g. `jax.random.normal`), whose first axis runs over the batch: this
-    part's rows of the draw at the whole batch's shape."""
+def draw(sample: Callable[..., Array], key: PRNGKeyArray, shape: tuple[int, ...], *args, axis: int = 0) -> Array:
+    """`sample(key, shape, *args)` (e.g. `jax.random.normal`), whose axis `axis` (the first by default; 1 for
+    time-major draws) runs over the batch: this part's rows of the draw at the whole batch's shape."""
     count = parts()
     if count == 1:
         return sample(key, shape, *args)
-    if not shape:
-        raise ValueError("a draw under batch shards needs a first axis over the batch; got shape ()")
-    rows = shape[0]
-    whole = sample(key, (rows * count, *shape[1:]), *args)
-    return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, 0)
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"a draw under batch shards needs an axis {axis} over the batch; got shape {shape}")
+    axis %= len(shape)
+    rows = shape[axis]
+    whole = sample(key, (*shape[:axis], rows * count, *shape[axis + 1:]), *args)
+    return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, axis)
+
+
+def masked_mean(x: Array, mask: Array) -> Array:
+    """sum(x * mask) / max(sum(mask), 1) over the whole batch (every part gets the same value): a mean over a
+    batch-dependent count of items, which the mean of the parts' own masked means is not."""
+    total, count = mean(((x * mask).sum(), mask.sum().astype(jnp.float32)))
+    return total / jnp.maximum(count, 1.0 / parts())
 
 
 def gather(x: Array) -> Array:

@@ -13,6 +13,7 @@ SPEC = AgentSpec(
     name="p2e",
     config_cls=P2EConfig,
     make=make_p2e,
+    batch_shards=True,
     presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.dreamerv3:presets.yaml",
              "agents.p2e:presets.yaml"),  # fmt: skip
     description="Plan2Explore on DreamerV3: an ensemble of one-step latent models, their disagreement as the "

@@ -27,6 +27,9 @@ normaliser, the replayed transitions for the ensemble, and the choice of the act
 composes the DreamerV3 agent (world model + task actor-critic) with exploration networks and state of its own.
 Differences from upstream, on purpose: transitions into a new episode (is_first at t+1) are left out of the
 ensemble's regression, and the disagreement is the variance (the paper's D), not DreamerV2's log of the std.
+
+Batch shards (`run.batch_shards`): the exploration step's gradient, loss and metrics are the parts' means, as
+DreamerV3's; its draws and return percentiles go through the same helpers (tests/test_batch_shards.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from agents.common import distributions as dists
+from agents.common import shards
 from agents.common.behaviour import Actor, imagination_loss, imagine, make_critic
 from agents.common.nets import MLPHead, batched
 from agents.common.optim import laprop_agc
@@ -174,6 +178,8 @@ class Plan2Explore(AbstractAgent):
             return sum(scales[k] * means[k] for k in EXPLORATION_TERMS), (retnorm, expl_metrics, means)
 
         (total, (retnorm, expl_metrics, means)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        # Under batch shards the whole batch's gradient, loss and metrics are the parts' means (as DreamerV3's).
+        grads, total, expl_metrics, means = shards.mean((grads, total, expl_metrics, means))
         updates, opt_state = self._optimizer().update(grads, state.expl_opt_state, params)
         expl = eqx.combine(optax.apply_updates(params, updates), static)
         slow = ema_update(state.expl_slow_critic, expl.critic, self.config.critic.slow_rate)

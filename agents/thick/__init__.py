@@ -14,6 +14,7 @@ SPEC = AgentSpec(
     name="thick",
     config_cls=ThickConfig,
     make=make_thick,
+    batch_shards=True,
     presets=("agents.common:presets.yaml", "agents.dreamerv3:sizes.yaml", "agents.thick:presets.yaml"),
     description="THICK Dreamer: DreamerV3 with a context RSSM (GateL0RD contexts that change sparsely), a "
     "high-level model over context changes, and long-horizon values mixed into the critic targets. Presets "

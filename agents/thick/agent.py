@@ -25,6 +25,11 @@ The algorithm, top to bottom:
 The discount inside a segment is the fixed gamma = 1 - 1/discount_horizon: segments end at terminals, so the
 steps on the way cannot terminate (TF2 raised the predicted continue at tau to the power delta + 1, which
 double-counts the last step under DreamerV3's return convention).
+
+Batch shards (`run.batch_shards`, as DreamerV3's): the C-RSSM's gate noise is a `shards.draw` (the filtering's
+over axis 1, time-major), the latents and high-level samples draw through `dists`, and the high-level metrics
+average over the whole batch's segment targets (`shards.masked_mean`); tests/test_batch_shards.py compares the
+update with the one-device one.
 """
 
 from __future__ import annotations

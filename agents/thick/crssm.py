@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
+from agents.common import shards
 from agents.common.latents import reset_at_first
 from agents.common.nets import MLP, BlockGRU, Linear, MLPHead, NormedLinear
 from agents.common.observations import ObservationDecoder
@@ -144,8 +145,8 @@ class ContextRSSM(eqx.Module):
 
         time_major = lambda x: jnp.swapaxes(x, 0, 1)
         noise_key, sample_key = jax.random.split(key)
-        # All gate noise of the sequence in one draw, outside the sequential loop.
-        noise = jax.random.normal(noise_key, (steps, batch, self.context), jnp.float32)
+        # All gate noise of the sequence in one draw, outside the sequential loop (batch shards: axis 1).
+        noise = shards.draw(jax.random.normal, noise_key, (steps, batch, self.context), jnp.float32, axis=1)
         inputs = (
             time_major(tokens), time_major(prev_actions), time_major(is_first), noise,
             jax.random.split(sample_key, steps),
@@ -164,7 +165,7 @@ class ContextRSSM(eqx.Module):
     def imagine_step(self, latent: Latent, action: Float[Array, "B A"], *, key: PRNGKeyArray) -> Latent:
         batch = action.shape[0]
         noise_key, sample_key = jax.random.split(key)
-        noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)
+        noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)
         deter, context, _, _ = jax.vmap(self._transition_one)(
             latent["deter"], latent["stoch"], latent["context"], action, noise
         )
@@ -177,7 +178,7 @@ class ContextRSSM(eqx.Module):
         """One coarse prior step WITHOUT the deterministic state: (z, c, a) -> (z' sample, c', logits)."""
         batch = action.shape[0]
         noise_key, sample_key = jax.random.split(key)
-        noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)
+        noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)
 
         def one(z, c, a, n):
             x = self._cell_input(z, a)

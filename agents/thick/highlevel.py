@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
+from agents.common import shards
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import Actor, policy_log_prob, policy_mode, policy_sample
 from agents.common.nets import MLP, Linear, MLPHead, batched
@@ -128,13 +129,13 @@ def highlevel_losses(
     kl = kl_balance * kl_to_prior + (1.0 - kl_balance) * kl_to_post
     losses = {"hl_state": state, "hl_action": action, "hl_time": time, "hl_reward": reward, "hl_kl": kl}
     losses = {k: v * mask for k, v in losses.items()}
-    count = jnp.maximum(mask.sum(), 1.0)
+    # Means over the batch's segment targets, however many each part of a batch-shards update has.
     metrics = {
         "hl/target_fraction": mask.mean(),
-        "hl/target_time": (targets.time * mask).sum() / count,
-        "hl/pred_time": (dists.twohot_mean(prediction.time_logits, bins) * mask).sum() / count,
-        "hl/state_kl": (state * mask).sum() / count,
-        "hl/action_kl": (dists.categorical_kl(post, prior) * mask).sum() / count,
+        "hl/target_time": shards.masked_mean(targets.time, mask),
+        "hl/pred_time": shards.masked_mean(dists.twohot_mean(prediction.time_logits, bins), mask),
+        "hl/state_kl": shards.masked_mean(state, mask),
+        "hl/action_kl": shards.masked_mean(dists.categorical_kl(post, prior), mask),
         "hl/prior_ent": dists.categorical_entropy(prior).mean(),
     }
     return losses, metrics

@@ -82,4 +82,12 @@ MUTATIONS = [
         new='transitions = jnp.concatenate([features[:, 1:], actions], -1)',
         tests=[REWARD],
     ),
+    dict(
+        name='shards-expl-grads-per-part',
+        bug='batch shards: each part steps the exploration networks with its own gradient, not the parts\' mean',
+        path='agents/p2e/agent.py',
+        old='        grads, total, expl_metrics, means = shards.mean((grads, total, expl_metrics, means))\n',
+        new='',
+        tests=["tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update[p2e]"],
+    ),
 ]

@@ -11,6 +11,10 @@ STRAIGHT_THROUGH = FAITHFUL + "test_binary_gate_gradient_goes_through_the_retanh
 GATE_NOISE = FAITHFUL + "test_gate_noise_is_on_when_filtering_in_imagination_and_in_the_coarse_step"
 HL_KL = FAITHFUL + "test_highlevel_action_kl_is_posterior_to_prior_balanced_towards_the_prior"
 HL_POSTERIOR = FAITHFUL + "test_highlevel_posterior_reads_the_context_after_and_the_state_before_the_change"
+SHARDS = "tests/test_batch_shards.py::"
+SHARDED_UPDATE = SHARDS + "test_two_shards_compute_the_one_device_update[thick]"
+SHARDED_STEPS = SHARDS + "test_thick_imagination_and_coarse_steps_draw_the_one_device_gate_noise"
+SHARDED_HL = SHARDS + "test_thick_high_level_metrics_are_means_over_the_whole_batch_targets"
 
 MUTATIONS = [
     dict(
@@ -68,7 +72,7 @@ MUTATIONS = [
         name='e',
         bug='gate noise off in imagination',
         path='agents/thick/crssm.py',
-        old='noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)',
+        old='noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)',
         new='noise = jnp.zeros((batch, self.context), jnp.float32)',
         anchor='def imagine_step',
         tests=[GATE_NOISE],
@@ -77,7 +81,7 @@ MUTATIONS = [
         name='e-coarse',
         bug='gate noise off in the coarse step of high-level rollouts',
         path='agents/thick/crssm.py',
-        old='noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)',
+        old='noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)',
         new='noise = jnp.zeros((batch, self.context), jnp.float32)',
         anchor='def coarse_step',
         tests=[GATE_NOISE],
@@ -113,5 +117,39 @@ MUTATIONS = [
         old='next_context = shift_left(contexts, 0.0)',
         new='next_context = contexts',
         tests=[HL_POSTERIOR],
+    ),
+    dict(
+        name='shards-gate-noise-time-axis',
+        bug='batch shards: the filtering gate noise (time-major) split along time instead of the batch',
+        path='agents/thick/crssm.py',
+        old='(steps, batch, self.context), jnp.float32, axis=1)',
+        new='(steps, batch, self.context), jnp.float32)',
+        tests=[SHARDED_UPDATE],
+    ),
+    dict(
+        name='shards-coarse-step-own-draw',
+        bug='batch shards: every part draws the coarse step\'s gate noise at its own shape (the same numbers)',
+        path='agents/thick/crssm.py',
+        old='noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)',
+        new='noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)',
+        anchor='def coarse_step',
+        tests=[SHARDED_STEPS],
+    ),
+    dict(
+        name='shards-imagine-own-draw',
+        bug='batch shards: every part draws the imagination\'s gate noise at its own shape (the same numbers)',
+        path='agents/thick/crssm.py',
+        old='noise = shards.draw(jax.random.normal, noise_key, (batch, self.context), jnp.float32)',
+        new='noise = jax.random.normal(noise_key, (batch, self.context), jnp.float32)',
+        anchor='def imagine_step',
+        tests=[SHARDED_STEPS],
+    ),
+    dict(
+        name='shards-hl-metric-per-part',
+        bug='batch shards: a high-level metric averaged over each part\'s own targets, not the whole batch\'s',
+        path='agents/thick/highlevel.py',
+        old='"hl/state_kl": shards.masked_mean(state, mask),',
+        new='"hl/state_kl": (state * mask).sum() / jnp.maximum(mask.sum(), 1.0),',
+        tests=[SHARDED_HL],
     ),
 ]
