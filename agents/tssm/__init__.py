@@ -12,6 +12,7 @@ SPEC = AgentSpec(
     name="tssm",
     config_cls=TSSMAgentConfig,
     make=make_tssm_agent,
+    batch_shards=True,
     presets=("agents.common:presets.yaml", "agents.tssm:presets.yaml"),
     description="TSSM: DreamerV3 with a causal transformer over (latent, action, reward) tokens instead of "
     "the RSSM (relative positions, KV-cache imagination). Presets size1m..size400m, debug, quick, per suite.",
