@@ -10,7 +10,7 @@ so that each part computes its rows of what the whole update computes, with thes
   samples what the one-device update samples for those rows. The draws cost the whole batch's, a small part
   of an update.
 * `gather(x)`: the whole batch's rows of `x`, for statistics over the batch that are not means (DreamerV3's
-  return percentiles); `masked_mean(x, mask)` for means over a batch-dependent number of items (THICK's
+  return percentiles); `masked_means(values, mask)` for means over a batch-dependent number of items (THICK's
   high-level targets).
 * `mean(tree)`: the mean over the parts. The loss is a mean over equal parts of the batch, so its gradient
   is the mean of the parts' gradients; metrics that are batch means become the whole batch's means; a term
@@ -68,11 +68,12 @@ def draw(sample: Callable[..., Array], key: PRNGKeyArray, shape: tuple[int, ...]
     return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, axis)
 
 
-def masked_mean(x: Array, mask: Array) -> Array:
-    """sum(x * mask) / max(sum(mask), 1) over the whole batch (every part gets the same value): a mean over a
-    batch-dependent count of items, which the mean of the parts' own masked means is not."""
-    total, count = mean(((x * mask).sum(), mask.sum().astype(jnp.float32)))
-    return total / jnp.maximum(count, 1.0 / parts())
+def masked_means(values: dict[str, Array], mask: Array) -> dict[str, Array]:
+    """sum(x * mask) / max(sum(mask), 1) over the whole batch for each x of `values` (every part gets the same
+    numbers; one mean over the parts for all of them): means over a batch-dependent count of items, which the
+    mean of the parts' own masked means is not."""
+    totals, count = mean(({name: (x * mask).sum() for name, x in values.items()}, mask.sum().astype(jnp.float32)))
+    return {name: total / jnp.maximum(count, 1.0 / parts()) for name, total in totals.items()}
 
 
 def gather(x: Array) -> Array:

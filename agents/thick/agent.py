@@ -28,7 +28,7 @@ double-counts the last step under DreamerV3's return convention).
 
 Batch shards (`run.batch_shards`, as DreamerV3's): the C-RSSM's gate noise is a `shards.draw` (the filtering's
 over axis 1, time-major), the latents and high-level samples draw through `dists`, and the high-level metrics
-average over the whole batch's segment targets (`shards.masked_mean`); tests/test_batch_shards.py compares the
+average over the whole batch's segment targets (`shards.masked_means`); tests/test_batch_shards.py compares the
 update with the one-device one.
 """
 

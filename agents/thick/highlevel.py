@@ -130,12 +130,15 @@ def highlevel_losses(
     losses = {"hl_state": state, "hl_action": action, "hl_time": time, "hl_reward": reward, "hl_kl": kl}
     losses = {k: v * mask for k, v in losses.items()}
     # Means over the batch's segment targets, however many each part of a batch-shards update has.
+    over_targets = {
+        "hl/target_time": targets.time,
+        "hl/pred_time": dists.twohot_mean(prediction.time_logits, bins),
+        "hl/state_kl": state,
+        "hl/action_kl": dists.categorical_kl(post, prior),
+    }
     metrics = {
         "hl/target_fraction": mask.mean(),
-        "hl/target_time": shards.masked_mean(targets.time, mask),
-        "hl/pred_time": shards.masked_mean(dists.twohot_mean(prediction.time_logits, bins), mask),
-        "hl/state_kl": shards.masked_mean(state, mask),
-        "hl/action_kl": shards.masked_mean(dists.categorical_kl(post, prior), mask),
+        **shards.masked_means(over_targets, mask),
         "hl/prior_ent": dists.categorical_entropy(prior).mean(),
     }
     return losses, metrics

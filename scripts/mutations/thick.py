@@ -146,10 +146,10 @@ MUTATIONS = [
     ),
     dict(
         name='shards-hl-metric-per-part',
-        bug='batch shards: a high-level metric averaged over each part\'s own targets, not the whole batch\'s',
-        path='agents/thick/highlevel.py',
-        old='"hl/state_kl": shards.masked_mean(state, mask),',
-        new='"hl/state_kl": (state * mask).sum() / jnp.maximum(mask.sum(), 1.0),',
+        bug='batch shards: the high-level metrics averaged over each part\'s own targets, not the whole batch\'s',
+        path='agents/common/shards.py',
+        old='totals, count = mean((',
+        new='totals, count = ((',
         tests=[SHARDED_HL],
     ),
 ]
