@@ -124,8 +124,8 @@ class RunConfig:
     # evaluation; `steps` and the log/save/eval/report intervals then count update rounds (bench.runner)
     offline: bool = False
     # split each update into this many equal parts of its batch, one per CPU core, with the same math (up to the
-    # order of float sums): a CPU speed option for agents whose spec allows it (`AgentSpec.batch_shards`: DreamerV3,
-    # THICK, Plan2Explore, TSSM, VSG, SVSG); bench/batch_shards.py
+    # order of float sums): a CPU speed option for agents whose spec allows it (`AgentSpec.batch_shards`: every
+    # learning agent, not the THICK PlaNet and flat CEM planners); bench/batch_shards.py
     batch_shards: int = ranged(1, ge=1)
 
 

@@ -22,7 +22,8 @@ import update_ab  # noqa: E402  (scripts/update_ab.py, beside this file)
 
 
 def compile_update(args, parts: int):
-    """(call(state, batch, counter), state, batch) of the agent's first stream's update as `parts` shards."""
+    """(call(state, batch, counter), state, batch) of `--stream`'s update (default: the agent's first stream) as
+    `parts` shards."""
     import jax
     import numpy as np
 
@@ -50,6 +51,7 @@ def main() -> None:
     perf_agent.add_arguments(parser)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--parts", type=int, default=2, help="batch shards of the second variant (default 2)")
+    parser.add_argument("--stream", default=None, help="the stream whose update is timed (default: the first)")
     args = parser.parse_args()
     batch_shards.ensure_devices(args.parts)
     print(f"devices: {jax.devices()}", flush=True)

@@ -19,12 +19,13 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", 2)  # before JAX's first operation
     import numpy as np
 
-    from tests.test_batch_shards import CASES, case_agent, make_batch, two_updates
+    from tests.test_batch_shards import CASES, case_agent, case_batch, two_updates
 
-    for case in CASES:
+    for case, (_, _, stream) in CASES.items():
         agent, _ = case_agent(case)
-        batch = make_batch(agent, np.random.default_rng(0))
-        (one, one_replay, _), (two, two_replay, _) = two_updates(agent, batch, 1), two_updates(agent, batch, 2)
+        batch = case_batch(agent, stream)
+        one, one_replay, _ = two_updates(agent, batch, 1, stream)
+        two, two_replay, _ = two_updates(agent, batch, 2, stream)
         metrics = max(abs(float(one[k]) - float(two[k])) / max(abs(float(one[k])), 1e-6) for k in one)
         replay = [float(np.abs(one_replay[k].astype(np.float32) - two_replay[k].astype(np.float32)).max())
                   for k in one_replay]  # fmt: skip

@@ -41,8 +41,8 @@ def load_variants(path: str) -> dict:
 
 
 def prepare_update(args, apply):
-    """(agent, compiled agent, stream name, synthetic batch) for the agent's first stream, built after
-    `apply()` (`agent` is the spec's object, which a caller may still change before compiling)."""
+    """(agent, compiled agent, stream name, synthetic batch) for `--stream` (the agent's first by default),
+    built after `apply()` (`agent` is the spec's object, which a caller may still change before compiling)."""
     import jax
     import numpy as np
 
@@ -58,7 +58,11 @@ def prepare_update(args, apply):
     compiled.set_state(agent.init(key=jax.random.key(args.seed)))
     obs = perf_agent._obs_batch(obs_space, 1, np.random.default_rng(args.seed))
     _, _, extras = compiled.act(compiled.initial_carry(1), obs, (np.int32(0),), KEY_ACT, "train")
-    name, stream = next(iter(dict(agent.streams()).items()))
+    streams = dict(agent.streams())
+    name = getattr(args, "stream", None) or next(iter(streams))
+    if name not in streams:
+        raise SystemExit(f"--stream {name!r}: {args.agent} trains the streams {sorted(streams)}")
+    stream = streams[name]
     batch = perf_agent._synthetic_batch(obs_space, act_space, jax.device_get(extras), stream,
                                         np.random.default_rng(args.seed))  # fmt: skip
     return agent, compiled, name, batch
@@ -117,6 +121,7 @@ def main() -> None:
     perf_agent.add_arguments(parser)
     parser.add_argument("--variants", required=True, help="a Python file defining VARIANTS = {name: apply}")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--stream", default=None, help="the stream whose update is timed (default: the first)")
     args = parser.parse_args()
     variants = load_variants(args.variants)
     from bench import batch_shards

@@ -2,13 +2,13 @@
 per CPU device, computes the one-device update.
 
 The test session has two CPU devices (tests/conftest.py). Observed on this CPU, two updates from nudged weights
-as one device and as two shards (DreamerV3, VSG, SVSG, THICK, Plan2Explore, TSSM; `python
+as one device and as two shards (every agent that allows them, each stream of Hieros and IRIS; `python
 scripts/batch_shards_agreement.py`): the replay latents equal, so every part drew the one-device update's random
-numbers for its rows, and metrics within a relative 1.2e-6 (Plan2Explore 5.2e-6, TSSM 1.1e-5; each part sums
-over its own rows, then the parts are averaged). Under the tests' XLA optimisation level 0 the SVSG latents
-differed by up to 6.1e-5 (their float16 storage's rounding). The test allows a relative 1e-4 for metrics, and
-for weights 10 learning rates (LaProp steps a weight whose gradient is at rounding level by up to a few learning
-rates either way).
+numbers for its rows, and metrics within a relative 1.2e-6 (Plan2Explore 5.2e-6, TSSM, Hieros's level 1 and
+IRIS's tokenizer 1.1e-5 to 1.3e-5; each part sums over its own rows, then the parts are averaged). Under the
+tests' XLA optimisation level 0 the SVSG latents differed by up to 6.1e-5 (their float16 storage's rounding). The
+test allows a relative 1e-4 for metrics, and for weights 10 learning rates (LaProp and Adam step a weight whose
+gradient is at rounding level by up to a few learning rates either way).
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ import numpy as np
 import pytest
 
 from agents.common import shards
+from agents.common.returns import PercentileNormalizer
 from agents.dreamerv3 import SPEC
+from agents.iris import agent as iris_lib
 from agents.vsg import gate as gate_lib
 from bench import batch_shards, registry, runner
 from bench.runner import CompiledAgent, RunError
 from tasks import toy
+from tests import test_agent_contract as contract
+from tests import test_iris_agent as iris_tests
 from tests.runs import bench, final_agent_bytes, only_run_dir
 from tests.test_dreamerv3 import IMAGE_VECTOR_OBS, MIXED_ACT, make_batch
 from tests.test_dreamerv3_learning import SMOKE_OVERRIDES, read_jsonl
@@ -41,6 +45,10 @@ def perturbed_state(agent):
     state = agent.init(key=jax.random.key(1))
     if hasattr(state, "base"):
         where = lambda s: (s.base.nets, s.expl)
+    elif hasattr(state, "levels"):  # Hieros: every level's networks
+        where = lambda s: tuple(level.nets for level in s.levels)
+    elif hasattr(state, "tokenizer"):  # IRIS: its three components
+        where = lambda s: (s.tokenizer, s.world_model, s.actor_critic)
     else:
         where = lambda s: s.nets
     params, static = eqx.partition(where(state), eqx.is_inexact_array)
@@ -50,53 +58,106 @@ def perturbed_state(agent):
     return eqx.tree_at(where, state, eqx.combine(jax.tree.unflatten(tree, leaves), static))
 
 
-def two_updates(agent, batch, parts: int):
+def two_updates(agent, batch, parts: int, stream: str = "train"):
     """(metrics of the second update, its replay updates, the state after it) through the runner's compiled
     agent with `parts` batch shards."""
     compiled = CompiledAgent(agent, jax.random.key(3), parts)
     compiled.set_state(perturbed_state(agent))
     for counter in (1, 2):
-        metrics, replay_updates = compiled.update("train", batch, np.int32(counter))
+        metrics, replay_updates = compiled.update(stream, batch, np.int32(counter))
     return jax.device_get((metrics, replay_updates, eqx.filter(compiled.state(), eqx.is_inexact_array)))
 
 
-CASES = {  # every agent whose spec allows batch shards, and DreamerV3's Gaussian latents
-    "dreamerv3": ("dreamerv3", {}),
-    "dreamerv3-gaussian": ("dreamerv3", {"rssm.latent": "gaussian"}),
-    "vsg": ("vsg", {}),
-    "svsg": ("svsg", {}),
-    "thick": ("thick", {}),
-    "p2e": ("p2e", {}),
-    "tssm": ("tssm", {}),
+CASES = {  # every agent whose spec allows batch shards (and its stream), and DreamerV3's Gaussian latents
+    "dreamerv3": ("dreamerv3", {}, "train"),
+    "dreamerv3-gaussian": ("dreamerv3", {"rssm.latent": "gaussian"}, "train"),
+    "vsg": ("vsg", {}, "train"),
+    "svsg": ("svsg", {}, "train"),
+    "thick": ("thick", {}, "train"),
+    "p2e": ("p2e", {}, "train"),
+    "tssm": ("tssm", {}, "train"),
+    # level 0 reads images and acts in the env; level 1 of three has all three rewards and the goal autoencoder
+    "hieros-level0": ("hieros", {}, "level0"),
+    "hieros-level1": ("hieros", {}, "level1"),
+    # IRIS on 16x16 frames and one discrete action (tests/test_iris_agent.py); the tokenizer with its warm-up
+    # ending at the second update (the codebook drawn from the batch) and foreground-weighted L1 (median frame)
+    "iris-tokenizer": ("iris", {"tokenizer.warmup_updates": 1, "tokenizer.foreground_weight": 10.0}, "tokenizer"),
+    "iris-world-model": ("iris", {}, "world_model"),
+    "iris-actor-critic": ("iris", {}, "actor_critic"),
 }
 
 
 def case_agent(case: str):
     """(agent, its config) of one of CASES, small enough for two updates in a test."""
-    name, changes = CASES[case]
+    name, changes, _ = CASES[case]
     spec = registry.get_agent(name)
+    if name == "iris":
+        config = iris_tests.debug_config(**changes)
+        return spec.make(config, iris_tests.OBS, iris_tests.ACT), config
     small = {"batch_size": 4, "batch_length": 6, "imagination.horizon": 3, **changes}
     config = registry.build_config(spec, toy.SUITE, ["debug"], small).agent
     return spec.make(config, IMAGE_VECTOR_OBS, MIXED_ACT), config
 
 
+def case_batch(agent, stream: str) -> dict:
+    """A random batch of `stream`: DreamerV3's test batch, or the contract test's for an agent of other streams
+    (its tables' keys from one `act`)."""
+    if stream == "train":
+        return make_batch(agent, np.random.default_rng(0))
+    if stream in iris_lib.STREAMS:
+        batch = iris_tests.make_batch(agent, stream, np.random.default_rng(0))
+        if stream == "tokenizer":  # most of the first part's frames one background: the parts' weights differ
+            images, rng = batch["image"], np.random.default_rng(1)
+            background = images[: len(images) // 2 + 1]  # the median frame; each frame's own noise (2 / 255, below
+            noise = rng.integers(-2, 3, background.shape)  # the foreground threshold) keeps the codes distinct
+            background[:] = np.clip(images[0, 0].astype(int) + noise, 0, 255).astype(images.dtype)
+        return batch
+    rng = np.random.default_rng(0)
+    state = agent.init(key=jax.random.key(0))
+    obs = contract.make_obs(agent, rng, [True] * 4)
+    _, _, extras = agent.act(state, agent.initial_carry(state, 4), obs, key=jax.random.key(1), mode="train")
+    return contract.make_batch(agent, agent.streams()[stream], jax.device_get(extras), rng)
+
+
+def return_percentiles(state) -> dict:
+    """The return normalisers' percentile EMAs of the state (by path): metrics only for the DreamerV3 family."""
+    is_normaliser = lambda x: isinstance(x, PercentileNormalizer)
+    found = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state, is_leaf=is_normaliser)[0]:
+        if is_normaliser(leaf):
+            key = jax.tree_util.keystr(path)
+            found[key + ".low"], found[key + ".high"] = np.asarray(leaf.low), np.asarray(leaf.high)
+    return found
+
+
 def test_the_cases_cover_every_agent_that_allows_batch_shards():
     allowed = {name for name in registry.agent_names() if registry.get_agent(name).batch_shards}
-    assert allowed == {agent for agent, _ in CASES.values()}
+    assert allowed == {agent for agent, _, _ in CASES.values()}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+SLOW_CASES = {"hieros-level0"}  # 55 s on the 2-core CPU; level 1 runs the same sharded code (draws, means)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow] * (c in SLOW_CASES)) for c in sorted(CASES)])
 def test_two_shards_compute_the_one_device_update(case):
     """Both action heads (categorical and normal samples) and the agents' latents and gates: every random draw
-    of the update goes through `shards.draw`. The return percentiles are taken over the whole batch
-    (`ac/retnorm_*`), the gradient and metrics are the whole batch's means (`opt/grad_norm`, every loss)."""
+    of the update goes through `shards.draw` (or a row's key from `shards.split`). The return percentiles are
+    taken over the whole batch (`ac/retnorm_*`, Hieros's normalisers in its state), the gradient and metrics are
+    the whole batch's means (`opt/grad_norm`, every loss)."""
     assert len(jax.devices("cpu")) >= 2, "tests/conftest.py gives the test session two CPU devices"
     agent, config = case_agent(case)
-    batch = make_batch(agent, np.random.default_rng(0))
-    one_metrics, one_replay, one_state = two_updates(agent, batch, 1)
-    two_metrics, two_replay, two_state = two_updates(agent, batch, 2)
+    stream = CASES[case][2]
+    batch = case_batch(agent, stream)
+    one_metrics, one_replay, one_state = two_updates(agent, batch, 1, stream)
+    two_metrics, two_replay, two_state = two_updates(agent, batch, 2, stream)
 
-    assert one_metrics["ac/retnorm_high"] - one_metrics["ac/retnorm_low"] > 1e-3  # the percentiles are tested
+    one_norms, two_norms = return_percentiles(one_state), return_percentiles(two_state)
+    if "ac/retnorm_high" in one_metrics:
+        assert one_metrics["ac/retnorm_high"] - one_metrics["ac/retnorm_low"] > 1e-3  # the percentiles are tested
+    elif one_norms:  # Hieros: the normalisers in the state (IRIS has none)
+        for name, value in one_norms.items():
+            np.testing.assert_allclose(two_norms[name], value, rtol=1e-4, atol=1e-8, err_msg=name)
+        assert max(abs(v) for v in one_norms.values()) > 1e-3
     assert sorted(two_metrics) == sorted(one_metrics)
     for name in one_metrics:
         np.testing.assert_allclose(two_metrics[name], one_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
@@ -105,7 +166,15 @@ def test_two_shards_compute_the_one_device_update(case):
         assert two_replay[name].shape == one_replay[name].shape == (4, *one_replay[name].shape[1:])
         np.testing.assert_allclose(two_replay[name].astype(np.float32), one_replay[name].astype(np.float32),
                                    rtol=1e-3, atol=1e-3, err_msg=name)  # fmt: skip
-    assert_states_agree(two_state, one_state, 10 * config.optimizer.lr)
+    assert_states_agree(two_state, one_state, 10 * largest_learning_rate(config))
+
+
+def largest_learning_rate(config) -> float:
+    """LaProp's and Adam's steps are a few learning rates at most: the DreamerV3 family's `optimizer.lr`,
+    Hieros's world-model rate (its larger), IRIS's `lr`."""
+    if not hasattr(config, "optimizer"):
+        return config.lr
+    return getattr(config.optimizer, "lr", None) or max(config.optimizer.model_lr, config.optimizer.ac_lr)
 
 
 def assert_states_agree(two_state, one_state, weight_tolerance: float):
@@ -211,8 +280,8 @@ def test_each_shard_draws_its_rows_of_the_whole_draw():
 
 
 def test_bad_batch_shards_settings_get_one_clear_line():
-    unsharded = registry.get_agent("hieros")
-    with pytest.raises(batch_shards.BatchShardsError, match="agent 'hieros' does not support batch shards"):
+    unsharded = registry.get_agent("cem_planet")
+    with pytest.raises(batch_shards.BatchShardsError, match="agent 'cem_planet' does not support batch shards"):
         batch_shards.check(unsharded, 2, {"train": 16})
     uneven = r"must divide every stream's batch size; got \{'train': 5\}"
     with pytest.raises(batch_shards.BatchShardsError, match=uneven):

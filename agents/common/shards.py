@@ -9,6 +9,10 @@ so that each part computes its rows of what the whole update computes, with thes
   are drawn at the whole batch's shape from the same key, and each part keeps its own rows; every part then
   samples what the one-device update samples for those rows. The draws cost the whole batch's, a small part
   of an update.
+* `split(key, shape)` and `per_row(fn)`: for code vmapped over the batch's rows with a key per row (Hieros's
+  S5 world model, IRIS's transformer), `split` gives each part its rows of the whole batch's keys, and
+  `per_row(fn)` traces `fn` (one row's code) with plain draws: inside the vmap a draw's first axis is not the
+  batch's.
 * `gather(x)`: the whole batch's rows of `x`, for statistics over the batch that are not means (DreamerV3's
   return percentiles); `masked_means(values, mask)` for means over a batch-dependent number of items (THICK's
   high-level targets).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Callable, Iterator
 
@@ -66,6 +71,28 @@ def draw(sample: Callable[..., Array], key: PRNGKeyArray, shape: tuple[int, ...]
     rows = shape[axis]
     whole = sample(key, (*shape[:axis], rows * count, *shape[axis + 1:]), *args)
     return jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(AXIS) * rows, rows, axis)
+
+
+def split(key: PRNGKeyArray, shape: int | tuple[int, ...]) -> PRNGKeyArray:
+    """This part's rows of `jax.random.split(key, shape)` at the whole batch's shape (the first axis of `shape`
+    runs over this part's rows): one key per row, the key the one-device update gives that row."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return draw(lambda k, whole: jax.random.split(k, whole), key, shape)
+
+
+def per_row(fn: Callable) -> Callable:
+    """`fn` traced as the code of one row of the batch, which a caller vmaps over the rows with keys from `split`:
+    its draws are plain draws (each row has its own key already), and it must hold no batch statistics."""
+
+    @functools.wraps(fn)
+    def one_row(*args, **kwargs):
+        token = _PARTS.set(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _PARTS.reset(token)
+
+    return one_row
 
 
 def masked_means(values: dict[str, Array], mask: Array) -> dict[str, Array]:

@@ -22,6 +22,7 @@ SPEC = AgentSpec(
     config_cls=HierosConfig,
     make=make_agent,
     presets=("agents.hieros:presets.yaml",),
+    batch_shards=True,
     description="Hieros (Mattes et al. 2024): up to 3 levels of S5 world models, level i acting every 4^i "
     "steps with subgoals, novelty and extrinsic critics; time-balanced replay. Presets size1m..size200m, "
     "debug, quick, and atari100k (the paper's setting). --max_hierarchy 1 is a flat S5WM agent.",

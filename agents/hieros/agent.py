@@ -25,6 +25,11 @@ training stream ("level{i}", trained every 4^i level-0 updates). The algorithm, 
   5. The goal autoencoder learns the imagined states. One Adam step per optimiser group (world model and
      goal autoencoder; actor and critics), then the slow critics follow by EMA.
 
+Batch shards (`run.batch_shards`, agents/common/shards.py): the S5WM's filtering, its imagined steps and the
+goal autoencoder draw with a key per row (`shards.split`, the rows' code under `shards.per_row`), the actor's
+samples are batch draws, the return percentiles gather the whole batch, and the gradient and metrics are the
+parts' means; tests/test_batch_shards.py compares the two forms of an update of every level.
+
 `report`: every level's world-model terms, level 0's open-loop video, the higher levels' open-loop
 predictions of their observations, and the subgoal codes decoded to images.
 """
@@ -41,7 +46,7 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from agents.common import distributions as dists
-from agents.common import optim
+from agents.common import optim, shards
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import policy_mode, policy_sample
 from agents.common.observations import split_keys
@@ -255,6 +260,9 @@ class Hieros(AbstractAgent):
             return total, (retnorms, metrics, weighted)
 
         (total, (retnorms, metrics, weighted)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        # Under batch shards each part took the loss over its rows: the whole batch's gradient, loss and metrics
+        # are the parts' means (agents/common/shards.py); the return percentiles gathered the whole batch.
+        grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))
         model_opt, behaviour_opt = self._optimizers()
         model_grads, behaviour_grads = self._groups(grads)
         model_params, behaviour_params = self._groups(params)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from agents.common import distributions as dists
+from agents.common import shards
 from agents.common.actions import ActionLayout
 from agents.common.behaviour import Actor, make_critic, policy_entropy, policy_log_prob, policy_sample
 from agents.common.latents import categorical_kl_terms
@@ -277,8 +278,8 @@ def imagine(config: HierosConfig, nets: LevelNets, start: dict[str, Array], dete
         policy_key, world_key = jax.random.split(step_key)
         policy = jax.vmap(actor)(policy_input(config, nets, world.features(stoch, deter), entropy, goal))
         action = policy_sample(policy, actor.layout, policy_key)
-        keys = jax.random.split(world_key, action.shape[0])
-        wm, out = jax.vmap(lambda c, a, k: world.imagine_step(c, a, key=k))(wm, action, keys)
+        keys = shards.split(world_key, action.shape[0])
+        wm, out = jax.vmap(shards.per_row(lambda c, a, k: world.imagine_step(c, a, key=k)))(wm, action, keys)
         entropy = latent_entropy(out["logits"])
         return (wm, out["stoch"], out["deter"], entropy), (out["stoch"], out["deter"], entropy, action)
 
@@ -296,8 +297,8 @@ def filter_sequences(nets: LevelNets, data: LevelData, *, key: PRNGKeyArray) -> 
     world = nets.world
     tokens = nets.encoder(data.sensors)
     initial = world.initial()
-    _, post, prior = jax.vmap(lambda t, a, f, k: world.observe(initial, t, a, f, key=k))(
-        tokens, data.prev_actions, data.is_first, jax.random.split(key, data.is_first.shape[0])
+    _, post, prior = jax.vmap(shards.per_row(lambda t, a, f, k: world.observe(initial, t, a, f, key=k)))(
+        tokens, data.prev_actions, data.is_first, shards.split(key, data.is_first.shape[0])
     )
     return post, prior
 
@@ -391,8 +392,8 @@ def level_losses(config: HierosConfig, level: int, levels: int, nets: LevelNets,
 
     # 6. The goal autoencoder learns the imagined states (only where a level uses it).
     if len(names) > 1:
-        keys = jax.random.split(goal_key, deters.shape[:2])
-        goal_loss = jax.vmap(jax.vmap(nets.goal.loss))(deters, keys)
+        keys = shards.split(goal_key, deters.shape[:2])
+        goal_loss = jax.vmap(jax.vmap(shards.per_row(nets.goal.loss)))(deters, keys)
         losses["goal"] = per_start(goal_loss)
     else:
         losses["goal"] = jnp.zeros((batch, steps), jnp.float32)

@@ -16,6 +16,7 @@ SPEC = AgentSpec(
     make=make_agent,
     presets=("agents.iris:presets.yaml",),
     action_kinds=("discrete",),  # IRIS embeds one discrete action as a token
+    batch_shards=True,
     description="IRIS (Micheli et al. 2023): VQ tokenizer, GPT world model imagining token by token with a "
     "KV cache, CNN+LSTM actor-critic; three training streams. Presets atari100k, debug, quick.",
 )

@@ -21,6 +21,12 @@ Choices and deviations, each documented where it happens: the perceptual loss is
 pretrained weights here); windows are sampled by the runner's sampler (IRIS weights recent episodes); the
 world model's stream is listed first so that `report` gets whole sequences; imagination runs without
 dropout (IRIS puts the world model in eval mode before training the actor-critic).
+
+Batch shards (`run.batch_shards`, agents/common/shards.py): the GPT's dropout keys are per sequence
+(`shards.split`), imagination's samples are batch draws, the masked cross-entropies and the tokenizer's
+foreground-weighted L1 are whole-batch means (its median frame, and the codebook drawn at the end of the
+warm-up, read the whole batch), and the gradient and metrics are the parts' means; tests/test_batch_shards.py
+compares the two forms of an update of each stream.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from agents.common import distributions as dists
+from agents.common import shards
 from agents.common.returns import lambda_return
 from agents.iris.config import IRISConfig
 from agents.iris.tokenizer import Tokenizer, conv
@@ -216,6 +224,9 @@ class IRIS(AbstractAgent):
         (total, metrics), grads = jax.value_and_grad(
             lambda p: loss_fn(eqx.combine(p, static), state, batch, key=key), has_aux=True
         )(params)
+        # Under batch shards each part took the loss over its rows: the whole batch's gradient, loss and metrics
+        # are the parts' means (agents/common/shards.py).
+        grads, total, metrics = shards.mean((grads, total, metrics))
         with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: float ** int32 step count
             updates, opt_state = self._optimizer(stream).update(grads, state.opt[stream], params)
         component = eqx.combine(optax.apply_updates(params, updates), static)
@@ -263,13 +274,15 @@ class IRIS(AbstractAgent):
         tokens = sg(state.tokenizer.encode(frames)).reshape(b, steps, -1)
         actions = jnp.asarray(batch["action"], jnp.int32)[:, :steps]
         labels = transition_labels(batch, steps, self.frame_tokens)
-        keys = jax.random.split(key, b)
-        logits = jax.vmap(lambda f, a, k: sequence_logits(world_model, f, a, key=k))(tokens, actions, keys)
+        keys = shards.split(key, b)  # a dropout key per sequence
+        one_sequence = shards.per_row(lambda f, a, k: sequence_logits(world_model, f, a, key=k))
+        logits = jax.vmap(one_sequence)(tokens, actions, keys)
+        # Means over the masked-in entries of the whole batch (upstream: ignore_index -100).
         terms = {
-            "obs": _masked_ce(logits["obs"], tokens, labels["frame_mask"]),
-            "reward": _masked_ce(logits["reward"], labels["reward"], labels["alive"]),
-            "end": _masked_ce(logits["end"], labels["end"], labels["alive"]),
-        }
+            **shards.masked_means({"obs": _nll(logits["obs"], tokens)}, labels["frame_mask"].astype(jnp.float32)),
+            **shards.masked_means({name: _nll(logits[name], labels[name]) for name in ("reward", "end")},
+                                  labels["alive"].astype(jnp.float32)),
+        }  # fmt: skip
         metrics = {**terms, "alive_fraction": labels["alive"].mean()}
         return sum(terms.values()), metrics
 
@@ -347,7 +360,7 @@ class IRIS(AbstractAgent):
             lstm, context, length, tokens, frame = carry
             policy_key, world_key = jax.random.split(step_key)
             logits, value, lstm = actor_critic(frame, lstm)
-            action = jax.random.categorical(policy_key, logits).astype(jnp.int32)
+            action = dists.categorical_sample(policy_key, logits).astype(jnp.int32)
             # Generating the frame after the last action is wasted work upstream skips; the scan keeps one
             # body, so it is generated and dropped.
             out, context, length = generate(state.world_model, context, length, tokens, action, key=world_key)
@@ -505,12 +518,9 @@ def iris_lambda_returns(reward: Float[Array, "B H"], end: Float[Array, "B H"], v
     return lambda_return(rewards, discounts, value, lam)
 
 
-def _masked_ce(logits: Float[Array, "*s V"], labels: Int[Array, "*s"],
-               mask: Bool[Array, "*s"]) -> Float[Array, ""]:  # fmt: skip
-    """Mean cross-entropy over the masked-in entries (upstream: ignore_index -100)."""
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
-    mask = mask.astype(nll.dtype)
-    return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+def _nll(logits: Float[Array, "*s V"], labels: Int[Array, "*s"]) -> Float[Array, "*s"]:
+    """The cross-entropy of each entry."""
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
 
 
 def _to_uint8(x: Array) -> Array:

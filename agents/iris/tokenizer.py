@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from agents.common import shards
 from agents.common.conv import conv2d, general_conv
 
 sg = jax.lax.stop_gradient
@@ -265,10 +266,12 @@ def reconstruction_l1(x: Float[Array, "N H W 3"], x_hat: Float[Array, "N H W 3"]
     error = jnp.abs(x - x_hat)
     if foreground_weight == 0:
         return jnp.mean(error)
-    background = sg(jnp.median(x, axis=0, keepdims=True))
+    # under batch shards the whole batch's median frame and weighted mean (agents/common/shards.py)
+    background = sg(jnp.median(shards.gather(x), axis=0, keepdims=True))
     foreground = (jnp.abs(x - background).max(axis=-1, keepdims=True) > 0.05).astype(error.dtype)
     weights = jnp.broadcast_to(1.0 + foreground_weight * foreground, error.shape)
-    return (weights * error).sum() / weights.sum()
+    weighted, total = shards.mean(((weights * error).sum(), weights.sum()))
+    return weighted / total
 
 
 class Tokenizer(eqx.Module):
@@ -345,5 +348,5 @@ class Tokenizer(eqx.Module):
         """`vocab` distinct encodings of (N, H, W, 3) frames, drawn at random: the codebook at the end of the
         warm-up (needs N x tokens-per-frame >= vocab)."""
         z, _ = self._encode(images)
-        flat = jax.lax.stop_gradient(z.reshape(-1, z.shape[-1]))
+        flat = shards.gather(jax.lax.stop_gradient(z.reshape(-1, z.shape[-1])))  # the whole batch's, under shards
         return flat[jax.random.choice(key, flat.shape[0], (self.vocab,), replace=False)]

@@ -13,7 +13,9 @@ blocks, causal self-attention, dropout on embeddings, attention weights and resi
 One attention code path serves training and generation: new tokens are written into the cache at
 positions `length .. length + n - 1` and attend to every cached position up to their own. A full causal
 forward pass is that path on an empty cache with all tokens at once; generation calls it with one token at
-a time. The tests check the two agree token for token.
+a time. The tests check the two agree token for token. Imagination samples through
+`distributions.categorical_sample` (as `jax.random.categorical`), whose draws over the batch are batch-shards
+draws (agents/common/shards.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from agents.common import distributions as dists
 
 
 def dropout(x: Array, rate: float, key: PRNGKeyArray | None) -> Array:
@@ -311,13 +315,13 @@ def _sample_step(gpt: WorldModelGPT, feed, restart, context, length, frame_token
     )
     reward_key, end_key, frame_key = jax.random.split(key, 3)
     hidden, context = feed(context, length, action)
-    reward = jax.random.categorical(reward_key, gpt.reward_logits(hidden)) - 1
-    end = jax.random.categorical(end_key, gpt.end_logits(hidden)) == 1
+    reward = dists.categorical_sample(reward_key, gpt.reward_logits(hidden)) - 1
+    end = dists.categorical_sample(end_key, gpt.end_logits(hidden)) == 1
     length = length + 1
 
     def next_token(carry, token_key):
         hidden, context, length = carry
-        token = jax.random.categorical(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)
+        token = dists.categorical_sample(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)
         hidden, context = feed(context, length, token)
         return (hidden, context, length + 1), token
 

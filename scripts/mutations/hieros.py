@@ -18,6 +18,7 @@ ACTION_PAIRING = (FAITHFUL
                   + "test_replayed_step_pairs_z_before_with_the_action_taken_after_the_previous_observation")
 SUBGOAL_TIME = FAITHFUL + "test_imagined_subgoal_reward_is_the_max_cosine_of_the_entered_state"
 REINFORCE = FAITHFUL + "test_policy_loss_sends_no_gradient_to_the_critics"
+SHARDED_LEVEL1 = "tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update[hieros-level1]"
 
 MUTATIONS = [
     dict(
@@ -116,5 +117,61 @@ MUTATIONS = [
         old='due = [counter % (period**level) == 0 for level in range(self.levels)]',
         new='due = [counter % ((period + 1) ** level) == 0 for level in range(self.levels)]',
         tests=[AGENT + "test_level_i_acts_every_4_to_the_i_env_steps"],
+    ),
+    dict(
+        name='shards-filter-keys',
+        bug='batch shards: each part splits the filtering keys for its own rows (the rows get other keys)',
+        path='agents/hieros/hierarchy.py',
+        old='tokens, data.prev_actions, data.is_first, shards.split(key, data.is_first.shape[0])',
+        new='tokens, data.prev_actions, data.is_first, jax.random.split(key, data.is_first.shape[0])',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-filter-row-draws',
+        bug='batch shards: the filtering\'s per-row samples drawn as batch draws (over the latent\'s axis)',
+        path='agents/hieros/hierarchy.py',
+        old='jax.vmap(shards.per_row(lambda t, a, f, k: world.observe(initial, t, a, f, key=k)))',
+        new='jax.vmap(lambda t, a, f, k: world.observe(initial, t, a, f, key=k))',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-imagine-keys',
+        bug='batch shards: each part splits the imagined steps\' keys for its own rows',
+        path='agents/hieros/hierarchy.py',
+        old='keys = shards.split(world_key, action.shape[0])',
+        new='keys = jax.random.split(world_key, action.shape[0])',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-imagine-row-draws',
+        bug='batch shards: the imagined steps\' per-row samples drawn as batch draws (over the latent\'s axis)',
+        path='agents/hieros/hierarchy.py',
+        old='jax.vmap(shards.per_row(lambda c, a, k: world.imagine_step(c, a, key=k)))(wm, action, keys)',
+        new='jax.vmap(lambda c, a, k: world.imagine_step(c, a, key=k))(wm, action, keys)',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-goal-row-draws',
+        bug='batch shards: the goal autoencoder\'s per-row samples drawn as batch draws (over the code\'s axis)',
+        path='agents/hieros/hierarchy.py',
+        old='goal_loss = jax.vmap(jax.vmap(shards.per_row(nets.goal.loss)))(deters, keys)',
+        new='goal_loss = jax.vmap(jax.vmap(nets.goal.loss))(deters, keys)',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-goal-keys',
+        bug='batch shards: each part splits the goal autoencoder\'s keys for its own rows',
+        path='agents/hieros/hierarchy.py',
+        old='keys = shards.split(goal_key, deters.shape[:2])',
+        new='keys = jax.random.split(goal_key, deters.shape[:2])',
+        tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-grads-per-part',
+        bug='batch shards: each part steps with its own gradient, not the parts\' mean',
+        path='agents/hieros/agent.py',
+        old='grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))',
+        new='total, metrics, weighted = shards.mean((total, metrics, weighted))',
+        tests=[SHARDED_LEVEL1],
     ),
 ]

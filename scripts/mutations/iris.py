@@ -15,6 +15,10 @@ TOKENIZER_LOSS = FAITHFUL + "test_agent_tokenizer_loss_is_l1_perceptual_and_vq_w
 MINGPT = FAITHFUL + "test_gpt_matches_a_numpy_mingpt_over_frame_and_action_blocks"
 ACTOR_CRITIC_LOSS = FAITHFUL + "test_actor_critic_loss_matches_iris_formulas_at_iris_constants"
 IMAGINATION = FAITHFUL + "test_imagination_runs_horizon_policy_steps_after_burn_in_from_the_start_frame"
+SHARDS = "tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update"
+SHARDED_TOKENIZER = SHARDS + "[iris-tokenizer]"
+SHARDED_WORLD_MODEL = SHARDS + "[iris-world-model]"
+SHARDED_ACTOR_CRITIC = SHARDS + "[iris-actor-critic]"
 
 MUTATIONS = [
     dict(
@@ -112,5 +116,69 @@ MUTATIONS = [
         old='_, trajectory = jax.lax.scan(step, carry, jax.random.split(key, a.horizon))',
         new='_, trajectory = jax.lax.scan(step, carry, jax.random.split(key, a.horizon - 1))',
         tests=[IMAGINATION],
+    ),
+    dict(
+        name='shards-dropout-keys',
+        bug='batch shards: each part splits the GPT\'s dropout keys for its own sequences',
+        path='agents/iris/agent.py',
+        old='keys = shards.split(key, b)  # a dropout key per sequence',
+        new='keys = jax.random.split(key, b)',
+        tests=[SHARDED_WORLD_MODEL],
+    ),
+    dict(
+        name='shards-masked-ce-per-part',
+        bug='batch shards: the masked cross-entropies averaged over each part\'s own masked-in entries',
+        path='agents/common/shards.py',
+        old='totals, count = mean((',
+        new='totals, count = ((',
+        tests=[SHARDED_WORLD_MODEL],
+    ),
+    dict(
+        name='shards-token-draw',
+        bug='batch shards: imagination\'s frame tokens drawn per part (each part the first rows\' noise)',
+        path='agents/iris/transformer.py',
+        old='token = dists.categorical_sample(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)',
+        new='token = jax.random.categorical(token_key, gpt.obs_logits(hidden)).astype(jnp.int32)',
+        tests=[SHARDED_ACTOR_CRITIC],
+    ),
+    dict(
+        name='shards-policy-draw',
+        bug='batch shards: imagination\'s actions drawn per part (each part the first rows\' noise)',
+        path='agents/iris/agent.py',
+        old='action = dists.categorical_sample(policy_key, logits).astype(jnp.int32)',
+        new='action = jax.random.categorical(policy_key, logits).astype(jnp.int32)',
+        tests=[SHARDED_ACTOR_CRITIC],
+    ),
+    dict(
+        name='shards-median-per-part',
+        bug='batch shards: the tokenizer\'s background is each part\'s own median frame',
+        path='agents/iris/tokenizer.py',
+        old='background = sg(jnp.median(shards.gather(x), axis=0, keepdims=True))',
+        new='background = sg(jnp.median(x, axis=0, keepdims=True))',
+        tests=[SHARDED_TOKENIZER],
+    ),
+    dict(
+        name='shards-weighted-l1-per-part',
+        bug='batch shards: the foreground-weighted L1 is the mean of the parts\' own weighted means',
+        path='agents/iris/tokenizer.py',
+        old='weighted, total = shards.mean(((weights * error).sum(), weights.sum()))',
+        new='weighted, total = (weights * error).sum(), weights.sum()',
+        tests=[SHARDED_TOKENIZER],
+    ),
+    dict(
+        name='shards-codebook-per-part',
+        bug='batch shards: the codebook at the end of the warm-up drawn from each part\'s own encodings',
+        path='agents/iris/tokenizer.py',
+        old='flat = shards.gather(jax.lax.stop_gradient(z.reshape(-1, z.shape[-1])))',
+        new='flat = jax.lax.stop_gradient(z.reshape(-1, z.shape[-1]))',
+        tests=[SHARDED_TOKENIZER],
+    ),
+    dict(
+        name='shards-grads-per-part',
+        bug='batch shards: each part steps with its own gradient, not the parts\' mean',
+        path='agents/iris/agent.py',
+        old='grads, total, metrics = shards.mean((grads, total, metrics))',
+        new='total, metrics = shards.mean((total, metrics))',
+        tests=[SHARDED_WORLD_MODEL],
     ),
 ]
