@@ -279,6 +279,23 @@ def test_each_shard_draws_its_rows_of_the_whole_draw():
         shards.draw(jax.random.normal, key, ())
 
 
+def test_each_shard_splits_its_rows_keys_and_draws_plainly_inside_a_row():
+    """`shards.split`: this part's rows of the whole batch's keys (Hieros's and IRIS's keys per row, also at a
+    (rows, steps) shape); `shards.per_row`: the row's own draw, as one device draws it with that key."""
+    key = jax.random.key(7)
+
+    def rows_draws(rows):
+        keys = shards.split(key, (rows.shape[0], 3))
+        one_row = shards.per_row(lambda k: shards.draw(jax.random.normal, k, (4,)))  # axis 0: not the batch's
+        return jax.random.key_data(keys), jax.vmap(jax.vmap(one_row))(keys)
+
+    keys, draws = split_over_parts(rows_draws, jnp.zeros((6,)))
+    whole = jax.random.split(key, (6, 3))
+    np.testing.assert_array_equal(keys, jax.random.key_data(whole))
+    np.testing.assert_array_equal(draws, jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (4,))))(whole))
+    assert shards.per_row(shards.parts)() == 1
+
+
 def test_bad_batch_shards_settings_get_one_clear_line():
     unsharded = registry.get_agent("cem_planet")
     with pytest.raises(batch_shards.BatchShardsError, match="agent 'cem_planet' does not support batch shards"):

@@ -19,6 +19,7 @@ ACTION_PAIRING = (FAITHFUL
 SUBGOAL_TIME = FAITHFUL + "test_imagined_subgoal_reward_is_the_max_cosine_of_the_entered_state"
 REINFORCE = FAITHFUL + "test_policy_loss_sends_no_gradient_to_the_critics"
 SHARDED_LEVEL1 = "tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update[hieros-level1]"
+SHARDED_ROWS = "tests/test_batch_shards.py::test_each_shard_splits_its_rows_keys_and_draws_plainly_inside_a_row"
 
 MUTATIONS = [
     dict(
@@ -173,5 +174,21 @@ MUTATIONS = [
         old='grads, total, metrics, weighted = shards.mean((grads, total, metrics, weighted))',
         new='total, metrics, weighted = shards.mean((total, metrics, weighted))',
         tests=[SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-split-per-part',
+        bug='batch shards: `shards.split` splits the key for this part\'s rows alone',
+        path='agents/common/shards.py',
+        old='return draw(lambda k, whole: jax.random.split(k, whole), key, shape)',
+        new='return jax.random.split(key, shape)',
+        tests=[SHARDED_ROWS, SHARDED_LEVEL1],
+    ),
+    dict(
+        name='shards-per-row-batch-draws',
+        bug='batch shards: `shards.per_row` leaves the row\'s draws as batch draws',
+        path='agents/common/shards.py',
+        old='token = _PARTS.set(1)',
+        new='token = _PARTS.set(_PARTS.get())',
+        tests=[SHARDED_ROWS, SHARDED_LEVEL1],
     ),
 ]
