@@ -41,7 +41,8 @@ from tests.test_resume import kill_at_random_point
 def perturbed_state(agent):
     """A fresh state with every weight nudged: the heads, zero at init, then predict varied rewards, values and
     returns, so that the return percentiles of the two halves of the batch differ from the whole batch's.
-    The weights are the DreamerV3 family's `nets`; Plan2Explore's are its base agent's and its own `expl`."""
+    The weights are the DreamerV3 family's `nets`; Plan2Explore's are its base agent's and its own `expl`.
+    Built op by op in 8-11 s (jitted, 20-30 s: compiling `init` costs more), so once per test."""
     state = agent.init(key=jax.random.key(1))
     if hasattr(state, "base"):
         where = lambda s: (s.base.nets, s.expl)
@@ -58,11 +59,11 @@ def perturbed_state(agent):
     return eqx.tree_at(where, state, eqx.combine(jax.tree.unflatten(tree, leaves), static))
 
 
-def two_updates(agent, batch, parts: int, stream: str = "train"):
+def two_updates(agent, batch, parts: int, stream: str = "train", start=None):
     """(metrics of the second update, its replay updates, the state after it) through the runner's compiled
-    agent with `parts` batch shards."""
+    agent with `parts` batch shards, from a copy of `start` (default: `perturbed_state(agent)`)."""
     compiled = CompiledAgent(agent, jax.random.key(3), parts)
-    compiled.set_state(perturbed_state(agent))
+    compiled.set_state(contract.copy(perturbed_state(agent) if start is None else start))
     for counter in (1, 2):
         metrics, replay_updates = compiled.update(stream, batch, np.int32(counter))
     return jax.device_get((metrics, replay_updates, eqx.filter(compiled.state(), eqx.is_inexact_array)))
@@ -113,10 +114,13 @@ def case_batch(agent, stream: str) -> dict:
             background[:] = np.clip(images[0, 0].astype(int) + noise, 0, 255).astype(images.dtype)
         return batch
     rng = np.random.default_rng(0)
-    state = agent.init(key=jax.random.key(0))
     obs = contract.make_obs(agent, rng, [True] * 4)
-    _, _, extras = agent.act(state, agent.initial_carry(state, 4), obs, key=jax.random.key(1), mode="train")
-    return contract.make_batch(agent, agent.streams()[stream], jax.device_get(extras), rng)
+
+    def act_extras():  # only their shapes and dtypes are needed: traced, not run
+        state = agent.init(key=jax.random.key(0))
+        return agent.act(state, agent.initial_carry(state, 4), obs, key=jax.random.key(1), mode="train")[2]
+
+    return contract.make_batch(agent, agent.streams()[stream], eqx.filter_eval_shape(act_extras), rng)
 
 
 def return_percentiles(state) -> dict:
@@ -136,10 +140,22 @@ def test_the_cases_cover_every_agent_that_allows_batch_shards():
 
 
 SLOW_CASES = {"hieros-level0"}  # 55 s on the 2-core CPU; level 1 runs the same sharded code (draws, means)
+STREAM_AGENTS = {"hieros", "iris"}  # compared in tests/test_batch_shards_streams.py, so that `pytest -n 2 --dist
+# loadfile` runs the two halves of these comparisons (4-5 minutes each on 2 cores) side by side
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow] * (c in SLOW_CASES)) for c in sorted(CASES)])
+def cases(several_streams: bool) -> list:
+    """The CASES of the agents with several streams (Hieros, IRIS), or of the others; slow ones marked."""
+    chosen = [c for c in sorted(CASES) if (CASES[c][0] in STREAM_AGENTS) == several_streams]
+    return [pytest.param(c, marks=[pytest.mark.slow] * (c in SLOW_CASES)) for c in chosen]
+
+
+@pytest.mark.parametrize("case", cases(several_streams=False))
 def test_two_shards_compute_the_one_device_update(case):
+    check_two_shards(case)
+
+
+def check_two_shards(case: str) -> None:
     """Both action heads (categorical and normal samples) and the agents' latents and gates: every random draw
     of the update goes through `shards.draw` (or a row's key from `shards.split`). The return percentiles are
     taken over the whole batch (`ac/retnorm_*`, Hieros's normalisers in its state), the gradient and metrics are
@@ -147,9 +163,9 @@ def test_two_shards_compute_the_one_device_update(case):
     assert len(jax.devices("cpu")) >= 2, "tests/conftest.py gives the test session two CPU devices"
     agent, config = case_agent(case)
     stream = CASES[case][2]
-    batch = case_batch(agent, stream)
-    one_metrics, one_replay, one_state = two_updates(agent, batch, 1, stream)
-    two_metrics, two_replay, two_state = two_updates(agent, batch, 2, stream)
+    batch, start = case_batch(agent, stream), perturbed_state(agent)
+    one_metrics, one_replay, one_state = two_updates(agent, batch, 1, stream, start)
+    two_metrics, two_replay, two_state = two_updates(agent, batch, 2, stream, start)
 
     one_norms, two_norms = return_percentiles(one_state), return_percentiles(two_state)
     if "ac/retnorm_high" in one_metrics:

@@ -28,7 +28,7 @@ training stream ("level{i}", trained every 4^i level-0 updates). The algorithm, 
 Batch shards (`run.batch_shards`, agents/common/shards.py): the S5WM's filtering, its imagined steps and the
 goal autoencoder draw with a key per row (`shards.split`, the rows' code under `shards.per_row`), the actor's
 samples are batch draws, the return percentiles gather the whole batch, and the gradient and metrics are the
-parts' means; tests/test_batch_shards.py compares the two forms of an update of every level.
+parts' means; tests/test_batch_shards_streams.py compares the two forms of an update of levels 0 and 1.
 
 `report`: every level's world-model terms, level 0's open-loop video, the higher levels' open-loop
 predictions of their observations, and the subgoal codes decoded to images.

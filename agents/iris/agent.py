@@ -25,8 +25,8 @@ dropout (IRIS puts the world model in eval mode before training the actor-critic
 Batch shards (`run.batch_shards`, agents/common/shards.py): the GPT's dropout keys are per sequence
 (`shards.split`), imagination's samples are batch draws, the masked cross-entropies and the tokenizer's
 foreground-weighted L1 are whole-batch means (its median frame, and the codebook drawn at the end of the
-warm-up, read the whole batch), and the gradient and metrics are the parts' means; tests/test_batch_shards.py
-compares the two forms of an update of each stream.
+warm-up, read the whole batch), and the gradient and metrics are the parts' means;
+tests/test_batch_shards_streams.py compares the two forms of an update of each stream.
 """
 
 from __future__ import annotations

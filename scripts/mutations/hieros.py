@@ -18,7 +18,7 @@ ACTION_PAIRING = (FAITHFUL
                   + "test_replayed_step_pairs_z_before_with_the_action_taken_after_the_previous_observation")
 SUBGOAL_TIME = FAITHFUL + "test_imagined_subgoal_reward_is_the_max_cosine_of_the_entered_state"
 REINFORCE = FAITHFUL + "test_policy_loss_sends_no_gradient_to_the_critics"
-SHARDED_LEVEL1 = "tests/test_batch_shards.py::test_two_shards_compute_the_one_device_update[hieros-level1]"
+SHARDED_LEVEL1 = "tests/test_batch_shards_streams.py::test_two_shards_compute_the_one_device_update[hieros-level1]"
 SHARDED_ROWS = "tests/test_batch_shards.py::test_each_shard_splits_its_rows_keys_and_draws_plainly_inside_a_row"
 
 MUTATIONS = [
