@@ -270,8 +270,7 @@ def reconstruction_l1(x: Float[Array, "N H W 3"], x_hat: Float[Array, "N H W 3"]
     background = sg(jnp.median(shards.gather(x), axis=0, keepdims=True))
     foreground = (jnp.abs(x - background).max(axis=-1, keepdims=True) > 0.05).astype(error.dtype)
     weights = jnp.broadcast_to(1.0 + foreground_weight * foreground, error.shape)
-    weighted, total = shards.mean(((weights * error).sum(), weights.sum()))
-    return weighted / total
+    return shards.masked_means({"l1": error}, weights)["l1"]  # sum(w |x - x_hat|) / sum(w), every w >= 1
 
 
 class Tokenizer(eqx.Module):

@@ -161,8 +161,8 @@ MUTATIONS = [
         name='shards-weighted-l1-per-part',
         bug='batch shards: the foreground-weighted L1 is the mean of the parts\' own weighted means',
         path='agents/iris/tokenizer.py',
-        old='weighted, total = shards.mean(((weights * error).sum(), weights.sum()))',
-        new='weighted, total = (weights * error).sum(), weights.sum()',
+        old='return shards.masked_means({"l1": error}, weights)["l1"]',
+        new='return (weights * error).sum() / weights.sum()',
         tests=[SHARDED_TOKENIZER],
     ),
     dict(
