@@ -42,7 +42,7 @@ def perturbed_state(agent):
     """A fresh state with every weight nudged: the heads, zero at init, then predict varied rewards, values and
     returns, so that the return percentiles of the two halves of the batch differ from the whole batch's.
     The weights are the DreamerV3 family's `nets`; Plan2Explore's are its base agent's and its own `expl`.
-    Built op by op in 8-11 s (jitted, 20-30 s: compiling `init` costs more), so once per test."""
+    Built op by op in 8-14 s in a fresh process (jitted, 20-30 s: compiling `init` costs more), so once per test."""
     state = agent.init(key=jax.random.key(1))
     if hasattr(state, "base"):
         where = lambda s: (s.base.nets, s.expl)
@@ -102,7 +102,7 @@ def case_agent(case: str):
 
 def case_batch(agent, stream: str) -> dict:
     """A random batch of `stream`: DreamerV3's test batch, or the contract test's for an agent of other streams
-    (its tables' keys from one `act`)."""
+    (its tables' keys and shapes traced from `act`)."""
     if stream == "train":
         return make_batch(agent, np.random.default_rng(0))
     if stream in iris_lib.STREAMS:
@@ -141,7 +141,7 @@ def test_the_cases_cover_every_agent_that_allows_batch_shards():
 
 SLOW_CASES = {"hieros-level0"}  # 55 s on the 2-core CPU; level 1 runs the same sharded code (draws, means)
 STREAM_AGENTS = {"hieros", "iris"}  # compared in tests/test_batch_shards_streams.py, so that `pytest -n 2 --dist
-# loadfile` runs the two halves of these comparisons (4-5 minutes each on 2 cores) side by side
+# loadfile` runs the two halves of these comparisons side by side (both files: 5.5 minutes on 2 cores)
 
 
 def cases(several_streams: bool) -> list:
