@@ -4,9 +4,8 @@ the offline model and the planners (docs/thick_planet.md, "Reruns on 2026-12-05"
     python scripts/keydoor_explorer_data.py                  # this checkout
     python scripts/keydoor_explorer_data.py /tmp/old-commit  # another checkout's code and test settings
 
-It runs under the test session's JAX settings: those of tests/conftest.py in the checkout, where that sets XLA's
-code generation (optimisation level 0; since 2026-12-06 also the older element-wise emitters); a setting given in
-`XLA_FLAGS` by the caller wins. About 8 minutes on 2 CPU cores.
+It runs under the test session's JAX settings (tests/conftest.py of the checkout, XLA optimisation level 0
+where that sets it; an `XLA_FLAGS` level given by the caller wins). About 8 minutes on 2 CPU cores.
 """
 
 import pathlib
