@@ -30,7 +30,6 @@ import gc
 import os
 
 
-
 def add_xla_flag(flag: str, value: str) -> None:
     """Add `--flag=value` to `XLA_FLAGS` unless the caller set that flag."""
     if flag not in os.environ.get("XLA_FLAGS", ""):
