@@ -624,6 +624,22 @@ def _measure_vmapped(agent, name, batch, single: dict, args) -> dict:
     }
 
 
+# The matmul peak measured before and after the updates differing by more than this fraction says the host's
+# speed changed while they were timed (on a shared host, 10-20% between minutes: docs/cpu_runs.md).
+PEAK_DRIFT_WARNING = 0.10
+
+
+def peak_drift_lines(peaks: list[float]) -> list[str]:
+    """A warning line when the matmul peaks measured before and after the updates differ by more than
+    `PEAK_DRIFT_WARNING` of the higher one; no line otherwise."""
+    drift = 1 - min(peaks) / max(peaks)
+    if drift <= PEAK_DRIFT_WARNING:
+        return []
+    return [f"  (the matmul peak moved {100 * drift:.0f}% between before and after the updates: the host's speed "
+            "changed while they were timed; compare two updates with scripts/update_ab.py, which alternates them "
+            "in one process)"]  # fmt: skip
+
+
 def report_lines(f: dict) -> list[str]:
     lines = [
         f"agent {f['agent']} {' '.join(f['configs'])} {' '.join(f['overrides'])}".rstrip(),
@@ -633,6 +649,7 @@ def report_lines(f: dict) -> list[str]:
         f"({f['policy_envs']} envs)",
     ]
     peaks = " and ".join(f"{p:.0f}" for p in f["matmul_peak_before_after_gflops"])
+    lines += peak_drift_lines(f["matmul_peak_before_after_gflops"])
     quiet, sections = f.get("timed_sections_quiet_host", (0, 0))
     if quiet < sections:
         lines.append(f"  (--timing-lock: {sections - quiet} of {sections} timed sections ran while another perf run "

@@ -19,6 +19,10 @@ def test_perf_agent_measures_every_stream_of_a_two_stream_agent(tmp_path):
     assert (slow["batch"], slow["length"], slow["context"]) == (3, 6, 1)
     assert all(s["update_s_median"] > 0 and len(s["update_s_all"]) == 2 for s in figures["streams"].values())
     assert figures["policy_steps_per_s"] > 0
+    from bench.perf_agent import peak_drift_lines, report_lines
+
+    figures["matmul_peak_before_after_gflops"] = [262.0, 217.0]  # a host whose speed moved: the report says so
+    assert peak_drift_lines([262.0, 217.0])[0] in report_lines(figures)
 
 
 def test_imagination_cases_are_timed_and_compared_within_their_group():
@@ -188,3 +192,16 @@ def test_timed_sections_count_whether_another_perf_run_was_compiling(tmp_path):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         perf_agent._host_shares.pop(args.timing_lock).close()
+
+
+def test_a_peak_that_moved_during_the_run_is_reported():
+    """The matmul peaks before and after the updates 262 and 217 GFLOP/s (a 2026-12-06 run): 17% apart, over
+    the 10% bound, so the report says the host's speed changed; 262 and 240 (8%) pass without a line."""
+    from bench.perf_agent import PEAK_DRIFT_WARNING, peak_drift_lines
+
+    assert PEAK_DRIFT_WARNING == 0.10
+    (line,) = peak_drift_lines([262.0, 217.0])
+    assert "moved 17%" in line and "scripts/update_ab.py" in line
+    assert peak_drift_lines([217.0, 262.0]) == [line]
+    assert peak_drift_lines([262.0, 240.0]) == []
+    assert peak_drift_lines([100.0, 90.0]) == []  # exactly 10%: within the bound
