@@ -125,13 +125,17 @@ def profile_update(step, hlo_text: str, repeats: int, top: int) -> dict:
     """Trace `repeats` calls of `step` (one update of the compiled module `hlo_text`, results fetched) and
     summarise them."""
     metadata = instruction_metadata(hlo_text)
-    return summarise(operation_times(trace_events(step, repeats), metadata), metadata, repeats, top)
+    events = trace_events(step, repeats)
+    summary = summarise(operation_times(events, metadata), metadata, repeats, top)
+    summary["operations_per_update"] = sum(name in metadata for name, _ in events) / repeats
+    return summary
 
 
 def report_lines(stream: str, profile: dict, groups: int = 15) -> list[str]:
     traced = profile["traced_ms_per_update"]
     lines = [
-        f"  profile '{stream}': {traced:.0f} ms of operations per update (all threads, traced), by source:",
+        f"  profile '{stream}': {traced:.0f} ms of operations per update (all threads, traced; "
+        f"{profile['operations_per_update']:,.0f} operations run), by source:",
         "    share  ms/update  pass, loop, primitive",
     ]
     for g in profile["groups"][:groups]:

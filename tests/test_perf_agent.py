@@ -120,6 +120,7 @@ def test_perf_agent_profile_traces_every_stream(tmp_path):
     for stream in json.loads(out.read_text())["streams"].values():
         profile = stream["profile"]
         assert profile["traced_ms_per_update"] > 0 and 0 < len(profile["operations"]) <= 3
+        assert profile["operations_per_update"] >= len(profile["operations"])  # every operation run, counted
         assert abs(sum(g["share"] for g in profile["groups"]) - 1.0) < 1e-9
 
 
